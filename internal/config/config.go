@@ -1,0 +1,209 @@
+// Package config owns meshid's configuration file: its shape, its defaults
+// and its validation. It never starts anything; cmd/meshid turns a Config
+// into running parts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/internal/yamlfile"
+)
+
+// Config is the whole of meshid.yaml. Field names follow DESIGN.md.
+type Config struct {
+	TrustDomain string `yaml:"trust_domain"`
+	DataDir     string `yaml:"data_dir"`
+	SocketPath  string `yaml:"socket_path"`
+	EntriesFile string `yaml:"entries_file"`
+	CA          CA     `yaml:"ca"`
+	SVID        SVID   `yaml:"svid"`
+	Authz       Authz  `yaml:"authz"`
+	Admin       Admin  `yaml:"admin"`
+	Log         Log    `yaml:"log"`
+
+	// EntriesOptional is true when entries_file was not set: a missing
+	// default file then means "no entries yet" rather than a typo.
+	EntriesOptional bool `yaml:"-"`
+}
+
+// CA configures the built-in certificate authority.
+type CA struct {
+	KeyType string        `yaml:"key_type"`
+	TTL     time.Duration `yaml:"ttl"`
+}
+
+// SVID configures the identities meshid issues.
+type SVID struct {
+	X509TTL time.Duration `yaml:"x509_ttl"`
+}
+
+// Authz configures the ext_authz server.
+type Authz struct {
+	Address     string        `yaml:"address"`
+	PolicyDir   string        `yaml:"policy_dir"`
+	Decision    string        `yaml:"decision"`
+	EvalTimeout time.Duration `yaml:"eval_timeout"`
+}
+
+// Admin configures the HTTP admin endpoint (/healthz, /readyz).
+type Admin struct {
+	Address string `yaml:"address"`
+}
+
+// Log configures meshid's own log output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Limits that keep a typo from turning into an outage or a security hole.
+const (
+	// MinX509TTL is the shortest SVID lifetime accepted; shorter ones leave
+	// Envoy too little time to pick up the renewed certificate.
+	MinX509TTL = 10 * time.Second
+	minCATTL   = time.Hour
+)
+
+// Default returns the configuration used when no file is given: a demo
+// trust domain served from the current directory.
+func Default() Config {
+	return Config{
+		TrustDomain:     "example.org",
+		DataDir:         ".meshid",
+		SocketPath:      "/tmp/meshid/agent.sock",
+		EntriesFile:     "entries.yaml",
+		EntriesOptional: true,
+		CA:              CA{KeyType: "ec-p256", TTL: 24 * time.Hour},
+		SVID:            SVID{X509TTL: time.Hour},
+		Authz: Authz{
+			Address:     "127.0.0.1:9191",
+			PolicyDir:   "policies",
+			Decision:    "data.envoy.authz.allow",
+			EvalTimeout: 100 * time.Millisecond,
+		},
+		Admin: Admin{Address: "127.0.0.1:8089"},
+		Log:   Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads and validates the file at path. Relative paths inside the file
+// are resolved against the file's directory, so a config works the same from
+// any working directory. Every problem is reported, each as file:line.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg := Default()
+	cfg.EntriesFile = ""
+	doc, err := yamlfile.Decode(path, data, &cfg)
+	if err != nil {
+		return Config{}, err
+	}
+	if cfg.EntriesFile == "" {
+		cfg.EntriesFile = Default().EntriesFile
+	} else {
+		cfg.EntriesOptional = false
+	}
+	cfg.resolve(filepath.Dir(path))
+	if err := cfg.validate(doc); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// resolve makes every relative path absolute against base.
+func (c *Config) resolve(base string) {
+	for _, p := range []*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Authz.PolicyDir} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+}
+
+// Validate checks a configuration that did not come from a file (Default).
+func (c Config) Validate() error { return c.validate(nil) }
+
+func (c Config) validate(doc *yamlfile.Doc) error {
+	var errs []error
+	bad := func(path []any, format string, args ...any) {
+		if doc == nil {
+			errs = append(errs, fmt.Errorf(format, args...))
+			return
+		}
+		errs = append(errs, doc.Errorf(path, format, args...))
+	}
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		bad(at("trust_domain"), "trust_domain %q: %v", c.TrustDomain, err)
+	}
+	for _, f := range []struct {
+		key, val string
+	}{{"data_dir", c.DataDir}, {"socket_path", c.SocketPath}, {"entries_file", c.EntriesFile}} {
+		if f.val == "" {
+			bad(at(f.key), "%s must not be empty", f.key)
+		}
+	}
+	if c.CA.KeyType != "ec-p256" {
+		bad(at("ca", "key_type"), "ca.key_type %q is not supported (supported: ec-p256)", c.CA.KeyType)
+	}
+	if c.CA.TTL < minCATTL {
+		bad(at("ca", "ttl"), "ca.ttl %s is shorter than the minimum %s", c.CA.TTL, minCATTL)
+	}
+	if c.SVID.X509TTL < MinX509TTL {
+		bad(at("svid", "x509_ttl"), "svid.x509_ttl %s is shorter than the minimum %s", c.SVID.X509TTL, MinX509TTL)
+	}
+	if c.SVID.X509TTL > c.CA.TTL {
+		bad(at("svid", "x509_ttl"), "svid.x509_ttl %s is longer than ca.ttl %s", c.SVID.X509TTL, c.CA.TTL)
+	}
+	if err := checkHostPort(c.Authz.Address); err != nil {
+		bad(at("authz", "address"), "authz.address: %v", err)
+	}
+	if c.Authz.PolicyDir == "" {
+		bad(at("authz", "policy_dir"), "authz.policy_dir must not be empty")
+	}
+	if c.Authz.Decision == "" {
+		bad(at("authz", "decision"), "authz.decision must not be empty")
+	}
+	if c.Authz.EvalTimeout <= 0 {
+		bad(at("authz", "eval_timeout"), "authz.eval_timeout must be positive")
+	}
+	if err := checkHostPort(c.Admin.Address); err != nil {
+		bad(at("admin", "address"), "admin.address: %v", err)
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		bad(at("log", "level"), "log.level: %v", err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad(at("log", "format"), "log.format %q: want text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func at(path ...any) []any { return path }
+
+func checkHostPort(addr string) error {
+	if addr == "" {
+		return errors.New("must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q: want host:port", addr)
+	}
+	return nil
+}
+
+// SlogLevel maps log.level to a slog level.
+func (l Log) SlogLevel() (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("%q: want debug, info, warn or error", l.Level)
+	}
+	return lvl, nil
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "meshid.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadAppliesDefaultsAndResolvesPaths(t *testing.T) {
+	path := writeConfig(t, "trust_domain: corp.example\nsvid: {x509_ttl: 30s}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(path)
+	if cfg.TrustDomain != "corp.example" || cfg.SVID.X509TTL != 30*time.Second {
+		t.Errorf("explicit values lost: %+v", cfg)
+	}
+	if cfg.CA.TTL != 24*time.Hour || cfg.Authz.Address != "127.0.0.1:9191" {
+		t.Errorf("defaults missing: %+v", cfg)
+	}
+	if cfg.DataDir != filepath.Join(dir, ".meshid") || cfg.EntriesFile != filepath.Join(dir, "entries.yaml") {
+		t.Errorf("relative paths not resolved against %s: %+v", dir, cfg)
+	}
+	if !cfg.EntriesOptional {
+		t.Error("entries_file not set, so a missing default file must be optional")
+	}
+	if cfg.SocketPath != "/tmp/meshid/agent.sock" {
+		t.Errorf("absolute path changed: %q", cfg.SocketPath)
+	}
+}
+
+func TestLoadExplicitEntriesFileIsRequired(t *testing.T) {
+	cfg, err := Load(writeConfig(t, "entries_file: my-entries.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EntriesOptional {
+		t.Error("an explicit entries_file must not be optional")
+	}
+}
+
+func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", "trust_domain: a.org\nsockets: /x\n", []string{`meshid.yaml:2: unknown key "sockets"`}},
+		{"unknown nested key", "authz:\n  adress: 1.2.3.4:1\n", []string{`meshid.yaml:2: unknown key "adress"`}},
+		{"bad trust domain", "log: {level: info}\ntrust_domain: Not_Valid!\n", []string{"meshid.yaml:2: trust_domain"}},
+		{"bad duration", "svid:\n  x509_ttl: soon\n", []string{"meshid.yaml:2:"}},
+		{"short ttl", "svid:\n  x509_ttl: 1s\n", []string{"meshid.yaml:2: svid.x509_ttl 1s is shorter than the minimum 10s"}},
+		{"several problems at once", "admin:\n  address: nope\nlog:\n  level: loud\n  format: xml\n", []string{
+			"meshid.yaml:2: admin.address", "meshid.yaml:4: log.level", "meshid.yaml:5: log.format"}},
+		{"unsupported key type", "ca:\n  key_type: rsa-2048\n", []string{"meshid.yaml:2: ca.key_type \"rsa-2048\" is not supported"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, tt.body))
+			if err == nil {
+				t.Fatal("Load accepted bad config")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
