@@ -1,0 +1,124 @@
+package attestor
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// callerRecorder is a gRPC server on a real Unix socket that remembers the
+// kernel's view of every caller.
+type callerRecorder struct {
+	mu      sync.Mutex
+	callers []Caller
+	errs    []error
+}
+
+func startRecorder(t *testing.T) (string, *callerRecorder) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // the re-exec'd child runs as another user
+	sock := filepath.Join(dir, "s.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sock, 0o777)
+	rec := &callerRecorder{}
+	srv := grpc.NewServer(grpc.Creds(PeerCredentials()), grpc.UnaryInterceptor(
+		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			c, err := CallerFromContext(ctx)
+			rec.mu.Lock()
+			rec.callers, rec.errs = append(rec.callers, c), append(rec.errs, err)
+			rec.mu.Unlock()
+			return h(ctx, req)
+		}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return sock, rec
+}
+
+func checkHealth(sock string) error {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	return err
+}
+
+func TestPeerCredentialsIdentifyTheCallerByTheKernel(t *testing.T) {
+	sock, rec := startRecorder(t)
+	if err := checkHealth(sock); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := Caller{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	if len(rec.callers) != 1 || rec.errs[0] != nil || rec.callers[0] != want {
+		t.Fatalf("recorded %v %v, want %v", rec.callers, rec.errs, want)
+	}
+}
+
+// TestPeerCredentialsOtherUser runs a child under another uid: the server
+// must see that uid and the child's pid, not ours.
+func TestPeerCredentialsOtherUser(t *testing.T) {
+	if sock := os.Getenv("MESHID_TEST_DIAL"); sock != "" {
+		if err := checkHealth(sock); err != nil {
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a child under another uid")
+	}
+	sock, rec := startRecorder(t)
+	// The test binary sits in a directory only root can enter.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(filepath.Dir(sock), "attestor.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestPeerCredentialsOtherUser$")
+	cmd.Env = append(os.Environ(), "MESHID_TEST_DIAL="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4242, Gid: 4343}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := Caller{PID: int32(cmd.Process.Pid), UID: 4242, GID: 4343}
+	if len(rec.callers) != 1 || rec.callers[0] != want {
+		t.Fatalf("recorded %v, want %v", rec.callers, want)
+	}
+}
+
+func TestCallerFromContextWithoutPeerCredentials(t *testing.T) {
+	if _, err := CallerFromContext(context.Background()); err != ErrNoCaller {
+		t.Fatalf("err = %v, want ErrNoCaller", err)
+	}
+}
+
+func TestPeerCredentialsRejectNonUnixConnections(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, _, err := PeerCredentials().ServerHandshake(a); err == nil {
+		t.Fatal("handshake on a non-Unix connection succeeded")
+	}
+}
