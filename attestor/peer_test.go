@@ -26,8 +26,14 @@ type callerRecorder struct {
 
 func startRecorder(t *testing.T) (string, *callerRecorder) {
 	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // the re-exec'd child runs as another user
+	// Not t.TempDir: its parent is 0700, and the re-exec'd child runs as
+	// another user that must reach the socket.
+	dir, err := os.MkdirTemp("", "meshid-attestor-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "s.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
