@@ -1,0 +1,113 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/internal/yamlfile"
+)
+
+// Entry says which workloads get which SPIFFE ID: a caller whose selectors
+// include every one of Selectors is entitled to SPIFFEID.
+type Entry struct {
+	SPIFFEID  spiffeid.ID
+	Selectors []attestor.Selector
+	X509TTL   time.Duration // 0 means the daemon's default
+	DNSNames  []string
+	Source    string // "entries.yaml:12", for messages
+}
+
+// Matches reports whether a caller with the given selectors satisfies every
+// selector of the entry.
+func (e Entry) Matches(have []attestor.Selector) bool {
+	for _, want := range e.Selectors {
+		if !slices.Contains(have, want) {
+			return false
+		}
+	}
+	return true
+}
+
+type entriesFile struct {
+	Entries []rawEntry `yaml:"entries"`
+}
+
+type rawEntry struct {
+	SPIFFEID  string        `yaml:"spiffe_id"`
+	Selectors []string      `yaml:"selectors"`
+	X509TTL   time.Duration `yaml:"x509_ttl"`
+	DNSNames  []string      `yaml:"dns_names"`
+}
+
+// LoadEntries reads an entries file and validates every entry against the
+// trust domain. All problems are reported together, each as file:line.
+func LoadEntries(path string, td spiffeid.TrustDomain) ([]Entry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read entries: %w", err)
+	}
+	return ParseEntries(path, data, td)
+}
+
+// ParseEntries is LoadEntries for bytes already read; name is used in messages.
+func ParseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, error) {
+	var f entriesFile
+	doc, err := yamlfile.Decode(name, data, &f)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	entries := make([]Entry, 0, len(f.Entries))
+	seen := map[string]string{} // id + selectors → where first defined
+	for i, raw := range f.Entries {
+		at := func(path ...any) []any { return append([]any{"entries", i}, path...) }
+		e := Entry{X509TTL: raw.X509TTL, DNSNames: raw.DNSNames, Source: fmt.Sprintf("%s:%d", name, doc.Line(at()...))}
+
+		id, err := spiffeid.FromString(raw.SPIFFEID)
+		switch {
+		case raw.SPIFFEID == "":
+			errs = append(errs, doc.Errorf(at(), "entry has no spiffe_id"))
+		case err != nil:
+			errs = append(errs, doc.Errorf(at("spiffe_id"), "spiffe_id %q: %v", raw.SPIFFEID, err))
+		case !id.MemberOf(td):
+			errs = append(errs, doc.Errorf(at("spiffe_id"), "spiffe_id %q is outside the trust domain %q", raw.SPIFFEID, td.Name()))
+		case id.Path() == "":
+			errs = append(errs, doc.Errorf(at("spiffe_id"), "spiffe_id %q names the trust domain itself, not a workload; add a path", raw.SPIFFEID))
+		default:
+			e.SPIFFEID = id
+		}
+
+		if len(raw.Selectors) == 0 {
+			errs = append(errs, doc.Errorf(at(), "entry %q has no selectors: it would match every caller", raw.SPIFFEID))
+		}
+		for j, s := range raw.Selectors {
+			sel, err := attestor.ParseSelector(s)
+			if err != nil {
+				errs = append(errs, doc.Errorf(at("selectors", j), "%v", err))
+				continue
+			}
+			e.Selectors = append(e.Selectors, sel)
+		}
+		if raw.X509TTL < 0 {
+			errs = append(errs, doc.Errorf(at("x509_ttl"), "x509_ttl %s must be positive", raw.X509TTL))
+		}
+
+		key := raw.SPIFFEID + "\x00" + strings.Join(slices.Sorted(slices.Values(raw.Selectors)), "\x00")
+		if first, dup := seen[key]; dup {
+			errs = append(errs, doc.Errorf(at(), "entry %q duplicates the one at %s", raw.SPIFFEID, first))
+		}
+		seen[key] = e.Source
+		entries = append(entries, e)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return entries, nil
+}

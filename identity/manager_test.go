@@ -1,0 +1,191 @@
+package identity
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/peer"
+
+	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/ca"
+)
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// uidAttestor attests a caller by uid only, like the unix attestor would.
+type uidAttestor struct{}
+
+func (uidAttestor) Attest(_ context.Context, c attestor.Caller) ([]attestor.Selector, error) {
+	return []attestor.Selector{{Type: "unix", Value: "uid:" + strconv.FormatUint(uint64(c.UID), 10)}}, nil
+}
+
+func callerCtx(uid uint32) context.Context {
+	return peer.NewContext(context.Background(), &peer.Peer{
+		Addr:     &net.UnixAddr{Name: "@", Net: "unix"},
+		AuthInfo: attestor.AuthInfo{Caller: attestor.Caller{PID: 100, UID: uid, GID: uid}},
+	})
+}
+
+func newManager(t *testing.T, clk *clock, log *slog.Logger) *Manager {
+	t.Helper()
+	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour, Clock: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := ParseEntries("entries.yaml", []byte(`entries:
+  - spiffe_id: spiffe://example.org/backend
+    selectors: ["unix:uid:1101"]
+  - spiffe_id: spiffe://example.org/frontend
+    selectors: ["unix:uid:1102"]
+    x509_ttl: 10m
+`), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewManager(Options{Entries: entries, DefaultTTL: time.Hour, Minter: authority, Attestor: uidAttestor{}, Clock: clk.Now, Log: log})
+}
+
+func TestWatchIssuesTheMatchingIdentity(t *testing.T) {
+	clk := &clock{now: time.Now().Truncate(time.Second)}
+	m := newManager(t, clk, nil)
+
+	sub, err := m.Watch(callerCtx(1102))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	x, err := sub.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.SVIDs) != 1 || x.SVIDs[0].ID.String() != "spiffe://example.org/frontend" {
+		t.Fatalf("SVIDs = %v", x.SVIDs)
+	}
+	leaf := x.SVIDs[0].Certificates[0]
+	if got := leaf.NotAfter.Sub(clk.Now()); got != 10*time.Minute {
+		t.Errorf("per-entry x509_ttl not applied: lifetime %s", got)
+	}
+	if _, _, err := x509svid.Verify(x.SVIDs[0].Certificates, x.Bundles, x509svid.WithTime(clk.Now())); err != nil {
+		t.Fatalf("SVID does not verify against the bundle handed out with it: %v", err)
+	}
+}
+
+func TestWatchUnknownCallerGetsNothingAndIsLogged(t *testing.T) {
+	var logs bytes.Buffer
+	m := newManager(t, &clock{now: time.Now()}, slog.New(slog.NewTextHandler(&logs, nil)))
+	sub, err := m.Watch(callerCtx(4242))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	x, err := sub.Current()
+	if err != nil || len(x.SVIDs) != 0 {
+		t.Fatalf("unknown caller got %v, %v", x, err)
+	}
+	if !strings.Contains(logs.String(), "no entry matches caller") || !strings.Contains(logs.String(), "unix:uid:4242") {
+		t.Errorf("log does not say which selectors the caller presented:\n%s", logs.String())
+	}
+}
+
+func TestWatchRequiresKernelCredentials(t *testing.T) {
+	m := newManager(t, &clock{now: time.Now()}, nil)
+	if _, err := m.Watch(context.Background()); err == nil {
+		t.Fatal("Watch without peer credentials succeeded")
+	}
+}
+
+func TestCallersOfOneEntryShareAnSVID(t *testing.T) {
+	m := newManager(t, &clock{now: time.Now()}, nil)
+	a, _ := m.Watch(callerCtx(1101))
+	b, _ := m.Watch(callerCtx(1101))
+	defer a.Close()
+	defer b.Close()
+	xa, _ := a.Current()
+	xb, _ := b.Current()
+	if xa.SVIDs[0] != xb.SVIDs[0] {
+		t.Error("two callers of the same entry got different SVIDs")
+	}
+}
+
+func TestRenewalAtHalfLifeNotifiesSubscribers(t *testing.T) {
+	clk := &clock{now: time.Now().Truncate(time.Second)}
+	m := newManager(t, clk, nil)
+	front, _ := m.Watch(callerCtx(1102))
+	back, _ := m.Watch(callerCtx(1101))
+	defer front.Close()
+	defer back.Close()
+	x1, _ := front.Current()
+	back.Current()
+	first := x1.SVIDs[0].Certificates[0].SerialNumber
+
+	clk.Add(4 * time.Minute) // before half of 10m
+	m.renewDue()
+	select {
+	case <-front.Changed():
+		t.Fatal("renewed before half-life")
+	default:
+	}
+
+	clk.Add(2 * time.Minute) // past half of 10m, well before half of 1h
+	m.renewDue()
+	select {
+	case <-front.Changed():
+	default:
+		t.Fatal("subscriber not told about the renewal")
+	}
+	select {
+	case <-back.Changed():
+		t.Fatal("a subscriber whose SVID did not change was notified")
+	default:
+	}
+	x2, _ := front.Current()
+	if x2.SVIDs[0].Certificates[0].SerialNumber.Cmp(first) == 0 {
+		t.Fatal("Current still returns the old SVID after renewal")
+	}
+}
+
+func TestCurrentRenewsWhenTheTickerWasLate(t *testing.T) {
+	clk := &clock{now: time.Now()}
+	m := newManager(t, clk, nil)
+	sub, _ := m.Watch(callerCtx(1102))
+	defer sub.Close()
+	x1, _ := sub.Current()
+	clk.Add(time.Hour) // the machine slept through renewal and expiry
+	x2, err := sub.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf := x2.SVIDs[0].Certificates[0]; !clk.Now().Before(leaf.NotAfter) || leaf.SerialNumber.Cmp(x1.SVIDs[0].Certificates[0].SerialNumber) == 0 {
+		t.Fatalf("served an expired SVID (NotAfter %v, now %v)", leaf.NotAfter, clk.Now())
+	}
+}
+
+func TestCloseUnsubscribes(t *testing.T) {
+	m := newManager(t, &clock{now: time.Now()}, nil)
+	sub, _ := m.Watch(callerCtx(1101))
+	sub.Close()
+	m.mu.Lock()
+	n := len(m.subs)
+	m.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d subscriptions left after Close", n)
+	}
+}
