@@ -1,0 +1,346 @@
+package sds
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	frontendID = "spiffe://example.org/frontend"
+	trustID    = "spiffe://example.org"
+)
+
+// fakeIdentities hands every caller the same controllable subscription.
+type fakeIdentities struct {
+	sub      *fakeSub
+	watchErr error
+}
+
+func (f *fakeIdentities) Watch(context.Context) (Subscription, error) {
+	if f.watchErr != nil {
+		return nil, f.watchErr
+	}
+	return f.sub, nil
+}
+
+type fakeSub struct {
+	mu      sync.Mutex
+	x       *workloadapi.X509Context
+	changed chan struct{}
+}
+
+func (f *fakeSub) Changed() <-chan struct{} { return f.changed }
+func (f *fakeSub) Close()                   {}
+func (f *fakeSub) Current() (*workloadapi.X509Context, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.x, nil
+}
+
+// rotate replaces the caller's SVID and signals the change.
+func (f *fakeSub) rotate(t *testing.T) {
+	f.mu.Lock()
+	f.x = testContext(t, frontendID)
+	f.mu.Unlock()
+	f.changed <- struct{}{}
+}
+
+func testContext(t *testing.T, ids ...string) *workloadapi.X509Context {
+	t.Helper()
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, URIs: []*url.URL{td.ID().URL()}}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	x := &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(td, []*x509.Certificate{caCert}))}
+	for i, id := range ids {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), URIs: []*url.URL{spiffeid.RequireFromString(id).URL()},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		x.SVIDs = append(x.SVIDs, &x509svid.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{leaf}, PrivateKey: key})
+	}
+	return x
+}
+
+// startServer serves SDS on a real Unix socket and returns a client.
+func startServer(t *testing.T, ids Identities) secretv3.SecretDiscoveryServiceClient {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "sds.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	New(ids, slog.New(slog.DiscardHandler)).Register(srv)
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		srv.Stop()
+	})
+	return secretv3.NewSecretDiscoveryServiceClient(conn)
+}
+
+// envoy is a scripted SDS client on one stream.
+type envoy struct {
+	t      *testing.T
+	stream secretv3.SecretDiscoveryService_StreamSecretsClient
+	last   *discoveryv3.DiscoveryResponse
+}
+
+func openStream(t *testing.T, c secretv3.SecretDiscoveryServiceClient) *envoy {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	stream, err := c.StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &envoy{t: t, stream: stream}
+}
+
+func (e *envoy) send(req *discoveryv3.DiscoveryRequest) {
+	e.t.Helper()
+	if req.TypeUrl == "" {
+		req.TypeUrl = secretType
+	}
+	req.Node = &corev3.Node{Id: "test"}
+	if err := e.stream.Send(req); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// ask requests names, acknowledging the last response if there was one.
+func (e *envoy) ask(names ...string) {
+	e.t.Helper()
+	req := &discoveryv3.DiscoveryRequest{ResourceNames: names}
+	if e.last != nil {
+		req.VersionInfo, req.ResponseNonce = e.last.VersionInfo, e.last.Nonce
+	}
+	e.send(req)
+}
+
+func (e *envoy) recv() *discoveryv3.DiscoveryResponse {
+	e.t.Helper()
+	resp, err := e.stream.Recv()
+	if err != nil {
+		e.t.Fatalf("Recv: %v", err)
+	}
+	e.last = resp
+	return resp
+}
+
+func (e *envoy) recvErr() error {
+	e.t.Helper()
+	_, err := e.stream.Recv()
+	if err == nil {
+		e.t.Fatal("Recv succeeded, want an error")
+	}
+	return err
+}
+
+// secrets decodes a response into name → secret.
+func secrets(t *testing.T, resp *discoveryv3.DiscoveryResponse) map[string]*tlsv3.Secret {
+	t.Helper()
+	out := map[string]*tlsv3.Secret{}
+	for _, a := range resp.Resources {
+		s := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(s); err != nil {
+			t.Fatal(err)
+		}
+		out[s.Name] = s
+	}
+	return out
+}
+
+func newFake(t *testing.T) *fakeIdentities {
+	return &fakeIdentities{sub: &fakeSub{x: testContext(t, frontendID), changed: make(chan struct{}, 1)}}
+}
+
+func TestFirstResponseCarriesTheNamedSecrets(t *testing.T) {
+	ids := newFake(t)
+	e := openStream(t, startServer(t, ids))
+	e.ask(frontendID, trustID)
+	resp := e.recv()
+	if resp.VersionInfo != "1" || resp.Nonce == "" || resp.TypeUrl != secretType {
+		t.Fatalf("version=%q nonce=%q type=%q", resp.VersionInfo, resp.Nonce, resp.TypeUrl)
+	}
+	got := secrets(t, resp)
+	cert := got[frontendID].GetTlsCertificate()
+	if cert == nil || len(cert.CertificateChain.GetInlineBytes()) == 0 || len(cert.PrivateKey.GetInlineBytes()) == 0 {
+		t.Fatalf("no tls_certificate for %s: %v", frontendID, got[frontendID])
+	}
+	svid, err := x509svid.Parse(cert.CertificateChain.GetInlineBytes(), cert.PrivateKey.GetInlineBytes())
+	if err != nil || svid.ID.String() != frontendID {
+		t.Fatalf("served certificate is not the SVID: %v %v", svid, err)
+	}
+	if roots := got[trustID].GetValidationContext().GetTrustedCa().GetInlineBytes(); len(roots) == 0 {
+		t.Fatalf("no validation_context for %s", trustID)
+	}
+}
+
+func TestEmptyNamesMeanEverything(t *testing.T) {
+	e := openStream(t, startServer(t, newFake(t)))
+	e.ask()
+	got := secrets(t, e.recv())
+	if len(got) != 2 || got[frontendID] == nil || got[trustID] == nil {
+		t.Fatalf("got %v, want the SVID and the bundle", got)
+	}
+}
+
+// TestProtocol drives one stream through ACKs, NACKs, stale nonces, name
+// changes and rotations. An unwanted response would show up as the next
+// message received, with the wrong version or names, and fail the step.
+func TestProtocol(t *testing.T) {
+	type step struct {
+		name string
+		do   func(e *envoy, sub *fakeSub)
+		// what the next response must look like; empty means no response
+		// is expected from this step (the next step's check proves it).
+		wantVersion string
+		wantNames   []string
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"ACK is not answered; a name change is", []step{
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }, wantVersion: "1", wantNames: []string{frontendID}},
+			{name: "ack", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }},
+			{name: "add trust", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID, trustID) }, wantVersion: "2", wantNames: []string{frontendID, trustID}},
+		}},
+		{"rotation pushes a new version", []step{
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }, wantVersion: "1", wantNames: []string{frontendID}},
+			{name: "ack", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }},
+			{name: "rotate", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }, wantVersion: "2", wantNames: []string{frontendID}},
+		}},
+		{"stale nonce is ignored", []step{
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }, wantVersion: "1", wantNames: []string{frontendID}},
+			{name: "stale", do: func(e *envoy, _ *fakeSub) {
+				e.send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{trustID}, ResponseNonce: "not-a-nonce-we-sent"})
+			}},
+			{name: "rotate", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }, wantVersion: "2", wantNames: []string{frontendID}},
+		}},
+		{"NACK is not answered with the same secrets", []step{
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(frontendID) }, wantVersion: "1", wantNames: []string{frontendID}},
+			{name: "nack", do: func(e *envoy, _ *fakeSub) {
+				e.send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{frontendID}, ResponseNonce: e.last.Nonce,
+					ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: "bad cert"}})
+			}},
+			{name: "rotate", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }, wantVersion: "2", wantNames: []string{frontendID}},
+		}},
+		{"change before the first request waits for it", []step{
+			{name: "rotate early", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }},
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(trustID) }, wantVersion: "1", wantNames: []string{trustID}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ids := newFake(t)
+			e := openStream(t, startServer(t, ids))
+			for _, s := range tt.steps {
+				s.do(e, ids.sub)
+				if s.wantVersion == "" {
+					continue
+				}
+				resp := e.recv()
+				got := secrets(t, resp)
+				if resp.VersionInfo != s.wantVersion || len(got) != len(s.wantNames) {
+					t.Fatalf("after %q: version %q with %d secrets, want version %q with %v", s.name, resp.VersionInfo, len(got), s.wantVersion, s.wantNames)
+				}
+				for _, n := range s.wantNames {
+					if got[n] == nil {
+						t.Fatalf("after %q: secret %q missing", s.name, n)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestStreamErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		ids   func(t *testing.T) *fakeIdentities
+		names []string
+		typ   string
+		want  codes.Code
+	}{
+		{"name not entitled", newFake, []string{"spiffe://example.org/backend"}, "", codes.InvalidArgument},
+		{"other trust domain", newFake, []string{"spiffe://partner.example"}, "", codes.InvalidArgument},
+		{"wrong type url", newFake, nil, "type.googleapis.com/envoy.config.cluster.v3.Cluster", codes.InvalidArgument},
+		{"caller without identity", func(t *testing.T) *fakeIdentities {
+			f := newFake(t)
+			f.sub.x = testContext(t)
+			return f
+		}, []string{frontendID}, "", codes.PermissionDenied},
+		{"attestation failed", func(t *testing.T) *fakeIdentities {
+			return &fakeIdentities{watchErr: errors.New("process is gone")}
+		}, nil, "", codes.PermissionDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := openStream(t, startServer(t, tt.ids(t)))
+			e.send(&discoveryv3.DiscoveryRequest{ResourceNames: tt.names, TypeUrl: tt.typ})
+			err := e.recvErr()
+			if got := grpcstatus.Code(err); got != tt.want {
+				t.Fatalf("code = %v (%v), want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestClientCloseEndsTheStream(t *testing.T) {
+	e := openStream(t, startServer(t, newFake(t)))
+	e.ask(frontendID)
+	e.recv()
+	if err := e.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.stream.Recv(); err != io.EOF {
+		t.Fatalf("after CloseSend: %v, want io.EOF", err)
+	}
+}
