@@ -113,7 +113,11 @@ func Load(path string) (Config, error) {
 	} else {
 		cfg.EntriesOptional = false
 	}
-	cfg.resolve(filepath.Dir(path))
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("resolve config dir: %w", err)
+	}
+	cfg.resolve(base)
 	if err := cfg.validate(doc); err != nil {
 		return Config{}, err
 	}

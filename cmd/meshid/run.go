@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/sds"
+)
+
+// shutdownGrace bounds how long in-flight calls may finish after SIGTERM.
+// SDS streams never finish by themselves, so they are cut after it.
+const shutdownGrace = 2 * time.Second
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	flags := flag.NewFlagSet("run", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	configPath := flags.String("config", "", "path to meshid.yaml (default: built-in demo settings in the current directory)")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	d, err := newDaemon(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		cfg := config.Default()
+		return cfg, cfg.Validate()
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	level, err := c.SlogLevel()
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// daemon is everything `meshid run` holds: built in full before anything
+// is served, so a bad config, entries file or policy stops the start.
+type daemon struct {
+	cfg   config.Config
+	log   *slog.Logger
+	ids   *identity.Manager
+	ready atomic.Bool
+
+	agent, authz       *grpc.Server
+	agentLis, authzLis net.Listener
+	admin              *http.Server
+	adminLis           net.Listener
+}
+
+func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, err // config validation already said where
+	}
+	entries, err := identity.LoadEntries(cfg.EntriesFile, td)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && cfg.EntriesOptional:
+		log.Warn("no entries file: no workload will get an identity until one exists", "entries_file", cfg.EntriesFile)
+	case err != nil:
+		return nil, err
+	}
+	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	engine, err := authz.NewEngine(ctx, authz.Config{PolicyDir: cfg.Authz.PolicyDir, Decision: cfg.Authz.Decision, EvalTimeout: cfg.Authz.EvalTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("authz.policy_dir: %w", err)
+	}
+
+	d := &daemon{cfg: cfg, log: log}
+	d.ids = identity.NewManager(identity.Options{
+		Entries:    entries,
+		DefaultTTL: cfg.SVID.X509TTL,
+		Minter:     authority,
+		Attestor:   attestor.Unix{},
+		Log:        log,
+	})
+
+	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
+	sds.New(sdsIdentities{d.ids}, log).Register(d.agent)
+	healthpb.RegisterHealthServer(d.agent, health.NewServer())
+
+	d.authz = grpc.NewServer()
+	authz.NewServer(engine, log).Register(d.authz)
+	healthpb.RegisterHealthServer(d.authz, health.NewServer())
+
+	d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	// Listen last: once a socket exists, clients may use it.
+	if d.agentLis, err = listenWorkloadSocket(cfg.SocketPath); err != nil {
+		return nil, err
+	}
+	if d.authzLis, err = net.Listen("tcp", cfg.Authz.Address); err != nil {
+		d.agentLis.Close()
+		return nil, fmt.Errorf("authz.address: %w", err)
+	}
+	if d.adminLis, err = net.Listen("tcp", cfg.Admin.Address); err != nil {
+		d.agentLis.Close()
+		d.authzLis.Close()
+		return nil, fmt.Errorf("admin.address: %w", err)
+	}
+	return d, nil
+}
+
+// run serves until ctx ends or a part fails, then stops every part.
+func (d *daemon) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.ids.Run(ctx) })
+	g.Go(func() error { return serveGRPC(ctx, d.agent, d.agentLis) })
+	g.Go(func() error { return serveGRPC(ctx, d.authz, d.authzLis) })
+	g.Go(func() error { return serveHTTP(ctx, d.admin, d.adminLis) })
+	d.ready.Store(true)
+	d.log.Info("meshid ready",
+		"trust_domain", d.cfg.TrustDomain,
+		"socket", d.cfg.SocketPath,
+		"authz", d.authzLis.Addr().String(),
+		"admin", d.adminLis.Addr().String())
+	err := g.Wait()
+	d.log.Info("meshid stopped")
+	return err
+}
+
+func serveGRPC(ctx context.Context, srv *grpc.Server, lis net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace):
+		srv.Stop()
+		<-stopped
+	}
+	return <-errc
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server, lis net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (d *daemon) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+// sdsIdentities adapts the identity manager to the interface sds declares.
+type sdsIdentities struct{ m *identity.Manager }
+
+func (a sdsIdentities) Watch(ctx context.Context) (sds.Subscription, error) {
+	sub, err := a.m.Watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
