@@ -1,0 +1,120 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/meshid/meshid/envoy"
+)
+
+// The demo mesh's identities and uids. Tests, docs/envoy.md and the shipped
+// policy in policies/ all refer to these.
+const (
+	DemoTrustDomain = "example.org"
+	FrontendID      = "spiffe://example.org/ns/demo/sa/frontend"
+	BackendID       = "spiffe://example.org/ns/demo/sa/backend"
+
+	// meshid attests the Envoys, so their uids are what entries select on.
+	BackendEnvoyUID  = 1101
+	FrontendEnvoyUID = 1102
+	// The apps run under uids of their own that no entry selects: they hold
+	// no identity, only their sidecars do.
+	BackendAppUID  = 1201
+	FrontendAppUID = 1202
+)
+
+// DemoEntries are the registration entries of the demo mesh: each Envoy gets
+// its workload's identity by its uid.
+func DemoEntries() []Entry {
+	return []Entry{
+		{SPIFFEID: BackendID, Selectors: []string{fmt.Sprintf("unix:uid:%d", BackendEnvoyUID)}},
+		{SPIFFEID: FrontendID, Selectors: []string{fmt.Sprintf("unix:uid:%d", FrontendEnvoyUID)}},
+	}
+}
+
+// DemoOptions configures StartDemoMesh.
+type DemoOptions struct {
+	// PolicyDir; default <repo>/policies, whose shipped policy lets the
+	// frontend GET /hello on the backend and denies everything else.
+	PolicyDir string
+	// X509TTL of the Envoys' SVIDs; zero leaves meshid's default.
+	X509TTL time.Duration
+}
+
+// DemoMesh is meshid plus two workloads, each behind its own Envoy:
+//
+//	frontend app ─http─▶ frontend Envoy ─mTLS─▶ backend Envoy ─http─▶ backend app
+//	                        │ SDS                  │ SDS, ext_authz
+//	                        └──────────▶ meshid ◀──┘
+type DemoMesh struct {
+	Meshid                  *Meshid
+	Frontend, Backend       *Envoy // Frontend has only an outbound listener, Backend only an inbound one
+	FrontendApp, BackendApp *App
+	// FrontendURL is "http://<frontend app>/call/": append a backend path,
+	// e.g. FrontendURL+"hello", to send a request across the mesh.
+	FrontendURL string
+}
+
+// StartDemoMesh starts meshid with DemoEntries, then the workloads and their
+// sidecars, and returns once every process is ready and both Envoys hold
+// their certificates.
+func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, error) {
+	m, err := e.StartMeshid(ctx, MeshidOptions{
+		TrustDomain: DemoTrustDomain,
+		Entries:     DemoEntries(),
+		PolicyDir:   o.PolicyDir,
+		X509TTL:     o.X509TTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e.startDemoWorkloads(ctx, m)
+}
+
+// startDemoWorkloads starts everything of the demo mesh except meshid; it
+// only needs m's addresses, so tests can point it at stand-ins.
+func (e *Env) startDemoWorkloads(ctx context.Context, m *Meshid) (*DemoMesh, error) {
+	d := &DemoMesh{Meshid: m}
+	var err error
+	if d.BackendApp, err = e.StartApp(ctx, "backend-app", BackendAppUID, ""); err != nil {
+		return nil, err
+	}
+	d.Backend, err = e.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
+		SDSSocket:   m.SocketPath,
+		SPIFFEID:    BackendID,
+		TrustDomain: m.TrustDomain,
+		Inbound: &envoy.Inbound{
+			ListenAddr: e.FreeAddr(),
+			AppAddr:    d.BackendApp.Addr,
+			AuthzAddr:  m.AuthzAddr,
+		},
+	}, BackendEnvoyUID)
+	if err != nil {
+		return nil, err
+	}
+	d.Frontend, err = e.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
+		SDSSocket:   m.SocketPath,
+		SPIFFEID:    FrontendID,
+		TrustDomain: m.TrustDomain,
+		Outbound: &envoy.Outbound{
+			ListenAddr:   e.FreeAddr(),
+			PeerAddr:     d.Backend.Sidecar.Inbound.ListenAddr,
+			PeerSPIFFEID: BackendID,
+		},
+	}, FrontendEnvoyUID)
+	if err != nil {
+		return nil, err
+	}
+	upstream := "http://" + d.Frontend.Sidecar.Outbound.ListenAddr
+	if d.FrontendApp, err = e.StartApp(ctx, "frontend-app", FrontendAppUID, upstream); err != nil {
+		return nil, err
+	}
+	for _, v := range []*Envoy{d.Backend, d.Frontend} {
+		if err := v.WaitLive(ctx); err != nil {
+			return nil, err
+		}
+	}
+	d.FrontendURL = d.FrontendApp.URL + "/call/"
+	return d, nil
+}
