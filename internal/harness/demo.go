@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/meshid/meshid/envoy"
@@ -54,6 +55,8 @@ type DemoMesh struct {
 	// FrontendURL is "http://<frontend app>/call/": append a backend path,
 	// e.g. FrontendURL+"hello", to send a request across the mesh.
 	FrontendURL string
+	// Dir is the Env's directory, with every config and logs/.
+	Dir string
 }
 
 // StartDemoMesh starts meshid with DemoEntries, then the workloads and their
@@ -75,9 +78,9 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 // startDemoWorkloads starts everything of the demo mesh except meshid; it
 // only needs m's addresses, so tests can point it at stand-ins.
 func (e *Env) startDemoWorkloads(ctx context.Context, m *Meshid) (*DemoMesh, error) {
-	d := &DemoMesh{Meshid: m}
+	d := &DemoMesh{Meshid: m, Dir: e.Dir}
 	var err error
-	if d.BackendApp, err = e.StartApp(ctx, "backend-app", BackendAppUID, ""); err != nil {
+	if d.BackendApp, err = e.StartApp(ctx, "backend", BackendAppUID, ""); err != nil {
 		return nil, err
 	}
 	d.Backend, err = e.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
@@ -107,7 +110,7 @@ func (e *Env) startDemoWorkloads(ctx context.Context, m *Meshid) (*DemoMesh, err
 		return nil, err
 	}
 	upstream := "http://" + d.Frontend.Sidecar.Outbound.ListenAddr
-	if d.FrontendApp, err = e.StartApp(ctx, "frontend-app", FrontendAppUID, upstream); err != nil {
+	if d.FrontendApp, err = e.StartApp(ctx, "frontend", FrontendAppUID, upstream); err != nil {
 		return nil, err
 	}
 	for _, v := range []*Envoy{d.Backend, d.Frontend} {
@@ -117,4 +120,25 @@ func (e *Env) startDemoWorkloads(ctx context.Context, m *Meshid) (*DemoMesh, err
 	}
 	d.FrontendURL = d.FrontendApp.URL + "/call/"
 	return d, nil
+}
+
+// String describes the running mesh: every process with its address, uid
+// and log, and a request to try. `make demo` prints it.
+func (d *DemoMesh) String() string {
+	var b strings.Builder
+	row := func(name, addr string, uid int, p *Process) {
+		fmt.Fprintf(&b, "  %-15s %-38s uid %-5d log %s\n", name, addr, uid, p.LogPath)
+	}
+	m := d.Meshid
+	fmt.Fprintf(&b, "demo mesh (trust domain %s)\n", m.TrustDomain)
+	row("frontend app", d.FrontendApp.URL, FrontendAppUID, d.FrontendApp.Process)
+	row("frontend envoy", "outbound "+d.Frontend.Sidecar.Outbound.ListenAddr, FrontendEnvoyUID, d.Frontend.Process)
+	row("backend envoy", "inbound "+d.Backend.Sidecar.Inbound.ListenAddr, BackendEnvoyUID, d.Backend.Process)
+	row("backend app", d.BackendApp.URL, BackendAppUID, d.BackendApp.Process)
+	row("meshid", "authz "+m.AuthzAddr, 0, m.Process)
+	fmt.Fprintf(&b, "  meshid socket %s, admin http://%s/readyz\n", m.SocketPath, m.AdminAddr)
+	fmt.Fprintf(&b, "  envoy admin: frontend %s, backend %s\n", d.Frontend.AdminURL, d.Backend.AdminURL)
+	fmt.Fprintf(&b, "try:\n  curl %shello   # allowed by policy: 200 from the backend\n  curl %sadmin   # denied by policy: 403\n", d.FrontendURL, d.FrontendURL)
+	fmt.Fprintf(&b, "configs and logs: %s\n", d.Dir)
+	return b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/meshid/meshid/envoy"
@@ -19,6 +20,8 @@ type Envoy struct {
 	Sidecar    envoy.Sidecar
 	ConfigPath string
 	AdminURL   string // "http://127.0.0.1:PORT"
+
+	env *Env
 }
 
 // StartEnvoy renders sc into Env.Dir/NAME/envoy.yaml and runs Envoy on it
@@ -78,7 +81,7 @@ func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid
 	if err != nil {
 		return nil, err
 	}
-	v := &Envoy{Process: p, Sidecar: sc, ConfigPath: path, AdminURL: "http://" + sc.AdminAddr}
+	v := &Envoy{Process: p, Sidecar: sc, ConfigPath: path, AdminURL: "http://" + sc.AdminAddr, env: e}
 	// /server_info answers as soon as admin is up; /ready would wait for
 	// certificates, and some tests need an Envoy that never gets one.
 	if err := e.waitReady(ctx, p, v.AdminURL+"/server_info", 200); err != nil {
@@ -89,15 +92,11 @@ func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid
 
 // WaitLive waits until Envoy reports LIVE on /ready, which for a meshid
 // sidecar means meshid has sent every certificate and bundle it asked for
-// (the bootstrap disables SDS's initial fetch timeout).
+// (the bootstrap disables SDS's initial fetch timeout, so Envoy never goes
+// live without them).
 func (v *Envoy) WaitLive(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultReadyTimeout)
-		defer cancel()
-	}
-	if err := WaitHTTP(ctx, v.AdminURL+"/ready", 200); err != nil {
-		return v.failure(fmt.Errorf("harness: %s never went live (did meshid serve its SDS secrets?): %w", v.Name, err))
+	if err := v.env.waitReady(ctx, v.Process, v.AdminURL+"/ready", 200); err != nil {
+		return fmt.Errorf("%w\nhint: /ready stays 503 until meshid has served every SDS secret; see meshid's log for why it did not", err)
 	}
 	return nil
 }
@@ -122,8 +121,11 @@ type Cert struct {
 	// for a certificate of Envoy's own chain ("cert_chain").
 	CA bool
 	// Path is where Envoy got it; "<inline>" for SDS-delivered secrets.
-	Path         string
-	SerialNumber string // lower-case hex, no separators
+	Path string
+	// SerialNumber is lower-case hex without leading zeros, as
+	// fmt.Sprintf("%x", x509Cert.SerialNumber) prints it (Envoy pads it to
+	// whole bytes: "0e70...").
+	SerialNumber string
 	URIs         []string
 	DNSNames     []string
 	IPAddresses  []string
@@ -179,7 +181,7 @@ func parseCerts(body []byte) ([]Cert, error) {
 		c := Cert{
 			CA:                  ca,
 			Path:                d.Path,
-			SerialNumber:        d.SerialNumber,
+			SerialNumber:        canonicalSerial(d.SerialNumber),
 			DaysUntilExpiration: d.DaysUntilExpiration,
 			ValidFrom:           d.ValidFrom,
 			ExpirationTime:      d.ExpirationTime,
@@ -205,4 +207,11 @@ func parseCerts(body []byte) ([]Cert, error) {
 		}
 	}
 	return certs, nil
+}
+
+func canonicalSerial(hex string) string {
+	if s := strings.TrimLeft(strings.ToLower(hex), "0"); s != "" {
+		return s
+	}
+	return "0"
 }

@@ -180,8 +180,8 @@ func TestDemoWiringWithStandIns(t *testing.T) {
 	if err := json.Unmarshal(body, &echo); err != nil {
 		t.Fatalf("backend answer %q: %v", body, err)
 	}
-	if echo.Service != "backend-app" || echo.Path != "/hello" || echo.Peer != FrontendID {
-		t.Errorf("backend saw %+v, want backend-app /hello from %s", echo, FrontendID)
+	if echo.Service != "backend" || echo.Path != "/hello" || echo.Peer != FrontendID {
+		t.Errorf("backend saw %+v, want backend /hello from %s", echo, FrontendID)
 	}
 
 	status, body, err = Get(t.Context(), d.FrontendURL+"admin")
@@ -251,6 +251,7 @@ func TestDemoMesh(t *testing.T) {
 			assertBody(t, "/call/hello", body, `"peer":"`+FrontendID+`"`)
 		}
 	}
+	assertBody(t, "DemoMesh.String", []byte(d.String()), d.FrontendURL+"hello", d.Meshid.SocketPath, d.Dir)
 }
 
 // TestNothingOutlivesAKilledHarness kills a process that started demoapp
@@ -399,13 +400,13 @@ func TestParseCerts(t *testing.T) {
 	}
 	want := []Cert{
 		{
-			CA: true, Path: "<inline>", SerialNumber: "01", URIs: []string{"spiffe://example.org"},
+			CA: true, Path: "<inline>", SerialNumber: "1", URIs: []string{"spiffe://example.org"},
 			DaysUntilExpiration: 1,
 			ValidFrom:           time.Date(2026, 11, 23, 11, 30, 58, 0, time.UTC),
 			ExpirationTime:      time.Date(2026, 11, 24, 11, 31, 58, 0, time.UTC),
 		},
 		{
-			Path: "<inline>", SerialNumber: "03ea", URIs: []string{FrontendID}, DNSNames: []string{"frontend.demo"},
+			Path: "<inline>", SerialNumber: "3ea", URIs: []string{FrontendID}, DNSNames: []string{"frontend.demo"},
 			ValidFrom:      time.Date(2026, 11, 23, 11, 31, 48, 0, time.UTC),
 			ExpirationTime: time.Date(2026, 11, 23, 12, 31, 58, 0, time.UTC),
 		},

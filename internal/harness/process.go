@@ -199,23 +199,24 @@ func (p *Process) LogTail(n int) string {
 	return string(b)
 }
 
-// state describes the process for error messages: "running" or how it exited.
+// state describes the process for error messages: "still running" or how
+// it exited.
 func (p *Process) state() string {
 	select {
 	case <-p.done:
 		if p.err == nil {
-			return "exited with status 0"
+			return "exited: exit status 0"
 		}
-		return p.err.Error()
+		return "exited: " + p.err.Error()
 	default:
-		return "running"
+		return "still running"
 	}
 }
 
 // failure wraps err with the process's state and log tail, the first things
 // anyone debugging it will want.
 func (p *Process) failure(err error) error {
-	return fmt.Errorf("%w\n%s (pid %d) is %s; last lines of %s:\n%s",
+	return fmt.Errorf("%w\n%s (pid %d) %s; last lines of %s:\n%s",
 		err, p.Name, p.Pid(), p.state(), p.LogPath, indent(p.LogTail(20)))
 }
 
