@@ -52,15 +52,8 @@ func run(ctx context.Context) error {
 		env.Fail() // keep the logs for a look
 		return fmt.Errorf("%w (logs in %s/logs)", err, env.Dir)
 	}
-	fmt.Printf(`
-  frontend app %s ─▶ frontend Envoy (uid %d, %s)
-      ─mTLS─▶ backend Envoy %s (uid %d, %s) ─ext_authz─▶ meshid %s
-      ─▶ backend app %s
-  meshid serves both Envoys' certificates over SDS on %s
-
-`, mesh.FrontendApp.Addr, harness.FrontendEnvoyUID, harness.FrontendID,
-		mesh.Backend.Sidecar.Inbound.ListenAddr, harness.BackendEnvoyUID, harness.BackendID,
-		mesh.Meshid.AuthzAddr, mesh.BackendApp.Addr, mesh.Meshid.SocketPath)
+	fmt.Println()
+	fmt.Println(mesh)
 
 	allowed, err := request(ctx, "allowed: the policy lets the frontend GET /hello", mesh.FrontendURL+"hello")
 	if err != nil {
@@ -79,7 +72,7 @@ func run(ctx context.Context) error {
 	if os.Getenv("DEMO_ONESHOT") != "" {
 		return nil
 	}
-	fmt.Printf("\nthe mesh keeps running; try more requests, e.g.\n  curl -i %shello\nCtrl-C stops it.\n", mesh.FrontendURL)
+	fmt.Println("\nthe mesh keeps running for more requests (see \"try:\" above); Ctrl-C stops it.")
 	<-ctx.Done()
 	fmt.Println("\nstopping the mesh")
 	return nil
