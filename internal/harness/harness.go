@@ -320,13 +320,7 @@ func buildShared(ctx context.Context, root string) (string, error) {
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
-	pkgs := []string{DemoappPkg}
-	// Until cmd/meshid has a main package there is nothing to build; tests
-	// that need meshid then fail in StartMeshid with a clear message.
-	if goFiles, _ := filepath.Glob(filepath.Join(root, MeshidPkg, "*.go")); len(goFiles) > 0 {
-		pkgs = append(pkgs, MeshidPkg)
-	}
-	if _, err := Build(ctx, dir, pkgs...); err != nil {
+	if _, err := Build(ctx, dir, MeshidPkg, DemoappPkg); err != nil {
 		return "", err
 	}
 	return dir, nil

@@ -76,7 +76,7 @@ type meshidConfig struct {
 func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error) {
 	bin, err := e.Binary("meshid")
 	if err != nil {
-		return nil, fmt.Errorf("%w (does cmd/meshid have a main package yet?)", err)
+		return nil, err
 	}
 	if o.Name == "" {
 		o.Name = "meshid"
