@@ -115,6 +115,49 @@ func TestReusedNameGetsOwnLog(t *testing.T) {
 	}
 }
 
+// TestNoOrphansInTheGroup: children a process started die with it, whether
+// it is stopped or exits on its own.
+func TestNoOrphansInTheGroup(t *testing.T) {
+	e := ForTest(t)
+	tests := []struct {
+		name, script string
+		stop         bool
+	}{
+		// The ignored TERM is inherited by sleep: only SIGKILL ends them.
+		{"stopped parent that ignores SIGTERM", "trap '' TERM; sleep 300 & echo child $!; wait", true},
+		{"parent that exits on its own", "sleep 300 & echo child $!", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := e.Start(t.Context(), ProcSpec{Name: "parent", Path: "/bin/sh", Args: []string{"-c", tt.script}, UID: BackendAppUID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var child int
+			for deadline := time.Now().Add(5 * time.Second); child == 0; time.Sleep(10 * time.Millisecond) {
+				fmt.Sscanf(p.Logs(), "child %d", &child)
+				if time.Now().After(deadline) {
+					t.Fatalf("no child pid in %q", p.Logs())
+				}
+			}
+			if tt.stop {
+				if err := p.Stop(200 * time.Millisecond); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				_ = p.Wait()
+			}
+			// SIGKILL is delivered asynchronously: give the child a moment.
+			for deadline := time.Now().Add(2 * time.Second); alive(child); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					syscall.Kill(child, syscall.SIGKILL)
+					t.Fatalf("child %d outlived its parent", child)
+				}
+			}
+		})
+	}
+}
+
 // TestEnvoyWithoutMeshid starts an Envoy whose SDS server does not exist: it
 // must come up (admin answers) but never go live, and hold no certificate.
 func TestEnvoyWithoutMeshid(t *testing.T) {

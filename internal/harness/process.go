@@ -106,6 +106,10 @@ func (e *Env) Start(ctx context.Context, spec ProcSpec) (*Process, error) {
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
+		// Whatever the process left behind in its group dies with it. Safe
+		// right after the reap: while a member lives the kernel cannot reuse
+		// the group id, and if none lives the call finds no one.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		close(p.done)
 	}()
 	e.mu.Lock()
@@ -150,7 +154,8 @@ func (p *Process) Signal(sig os.Signal) error {
 
 // Stop sends SIGTERM to the process group, then SIGKILL if it has not
 // exited within grace. It returns nil once the process is gone, however it
-// exited (use Wait for the exit status).
+// exited (use Wait for the exit status). Stopping a stopped process is a
+// no-op.
 func (p *Process) Stop(grace time.Duration) error {
 	pgid := p.Pid()
 	select {
@@ -168,8 +173,6 @@ func (p *Process) Stop(grace time.Duration) error {
 			}
 		}
 	}
-	// Anything the process started and left behind in its group.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	return nil
 }
 
