@@ -1,0 +1,73 @@
+package authz_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/meshid/meshid/authz"
+)
+
+const (
+	frontend = "spiffe://example.org/ns/demo/sa/frontend"
+	backend  = "spiffe://example.org/ns/demo/sa/backend"
+)
+
+// slowPolicy takes seconds (a minute under -race) to find allow undefined:
+// long enough to trip any eval timeout used in tests, short enough that a
+// broken timeout fails the test instead of hanging it.
+const slowPolicy = `package envoy.authz
+
+allow if {
+	some i in numbers.range(1, 2000)
+	some j in numbers.range(1, 2000)
+	i == j + 2000
+}
+`
+
+// writeFiles creates files (relative name → content) in a new temp dir.
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// engine compiles one policy file with cfg's other fields.
+func engine(t *testing.T, policy string, cfg authz.Config) *authz.Engine {
+	t.Helper()
+	cfg.PolicyDir = writeFiles(t, map[string]string{"policy.rego": policy})
+	e, err := authz.NewEngine(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("NewEngine: %v", err)
+	}
+	return e
+}
+
+// checkRequest is what Envoy sends for method+path from source to
+// destination over mTLS; an empty principal is left out.
+func checkRequest(source, destination, method, path string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Principal: source},
+		Destination: &authv3.AttributeContext_Peer{Principal: destination},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method:   method,
+			Path:     path,
+			Host:     "backend",
+			Protocol: "HTTP/1.1",
+			Headers:  map[string]string{":method": method, ":path": path, ":authority": "backend"},
+		}},
+		ContextExtensions: map[string]string{"route": "demo"},
+	}}
+}

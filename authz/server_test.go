@@ -1,0 +1,247 @@
+package authz_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshid/meshid/authz"
+)
+
+// syncBuffer is written by the server's goroutines and read by the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// serve runs srv on a real gRPC server on a loopback TCP port, as Envoy's
+// ext_authz filter reaches it, and returns a client for it.
+func serve(t *testing.T, srv *authz.Server) authv3.AuthorizationClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := gs.Serve(lis); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		<-done
+	})
+	return authv3.NewAuthorizationClient(conn)
+}
+
+func check(t *testing.T, c authv3.AuthorizationClient, req *authv3.CheckRequest) *authv3.CheckResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Check(ctx, req)
+	if err != nil {
+		t.Fatalf("Check returned a gRPC error, which Envoy may treat as allow: %v", err)
+	}
+	return resp
+}
+
+// assertAllowed and assertDenied check the whole answer Envoy acts on.
+func assertAllowed(t *testing.T, resp *authv3.CheckResponse) {
+	t.Helper()
+	if got := codes.Code(resp.GetStatus().GetCode()); got != codes.OK {
+		t.Errorf("status = %v, want OK", got)
+	}
+	if resp.GetOkResponse() == nil {
+		t.Errorf("http_response = %v, want an ok_response", resp.GetHttpResponse())
+	}
+}
+
+func assertDenied(t *testing.T, resp *authv3.CheckResponse) {
+	t.Helper()
+	if got := codes.Code(resp.GetStatus().GetCode()); got != codes.PermissionDenied {
+		t.Errorf("status = %v, want PermissionDenied", got)
+	}
+	denied := resp.GetDeniedResponse()
+	if denied == nil {
+		t.Fatalf("http_response = %v, want a denied_response", resp.GetHttpResponse())
+	}
+	if got := denied.GetStatus().GetCode(); got != typev3.StatusCode_Forbidden {
+		t.Errorf("denied http status = %v, want 403 Forbidden", got)
+	}
+}
+
+func TestServerCheck(t *testing.T) {
+	const demo = `package envoy.authz
+
+default allow := false
+
+allow if {
+	input.spiffe.source.id == "` + frontend + `"
+	input.parsed_path == ["hello"]
+}
+`
+	tests := []struct {
+		name    string
+		policy  string
+		timeout time.Duration
+		req     *authv3.CheckRequest
+		allowed bool
+		logged  string // "" means no warning may be logged
+	}{
+		{
+			name:    "allowed",
+			policy:  demo,
+			req:     checkRequest(frontend, backend, "GET", "/hello?x=1"),
+			allowed: true,
+		},
+		{
+			name:   "denied by policy",
+			policy: demo,
+			req:    checkRequest(frontend, backend, "GET", "/admin"),
+		},
+		{
+			name:   "denied without source",
+			policy: demo,
+			req:    checkRequest("", backend, "GET", "/hello"),
+		},
+		{
+			name:   "undefined decision",
+			policy: "package envoy.authz\n\nallow if input.parsed_path == [\"never\"]\n",
+			req:    checkRequest(frontend, backend, "GET", "/hello"),
+			logged: "undefined for this request",
+		},
+		{
+			name:   "non-boolean decision",
+			policy: "package envoy.authz\n\nallow := \"true\"\n",
+			req:    checkRequest(frontend, backend, "GET", "/hello"),
+			logged: "is a string",
+		},
+		{
+			name:   "eval error",
+			policy: "package envoy.authz\n\nallow if true\n\nallow := false if input.parsed_path == [\"hello\"]\n",
+			req:    checkRequest(frontend, backend, "GET", "/hello"),
+			logged: "eval_conflict_error",
+		},
+		{
+			name:    "eval timeout",
+			policy:  slowPolicy,
+			timeout: 20 * time.Millisecond,
+			req:     checkRequest(frontend, backend, "GET", "/hello"),
+			logged:  "eval timeout",
+		},
+		{
+			name:   "unparsable input",
+			policy: "package envoy.authz\n\nallow := true\n",
+			req:    checkRequest(frontend, backend, "GET", "/hello%zz"),
+			logged: "request path",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			srv := authz.NewServer(engine(t, tt.policy, authz.Config{EvalTimeout: tt.timeout}), log)
+			resp := check(t, serve(t, srv), tt.req)
+			if tt.allowed {
+				assertAllowed(t, resp)
+			} else {
+				assertDenied(t, resp)
+			}
+			got := logs.String()
+			if tt.logged == "" && got != "" {
+				t.Errorf("unexpected log: %s", got)
+			}
+			if tt.logged != "" && !strings.Contains(got, tt.logged) {
+				t.Errorf("log %q does not say %q", got, tt.logged)
+			}
+		})
+	}
+}
+
+func TestServerWithoutEngineDenies(t *testing.T) {
+	var logs syncBuffer
+	srv := authz.NewServer(nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	assertDenied(t, check(t, serve(t, srv), checkRequest(frontend, backend, "GET", "/hello")))
+	if !strings.Contains(logs.String(), "no policy loaded") {
+		t.Errorf("log %q does not say why", logs.String())
+	}
+}
+
+func TestServerSetEngine(t *testing.T) {
+	srv := authz.NewServer(engine(t, "package envoy.authz\n\nallow := false\n", authz.Config{}), slog.New(slog.DiscardHandler))
+	client := serve(t, srv)
+	req := checkRequest(frontend, backend, "GET", "/hello")
+
+	assertDenied(t, check(t, client, req))
+	srv.SetEngine(engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}))
+	assertAllowed(t, check(t, client, req))
+	srv.SetEngine(nil)
+	assertDenied(t, check(t, client, req))
+}
+
+// TestServerConcurrentChecks runs many decisions at once through one
+// prepared query, so that -race sees the engine shared between requests.
+func TestServerConcurrentChecks(t *testing.T) {
+	srv := authz.NewServer(engine(t, `package envoy.authz
+
+default allow := false
+
+allow if input.attributes.request.http.method == "GET"
+`, authz.Config{}), slog.New(slog.DiscardHandler))
+	client := serve(t, srv)
+
+	var wg sync.WaitGroup
+	for i := range 32 {
+		method := "GET"
+		if i%2 == 1 {
+			method = "POST"
+		}
+		wg.Go(func() {
+			resp, err := client.Check(context.Background(), checkRequest(frontend, backend, method, "/hello"))
+			if err != nil {
+				t.Errorf("Check: %v", err)
+				return
+			}
+			want := codes.OK
+			if method != "GET" {
+				want = codes.PermissionDenied
+			}
+			if got := codes.Code(resp.GetStatus().GetCode()); got != want {
+				t.Errorf("%s: status = %v, want %v", method, got, want)
+			}
+		})
+	}
+	wg.Wait()
+}
