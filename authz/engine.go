@@ -68,7 +68,8 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
-	if compiler.Compile(modules); compiler.Failed() {
+	compiler.Compile(modules)
+	if compiler.Failed() {
 		return nil, fmt.Errorf("rego files in %s do not compile:\n%w", cfg.PolicyDir, located(compiler.Errors))
 	}
 	// A misspelt decision would otherwise be undefined for every request:
