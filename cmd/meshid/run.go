@@ -99,13 +99,15 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	case err != nil:
 		return nil, err
 	}
-	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log})
-	if err != nil {
-		return nil, err
-	}
 	engine, err := authz.NewEngine(ctx, authz.Config{PolicyDir: cfg.Authz.PolicyDir, Decision: cfg.Authz.Decision, EvalTimeout: cfg.Authz.EvalTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("authz.policy_dir: %w", err)
+	}
+	// The CA comes after everything that only reads input, so a start
+	// refused for bad input leaves nothing behind on disk.
+	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log})
+	if err != nil {
+		return nil, err
 	}
 
 	d := &daemon{cfg: cfg, log: log}
