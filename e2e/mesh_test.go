@@ -101,6 +101,24 @@ func TestDemoMesh(t *testing.T) {
 			t.Fatalf("Envoy /certs = %+v, want the presented SVID (serial %x, URI %s)", certs, leaf.SerialNumber, harness.BackendID)
 		}
 		t.Logf("backend Envoy presents serial %s, URI %s, issued by %s (meshid's CA)", own.SerialNumber, own.URIs[0], caCert.Subject)
+
+		// The frontend has no listener to dial; its /certs must show its own
+		// SVID and meshid's root as the bundle it verifies the backend with.
+		frontCerts, err := mesh.Frontend.Certs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ownIDs, caSerials []string
+		for _, c := range frontCerts {
+			if c.CA {
+				caSerials = append(caSerials, c.SerialNumber)
+			} else {
+				ownIDs = append(ownIDs, c.URIs...)
+			}
+		}
+		if len(ownIDs) == 0 || ownIDs[0] != harness.FrontendID || len(caSerials) == 0 || caSerials[0] != fmt.Sprintf("%x", caCert.SerialNumber) {
+			t.Fatalf("frontend Envoy holds SVID URIs %v and CA serials %v, want %s and meshid's root %x", ownIDs, caSerials, harness.FrontendID, caCert.SerialNumber)
+		}
 	})
 
 	t.Run("an Envoy under an unregistered uid gets no identity", func(t *testing.T) {

@@ -72,14 +72,7 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 	if err != nil {
 		return nil, err
 	}
-	return e.startDemoWorkloads(ctx, m)
-}
-
-// startDemoWorkloads starts everything of the demo mesh except meshid; it
-// only needs m's addresses, so tests can point it at stand-ins.
-func (e *Env) startDemoWorkloads(ctx context.Context, m *Meshid) (*DemoMesh, error) {
 	d := &DemoMesh{Meshid: m, Dir: e.Dir}
-	var err error
 	if d.BackendApp, err = e.StartApp(ctx, "backend", BackendAppUID, ""); err != nil {
 		return nil, err
 	}
