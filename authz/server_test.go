@@ -4,17 +4,17 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshid/meshid/internal/grpctest"
+
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshid/meshid/authz"
 )
@@ -41,28 +41,7 @@ func (b *syncBuffer) String() string {
 // ext_authz filter reaches it, and returns a client for it.
 func serve(t *testing.T, srv *authz.Server) authv3.AuthorizationClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := gs.Serve(lis); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, "tcp", func(s *grpc.Server) { srv.Register(s) })
 	return authv3.NewAuthorizationClient(conn)
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,28 @@ func TestDemoMesh(t *testing.T) {
 				t.Logf("meshid: %s", line)
 				break
 			}
+		}
+	})
+
+	// Last, because it stops meshid: SDS streams never end by themselves,
+	// so SIGTERM must cut them and exit cleanly, not hang or crash.
+	t.Run("SIGTERM stops meshid cleanly with Envoys connected", func(t *testing.T) {
+		if err := mesh.Meshid.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-mesh.Meshid.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("meshid still running 10s after SIGTERM")
+		}
+		if err := mesh.Meshid.Wait(); err != nil {
+			t.Fatalf("meshid exited with %v after SIGTERM, want status 0", err)
+		}
+		if !strings.Contains(mesh.Meshid.Logs(), "meshid stopped") {
+			t.Fatal("meshid did not log its stop")
+		}
+		if _, err := os.Stat(mesh.Meshid.SocketPath); err == nil {
+			t.Error("meshid left its socket behind after a clean stop")
 		}
 	})
 }

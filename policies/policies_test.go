@@ -3,9 +3,10 @@ package policies
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
+
+	"github.com/meshid/meshid/internal/grpctest"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -14,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshid/meshid/authz"
 )
@@ -153,29 +153,10 @@ func socket(addr string, port uint32) *corev3.Address {
 	}}}
 }
 
+// serve runs srv on a real gRPC server on a loopback TCP port, as Envoy's
+// ext_authz filter reaches it, and returns a client for it.
 func serve(t *testing.T, srv *authz.Server) authv3.AuthorizationClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := gs.Serve(lis); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		<-done
-	})
+	conn := grpctest.Serve(t, "tcp", func(s *grpc.Server) { srv.Register(s) })
 	return authv3.NewAuthorizationClient(conn)
 }

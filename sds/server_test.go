@@ -10,12 +10,12 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/url"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshid/meshid/internal/grpctest"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -29,7 +29,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 )
 
@@ -105,22 +104,7 @@ func testContext(t *testing.T, ids ...string) *workloadapi.X509Context {
 // startServer serves SDS on a real Unix socket and returns a client.
 func startServer(t *testing.T, ids Identities) secretv3.SecretDiscoveryServiceClient {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "sds.sock")
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	New(ids, slog.New(slog.DiscardHandler)).Register(srv)
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-	})
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(ids, slog.New(slog.DiscardHandler)).Register(s) })
 	return secretv3.NewSecretDiscoveryServiceClient(conn)
 }
 
@@ -148,7 +132,9 @@ func (e *envoy) send(req *discoveryv3.DiscoveryRequest) {
 		req.TypeUrl = secretType
 	}
 	req.Node = &corev3.Node{Id: "test"}
-	if err := e.stream.Send(req); err != nil {
+	// io.EOF means the server has already ended the stream; as gRPC
+	// documents, the reason is what the next Recv returns.
+	if err := e.stream.Send(req); err != nil && err != io.EOF {
 		e.t.Fatal(err)
 	}
 }
