@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -17,6 +18,7 @@ const usage = `meshid: SPIFFE workload identity and authorization for Envoy mesh
 
 Usage:
   meshid run [-config meshid.yaml]   run the node daemon
+  meshid envoy bootstrap [flags]     print an Envoy sidecar bootstrap that uses meshid
   meshid version                     print the version
 
 Run "meshid <command> -h" for a command's flags.
@@ -47,6 +49,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
+	case "envoy":
+		if len(args) < 2 || args[1] != "bootstrap" {
+			fmt.Fprint(stderr, usage)
+			return fmt.Errorf("unknown command %q", strings.Join(args, " "))
+		}
+		return envoyBootstrap(args[2:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "meshid", version)
 		return nil

@@ -6,7 +6,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Every process waiter, readiness poller and stand-in server must be gone
+// Every process waiter and readiness poller must be gone
 // when the tests end.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/envoy"
+)
+
+// envoyBootstrap prints (or writes) the bootstrap of one meshid sidecar.
+func envoyBootstrap(args []string, stdout, stderr io.Writer) error {
+	flags := flag.NewFlagSet("envoy bootstrap", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
+		fmt.Fprint(stderr, `Usage: meshid envoy bootstrap -spiffe-id ID [-inbound ADDR -app ADDR] [-outbound ADDR -peer ADDR -peer-id ID] [flags]
+
+Prints an Envoy bootstrap for a sidecar that takes its certificate and trust
+bundle from meshid over SDS. -inbound terminates mTLS from peers, asks meshid's
+ext_authz and forwards to -app; -outbound takes plain HTTP from the app and
+originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
+
+`)
+		flags.PrintDefaults()
+	}
+	var (
+		sc       envoy.Sidecar
+		in       envoy.Inbound
+		out      envoy.Outbound
+		outFile  string
+		trustDom string
+	)
+	flags.StringVar(&sc.SPIFFEID, "spiffe-id", "", "the identity this sidecar asks meshid for (required)")
+	flags.StringVar(&trustDom, "trust-domain", "", "trust domain whose bundle validates peers (default: the -spiffe-id's)")
+	flags.StringVar(&sc.SDSSocket, "socket", "/tmp/meshid/agent.sock", "meshid's socket_path")
+	flags.StringVar(&sc.AdminAddr, "admin", "127.0.0.1:9901", "Envoy admin address")
+	flags.StringVar(&sc.Node, "node", "", "Envoy node id (informational; default: the SPIFFE ID)")
+	flags.StringVar(&in.ListenAddr, "inbound", "", "mTLS listener for peers")
+	flags.StringVar(&in.AppAddr, "app", "", "the local app behind -inbound")
+	flags.StringVar(&in.AuthzAddr, "authz", "127.0.0.1:9191", "meshid's authz.address (IP:PORT or unix:///path)")
+	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
+	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
+	flags.StringVar(&out.PeerSPIFFEID, "peer-id", "", "the SPIFFE ID the peer must present")
+	flags.StringVar(&outFile, "o", "", "write to this file instead of stdout")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if flags.NArg() > 0 {
+		return fmt.Errorf("envoy bootstrap: unexpected argument %q", flags.Arg(0))
+	}
+
+	sc.TrustDomain = trustDom
+	if id, err := spiffeid.FromString(sc.SPIFFEID); err == nil && sc.TrustDomain == "" {
+		sc.TrustDomain = id.TrustDomain().Name()
+	}
+	if in.ListenAddr != "" || in.AppAddr != "" {
+		sc.Inbound = &in
+	}
+	if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
+		sc.Outbound = &out
+	}
+	config, err := sc.Render()
+	if err != nil {
+		return err
+	}
+	if outFile == "" {
+		_, err = stdout.Write(config)
+		return err
+	}
+	return os.WriteFile(outFile, config, 0o644)
+}

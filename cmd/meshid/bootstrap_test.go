@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestEnvoyBootstrapCommand(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string // in the bootstrap
+		wantErr string
+	}{
+		{
+			name: "inbound sidecar, trust domain from the SPIFFE ID",
+			args: []string{"-spiffe-id", "spiffe://corp.example/ns/a/sa/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-socket", "/run/meshid.sock"},
+			want: []string{`"spiffe://corp.example/ns/a/sa/api"`, `"spiffe://corp.example"`, `"/run/meshid.sock"`, "port_value: 8443", "port_value: 8080", "ext_authz", "port_value: 9191"},
+		},
+		{
+			name: "outbound sidecar pins the peer",
+			args: []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api"},
+			want: []string{"match_typed_subject_alt_names", `exact: "spiffe://example.org/api"`, "port_value: 15001"},
+		},
+		{
+			name:    "neither side",
+			args:    []string{"-spiffe-id", "spiffe://example.org/web"},
+			wantErr: "Inbound",
+		},
+		{
+			name:    "half an outbound",
+			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001"},
+			wantErr: "Sidecar.Outbound.PeerAddr is required",
+		},
+		{
+			name:    "stray argument",
+			args:    []string{"-spiffe-id", "spiffe://example.org/web", "extra"},
+			wantErr: `unexpected argument "extra"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := dispatch(context.Background(), append([]string{"envoy", "bootstrap"}, tt.args...), &stdout, &stderr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("bootstrap lacks %q:\n%s", w, stdout.String())
+				}
+			}
+		})
+	}
+}
