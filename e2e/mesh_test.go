@@ -76,7 +76,7 @@ func TestDemoMesh(t *testing.T) {
 	})
 
 	t.Run("Envoy presents the SVID meshid minted", func(t *testing.T) {
-		caCert := readCert(t, filepath.Join(mesh.Meshid.Dir, "data", "ca.crt"))
+		caCert := activeCA(t, mesh.Meshid)
 		chain := presentedChain(t, mesh.Backend.Sidecar.Inbound.ListenAddr)
 		if len(chain) == 0 {
 			t.Fatal("backend Envoy presented no certificate")
@@ -143,6 +143,10 @@ func TestDemoMesh(t *testing.T) {
 		waitFor(t, ctx, "meshid to log the unregistered caller's selectors", func() bool {
 			logs := mesh.Meshid.Logs()
 			return strings.Contains(logs, "no entry matches caller") && strings.Contains(logs, selectors)
+		})
+		// meshid's refusal reaches the Envoy, so its operator sees why too.
+		waitFor(t, ctx, "the unregistered Envoy to log meshid's refusal", func() bool {
+			return strings.Contains(rogue.Logs(), "no identity issued")
 		})
 		certs, err := rogue.Certs(ctx)
 		if err != nil {
@@ -228,6 +232,17 @@ func handshake(addr string) ([]*x509.Certificate, error) {
 		conn.Close()
 	}
 	return chain, err
+}
+
+// activeCA reads meshid's CA certificate from its data_dir. A fresh meshid
+// has exactly one CA generation.
+func activeCA(t *testing.T, m *harness.Meshid) *x509.Certificate {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(m.Dir, "data", "ca", "*", "ca.crt"))
+	if err != nil || len(paths) != 1 {
+		t.Fatalf("meshid's CA generations: %v %v, want exactly one", paths, err)
+	}
+	return readCert(t, paths[0])
 }
 
 func readCert(t *testing.T, path string) *x509.Certificate {

@@ -20,6 +20,7 @@ type Entry struct {
 	SPIFFEID  spiffeid.ID
 	Selectors []attestor.Selector
 	X509TTL   time.Duration // 0 means the daemon's default
+	JWTTTL    time.Duration // 0 means the daemon's default
 	DNSNames  []string
 	Source    string // "entries.yaml:12", for messages
 }
@@ -43,6 +44,7 @@ type rawEntry struct {
 	SPIFFEID  string        `yaml:"spiffe_id"`
 	Selectors []string      `yaml:"selectors"`
 	X509TTL   time.Duration `yaml:"x509_ttl"`
+	JWTTTL    time.Duration `yaml:"jwt_ttl"`
 	DNSNames  []string      `yaml:"dns_names"`
 }
 
@@ -68,7 +70,7 @@ func ParseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, e
 	seen := map[string]string{} // id + selectors → where first defined
 	for i, raw := range f.Entries {
 		at := func(path ...any) []any { return append([]any{"entries", i}, path...) }
-		e := Entry{X509TTL: raw.X509TTL, DNSNames: raw.DNSNames, Source: fmt.Sprintf("%s:%d", name, doc.Line(at()...))}
+		e := Entry{X509TTL: raw.X509TTL, JWTTTL: raw.JWTTTL, DNSNames: raw.DNSNames, Source: fmt.Sprintf("%s:%d", name, doc.Line(at()...))}
 
 		id, err := spiffeid.FromString(raw.SPIFFEID)
 		switch {
@@ -97,6 +99,9 @@ func ParseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, e
 		}
 		if raw.X509TTL < 0 {
 			errs = append(errs, doc.Errorf(at("x509_ttl"), "x509_ttl %s must be positive", raw.X509TTL))
+		}
+		if raw.JWTTTL < 0 {
+			errs = append(errs, doc.Errorf(at("jwt_ttl"), "jwt_ttl %s must be positive", raw.JWTTTL))
 		}
 
 		key := raw.SPIFFEID + "\x00" + strings.Join(slices.Sorted(slices.Values(raw.Selectors)), "\x00")

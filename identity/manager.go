@@ -6,14 +6,18 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -21,10 +25,15 @@ import (
 	"github.com/meshid/meshid/ca"
 )
 
-// Minter issues X509-SVIDs and publishes the trust bundle; *ca.CA is one.
+// Minter issues SVIDs, publishes the trust bundles and keeps its own keys
+// on schedule; *ca.Authority is one.
 type Minter interface {
 	MintX509SVID(ca.SVIDRequest) (*x509svid.SVID, error)
+	MintJWTSVID(ca.JWTRequest) (*ca.JWTSVID, error)
 	X509Bundle() *x509bundle.Bundle
+	JWTBundle() *jwtbundle.Bundle
+	// Rotate advances the CA timeline and reports whether the bundles changed.
+	Rotate() (bundleChanged bool, err error)
 }
 
 // Attestor turns the kernel's view of a caller into selectors.
@@ -34,25 +43,37 @@ type Attestor interface {
 
 // Options configures a Manager.
 type Options struct {
-	Entries    []Entry
-	DefaultTTL time.Duration
-	Minter     Minter
-	Attestor   Attestor
-	Clock      func() time.Time
-	Log        *slog.Logger
+	Entries       []Entry
+	DefaultTTL    time.Duration // of X509-SVIDs
+	DefaultJWTTTL time.Duration
+	Minter        Minter
+	Attestor      Attestor
+	Clock         func() time.Time
+	// Jitter returns a number in [-1, 1) that spreads renewals by ±10% of
+	// half an SVID's life, so a node's SVIDs do not all renew at once.
+	// Nil uses math/rand.
+	Jitter func() float64
+	Log    *slog.Logger
 }
+
+// maxCachedJWTs bounds the JWT-SVID cache: audiences come from callers, so
+// a caller asking for ever new ones must not grow it without limit.
+const maxCachedJWTs = 4096
 
 // Manager is the node's identity authority.
 type Manager struct {
-	entries    []Entry
-	defaultTTL time.Duration
-	minter     Minter
-	attestor   Attestor
-	clock      func() time.Time
-	log        *slog.Logger
+	entries       []Entry
+	defaultTTL    time.Duration
+	defaultJWTTTL time.Duration
+	minter        Minter
+	attestor      Attestor
+	clock         func() time.Time
+	jitter        func() float64
+	log           *slog.Logger
 
 	mu    sync.Mutex
 	svids map[svidKey]*issued
+	jwts  map[jwtKey]*ca.JWTSVID
 	subs  map[*Subscription]struct{}
 }
 
@@ -78,15 +99,21 @@ func NewManager(o Options) *Manager {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Jitter == nil {
+		o.Jitter = func() float64 { return rand.Float64()*2 - 1 }
+	}
 	return &Manager{
-		entries:    o.Entries,
-		defaultTTL: o.DefaultTTL,
-		minter:     o.Minter,
-		attestor:   o.Attestor,
-		clock:      o.Clock,
-		log:        o.Log,
-		svids:      map[svidKey]*issued{},
-		subs:       map[*Subscription]struct{}{},
+		entries:       o.Entries,
+		defaultTTL:    o.DefaultTTL,
+		defaultJWTTTL: o.DefaultJWTTTL,
+		minter:        o.Minter,
+		attestor:      o.Attestor,
+		clock:         o.Clock,
+		jitter:        o.Jitter,
+		log:           o.Log,
+		svids:         map[svidKey]*issued{},
+		jwts:          map[jwtKey]*ca.JWTSVID{},
+		subs:          map[*Subscription]struct{}{},
 	}
 }
 
@@ -124,9 +151,9 @@ func (m *Manager) Watch(ctx context.Context) (*Subscription, error) {
 	return sub, nil
 }
 
-// Run renews SVIDs at half their life and tells their subscribers, until
-// ctx ends. Current renews on demand as well, so a late tick (a suspended
-// machine) never lets an expired SVID out.
+// Run keeps the CA on its timeline and SVIDs fresh, telling subscribers of
+// every change, until ctx ends. Current renews on demand as well, so a late
+// tick (a suspended machine) never lets an expired SVID out.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -135,15 +162,36 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			m.renewDue()
+			m.tick()
 		}
 	}
+}
+
+// tick is one round of Run: rotate the CA, then renew what is due.
+func (m *Manager) tick() {
+	bundleChanged, err := m.minter.Rotate()
+	if err != nil {
+		m.log.Error("CA rotation failed; SVIDs keep being signed by the current CA", "err", err)
+	}
+	if bundleChanged {
+		m.mu.Lock()
+		for sub := range m.subs {
+			sub.notify()
+		}
+		m.mu.Unlock()
+	}
+	m.renewDue()
 }
 
 func (m *Manager) renewDue() {
 	now := m.clock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for k, svid := range m.jwts {
+		if !now.Before(svid.Expiry) {
+			delete(m.jwts, k)
+		}
+	}
 	renewed := map[svidKey]bool{}
 	for k, is := range m.svids {
 		if now.Before(is.renewAt) {
@@ -192,11 +240,56 @@ func (m *Manager) mintLocked(k svidKey, req ca.SVIDRequest) (*x509svid.SVID, err
 		return nil, err
 	}
 	leaf := svid.Certificates[0]
-	// Renew at half the lifetime actually granted (the CA may have capped it).
 	issuedAt := m.clock()
-	m.svids[k] = &issued{req: req, svid: svid, renewAt: issuedAt.Add(leaf.NotAfter.Sub(issuedAt) / 2)}
+	m.svids[k] = &issued{req: req, svid: svid, renewAt: m.renewalTime(issuedAt, leaf.NotAfter)}
 	m.log.Info("issued X509-SVID", "spiffe_id", k.id, "serial", leaf.SerialNumber.Text(16), "expires", leaf.NotAfter)
 	return svid, nil
+}
+
+// renewalTime is half of the lifetime actually granted (the CA may have
+// capped it), moved by up to ±10% of that half.
+func (m *Manager) renewalTime(issuedAt, notAfter time.Time) time.Time {
+	half := notAfter.Sub(issuedAt) / 2
+	return issuedAt.Add(half + time.Duration(m.jitter()*0.1*float64(half)))
+}
+
+// jwtKey identifies a cached JWT-SVID: the same identity for the same set
+// of audiences, in any order.
+type jwtKey struct {
+	id       string
+	ttl      time.Duration
+	audience string
+}
+
+// jwtFor returns a JWT-SVID for the entry and audience from the cache, or
+// mints one when there is none or the cached one is past half its life.
+func (m *Manager) jwtFor(e Entry, audience []string) (*ca.JWTSVID, error) {
+	ttl := e.JWTTTL
+	if ttl == 0 {
+		ttl = m.defaultJWTTTL
+	}
+	aud := slices.Compact(slices.Sorted(slices.Values(audience)))
+	k := jwtKey{id: e.SPIFFEID.String(), ttl: ttl, audience: strings.Join(aud, "\x00")}
+	now := m.clock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if svid, ok := m.jwts[k]; ok && now.Before(svid.IssuedAt.Add(svid.Expiry.Sub(svid.IssuedAt)/2)) {
+		return svid, nil
+	}
+	svid, err := m.minter.MintJWTSVID(ca.JWTRequest{ID: e.SPIFFEID, Audience: aud, TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	if _, cached := m.jwts[k]; cached || len(m.jwts) < maxCachedJWTs {
+		m.jwts[k] = svid
+	}
+	return svid, nil
+}
+
+// ValidateJWTSVID checks a JWT-SVID's signature against the trust
+// domain's JWT bundle, its expiry, and that audience is among its own.
+func (m *Manager) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
+	return jwtsvid.ParseAndValidate(token, m.minter.JWTBundle(), []string{audience})
 }
 
 func (m *Manager) unsubscribe(s *Subscription) {
@@ -238,6 +331,26 @@ func (s *Subscription) Current() (*workloadapi.X509Context, error) {
 	}
 	return x, nil
 }
+
+// JWTSVIDs returns a JWT-SVID for audience for each of the caller's
+// identities, in entry order.
+func (s *Subscription) JWTSVIDs(audience []string) ([]*ca.JWTSVID, error) {
+	if len(audience) == 0 {
+		return nil, errors.New("at least one audience is required")
+	}
+	out := make([]*ca.JWTSVID, 0, len(s.entries))
+	for _, e := range s.entries {
+		svid, err := s.m.jwtFor(e, audience)
+		if err != nil {
+			return nil, fmt.Errorf("issue JWT for %s: %w", e.SPIFFEID, err)
+		}
+		out = append(out, svid)
+	}
+	return out, nil
+}
+
+// JWTBundles returns the JWT bundles the caller may validate with.
+func (s *Subscription) JWTBundles() *jwtbundle.Set { return jwtbundle.NewSet(s.m.minter.JWTBundle()) }
 
 // Close ends the subscription.
 func (s *Subscription) Close() { s.m.unsubscribe(s) }

@@ -46,7 +46,12 @@ func callerCtx(uid uint32) context.Context {
 
 func newManager(t *testing.T, clk *clock, log *slog.Logger) *Manager {
 	t.Helper()
-	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour, Clock: clk.Now})
+	return newManagerWithJitter(t, clk, log, func() float64 { return 0 })
+}
+
+func newManagerWithJitter(t *testing.T, clk *clock, log *slog.Logger, jitter func() float64) *Manager {
+	t.Helper()
+	authority, err := ca.Open(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour, Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +61,13 @@ func newManager(t *testing.T, clk *clock, log *slog.Logger) *Manager {
   - spiffe_id: spiffe://example.org/frontend
     selectors: ["unix:uid:1102"]
     x509_ttl: 10m
+    jwt_ttl: 2m
 `), td)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewManager(Options{Entries: entries, DefaultTTL: time.Hour, Minter: authority, Attestor: uidAttestor{}, Clock: clk.Now, Log: log})
+	return NewManager(Options{Entries: entries, DefaultTTL: time.Hour, DefaultJWTTTL: 5 * time.Minute,
+		Minter: authority, Attestor: uidAttestor{}, Clock: clk.Now, Jitter: jitter, Log: log})
 }
 
 func TestWatchIssuesTheMatchingIdentity(t *testing.T) {
@@ -187,5 +194,119 @@ func TestCloseUnsubscribes(t *testing.T) {
 	m.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d subscriptions left after Close", n)
+	}
+}
+
+func TestRenewalJitterStaysWithinTenPercent(t *testing.T) {
+	for _, tc := range []struct {
+		jitter      float64
+		renewsAfter time.Duration // of a 10m SVID: half is 5m, 10% of that 30s
+	}{{-1, 4*time.Minute + 30*time.Second}, {0, 5 * time.Minute}, {0.999, 5*time.Minute + 29*time.Second}} {
+		clk := &clock{now: time.Now().Truncate(time.Second)}
+		m := newManagerWithJitter(t, clk, nil, func() float64 { return tc.jitter })
+		sub, _ := m.Watch(callerCtx(1102))
+		first, _ := sub.Current()
+		clk.Add(tc.renewsAfter - time.Second)
+		m.renewDue()
+		if x, _ := sub.Current(); x.SVIDs[0] != first.SVIDs[0] {
+			t.Errorf("jitter %v: renewed before %s", tc.jitter, tc.renewsAfter)
+		}
+		clk.Add(2 * time.Second)
+		m.renewDue()
+		if x, _ := sub.Current(); x.SVIDs[0] == first.SVIDs[0] {
+			t.Errorf("jitter %v: not renewed by %s", tc.jitter, tc.renewsAfter+time.Second)
+		}
+		sub.Close()
+	}
+}
+
+// TestCARotationReachesEverySubscriber: when the CA publishes its next
+// root, every watcher must be told so that it pushes the new bundle.
+func TestCARotationReachesEverySubscriber(t *testing.T) {
+	clk := &clock{now: time.Now().Truncate(time.Second)}
+	m := newManager(t, clk, nil)
+	front, _ := m.Watch(callerCtx(1102))
+	back, _ := m.Watch(callerCtx(1101))
+	defer front.Close()
+	defer back.Close()
+	x, _ := back.Current()
+	if n := len(x.Bundles.Bundles()[0].X509Authorities()); n != 1 {
+		t.Fatalf("bundle starts with %d roots", n)
+	}
+
+	clk.Add(12 * time.Hour) // the CA's half-life: the next root is published
+	m.tick()
+	for name, sub := range map[string]*Subscription{"frontend": front, "backend": back} {
+		select {
+		case <-sub.Changed():
+		default:
+			t.Fatalf("%s was not told about the new root", name)
+		}
+		x, err := sub.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(x.Bundles.Bundles()[0].X509Authorities()); n != 2 {
+			t.Fatalf("%s sees %d roots after the CA prepared its successor, want 2", name, n)
+		}
+		if _, _, err := x509svid.Verify(x.SVIDs[0].Certificates, x.Bundles, x509svid.WithTime(clk.Now())); err != nil {
+			t.Fatalf("%s SVID does not verify against its bundle: %v", name, err)
+		}
+	}
+}
+
+func TestJWTSVIDsAreCachedPerAudienceSetUntilHalfLife(t *testing.T) {
+	clk := &clock{now: time.Now().Truncate(time.Second)}
+	m := newManager(t, clk, nil)
+	sub, _ := m.Watch(callerCtx(1102)) // jwt_ttl: 2m
+	defer sub.Close()
+
+	first, err := sub.JWTSVIDs([]string{"api", "db"})
+	if err != nil || len(first) != 1 {
+		t.Fatalf("JWTSVIDs = %v, %v", first, err)
+	}
+	if got := first[0].Expiry.Sub(first[0].IssuedAt); got != 2*time.Minute {
+		t.Errorf("per-entry jwt_ttl not applied: lifetime %s", got)
+	}
+	same, _ := sub.JWTSVIDs([]string{"db", "api", "db"})
+	if same[0] != first[0] {
+		t.Error("the same audience set in another order minted a new token")
+	}
+	other, _ := sub.JWTSVIDs([]string{"api"})
+	if other[0] == first[0] {
+		t.Error("another audience set got the cached token")
+	}
+	clk.Add(time.Minute) // half of 2m
+	renewed, _ := sub.JWTSVIDs([]string{"api", "db"})
+	if renewed[0] == first[0] {
+		t.Error("a token past half its life was served from the cache")
+	}
+
+	if _, err := sub.JWTSVIDs(nil); err == nil {
+		t.Error("a JWT-SVID without audience was issued")
+	}
+}
+
+func TestValidateJWTSVID(t *testing.T) {
+	// go-spiffe validates against the real clock, so mint at real time.
+	m := newManager(t, &clock{now: time.Now()}, nil)
+	sub, _ := m.Watch(callerCtx(1101))
+	defer sub.Close()
+	svids, err := sub.JWTSVIDs([]string{"api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.ValidateJWTSVID(svids[0].Token, "api")
+	if err != nil || got.ID.String() != "spiffe://example.org/backend" {
+		t.Fatalf("ValidateJWTSVID = %v, %v", got, err)
+	}
+	if _, err := m.ValidateJWTSVID(svids[0].Token, "billing"); err == nil {
+		t.Error("validated a token for another audience")
+	}
+	if _, err := m.ValidateJWTSVID(svids[0].Token+"x", "api"); err == nil {
+		t.Error("validated a token with a broken signature")
+	}
+	if b := sub.JWTBundles().Bundles(); len(b) != 1 || len(b[0].JWTAuthorities()) != 1 {
+		t.Errorf("JWT bundles = %v", b)
 	}
 }

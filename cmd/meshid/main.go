@@ -19,6 +19,7 @@ const usage = `meshid: SPIFFE workload identity and authorization for Envoy mesh
 Usage:
   meshid run [-config meshid.yaml]   run the node daemon
   meshid envoy bootstrap [flags]     print an Envoy sidecar bootstrap that uses meshid
+  meshid ca mint-intermediate [...]  issue a node's intermediate CA from a root
   meshid version                     print the version
 
 Run "meshid <command> -h" for a command's flags.
@@ -49,12 +50,18 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
-	case "envoy":
-		if len(args) < 2 || args[1] != "bootstrap" {
-			fmt.Fprint(stderr, usage)
-			return fmt.Errorf("unknown command %q", strings.Join(args, " "))
+	case "envoy", "ca":
+		sub := map[string]func([]string, io.Writer, io.Writer) error{
+			"envoy bootstrap":      envoyBootstrap,
+			"ca mint-intermediate": caMintIntermediate,
 		}
-		return envoyBootstrap(args[2:], stdout, stderr)
+		if len(args) >= 2 {
+			if cmd, ok := sub[args[0]+" "+args[1]]; ok {
+				return cmd(args[2:], stdout, stderr)
+			}
+		}
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", strings.Join(args, " "))
 	case "version":
 		fmt.Fprintln(stdout, "meshid", version)
 		return nil

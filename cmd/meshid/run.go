@@ -105,18 +105,23 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	}
 	// The CA comes after everything that only reads input, so a start
 	// refused for bad input leaves nothing behind on disk.
-	authority, err := ca.LoadOrCreate(ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log})
+	caOpts := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log}
+	if u := cfg.CA.Upstream; u != nil {
+		caOpts.Upstream = &ca.Upstream{CertFile: u.CertFile, KeyFile: u.KeyFile, BundleFile: u.BundleFile}
+	}
+	authority, err := ca.Open(caOpts)
 	if err != nil {
 		return nil, err
 	}
 
 	d := &daemon{cfg: cfg, log: log}
 	d.ids = identity.NewManager(identity.Options{
-		Entries:    entries,
-		DefaultTTL: cfg.SVID.X509TTL,
-		Minter:     authority,
-		Attestor:   attestor.Unix{},
-		Log:        log,
+		Entries:       entries,
+		DefaultTTL:    cfg.SVID.X509TTL,
+		DefaultJWTTTL: cfg.SVID.JWTTTL,
+		Minter:        authority,
+		Attestor:      attestor.Unix{},
+		Log:           log,
 	})
 
 	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))

@@ -38,11 +38,21 @@ type Config struct {
 type CA struct {
 	KeyType string        `yaml:"key_type"`
 	TTL     time.Duration `yaml:"ttl"`
+	// Upstream makes meshid's CA an intermediate of an existing root.
+	Upstream *Upstream `yaml:"upstream"`
+}
+
+// Upstream names an intermediate CA minted for this node and its root.
+type Upstream struct {
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	BundleFile string `yaml:"bundle_file"`
 }
 
 // SVID configures the identities meshid issues.
 type SVID struct {
 	X509TTL time.Duration `yaml:"x509_ttl"`
+	JWTTTL  time.Duration `yaml:"jwt_ttl"`
 }
 
 // Authz configures the ext_authz server.
@@ -69,7 +79,9 @@ const (
 	// MinX509TTL is the shortest SVID lifetime accepted; shorter ones leave
 	// Envoy too little time to pick up the renewed certificate.
 	MinX509TTL = 10 * time.Second
-	minCATTL   = time.Hour
+	// MinJWTTTL keeps a JWT-SVID usable across one network round trip.
+	MinJWTTTL = 30 * time.Second
+	minCATTL  = time.Hour
 )
 
 // Default returns the configuration used when no file is given: a demo
@@ -82,7 +94,7 @@ func Default() Config {
 		EntriesFile:     "entries.yaml",
 		EntriesOptional: true,
 		CA:              CA{KeyType: "ec-p256", TTL: 24 * time.Hour},
-		SVID:            SVID{X509TTL: time.Hour},
+		SVID:            SVID{X509TTL: time.Hour, JWTTTL: 5 * time.Minute},
 		Authz: Authz{
 			Address:     "127.0.0.1:9191",
 			PolicyDir:   "policies",
@@ -126,7 +138,11 @@ func Load(path string) (Config, error) {
 
 // resolve makes every relative path absolute against base.
 func (c *Config) resolve(base string) {
-	for _, p := range []*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Authz.PolicyDir} {
+	paths := []*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Authz.PolicyDir}
+	if u := c.CA.Upstream; u != nil {
+		paths = append(paths, &u.CertFile, &u.KeyFile, &u.BundleFile)
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
@@ -166,6 +182,16 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 	}
 	if c.SVID.X509TTL > c.CA.TTL {
 		bad(at("svid", "x509_ttl"), "svid.x509_ttl %s is longer than ca.ttl %s", c.SVID.X509TTL, c.CA.TTL)
+	}
+	if c.SVID.JWTTTL < MinJWTTTL {
+		bad(at("svid", "jwt_ttl"), "svid.jwt_ttl %s is shorter than the minimum %s", c.SVID.JWTTTL, MinJWTTTL)
+	}
+	if u := c.CA.Upstream; u != nil {
+		for _, f := range []struct{ key, val string }{{"cert_file", u.CertFile}, {"key_file", u.KeyFile}, {"bundle_file", u.BundleFile}} {
+			if f.val == "" {
+				bad(at("ca", "upstream"), "ca.upstream.%s is required", f.key)
+			}
+		}
 	}
 	if err := checkHostPort(c.Authz.Address); err != nil {
 		bad(at("authz", "address"), "authz.address: %v", err)

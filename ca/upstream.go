@@ -1,0 +1,189 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// upstreamCA is an intermediate CA of this node, issued by a root it does
+// not hold the key of.
+type upstreamCA struct {
+	chain []*x509.Certificate // the intermediate first, then any above it
+	key   crypto.Signer
+	roots []*x509.Certificate
+}
+
+// loadUpstream reads and checks the upstream files: the certificate must
+// be a CA for td, match its key, be valid now and chain to the bundle.
+func loadUpstream(u Upstream, td spiffeid.TrustDomain, now time.Time) (*upstreamCA, error) {
+	where := func(key, path string, err error) error {
+		return fmt.Errorf("ca.upstream.%s %s: %w", key, path, err)
+	}
+	certData, err := os.ReadFile(u.CertFile)
+	if err != nil {
+		return nil, where("cert_file", u.CertFile, err)
+	}
+	chain, err := parseCerts(certData)
+	if err != nil {
+		return nil, where("cert_file", u.CertFile, err)
+	}
+	key, err := readKey(u.KeyFile)
+	if err != nil {
+		return nil, where("key_file", u.KeyFile, err)
+	}
+	bundleData, err := os.ReadFile(u.BundleFile)
+	if err != nil {
+		return nil, where("bundle_file", u.BundleFile, err)
+	}
+	roots, err := parseCerts(bundleData)
+	if err != nil {
+		return nil, where("bundle_file", u.BundleFile, err)
+	}
+
+	cert := chain[0]
+	if err := checkCA(cert, key, td); err != nil {
+		return nil, where("cert_file", u.CertFile, err)
+	}
+	switch {
+	case now.Before(cert.NotBefore):
+		return nil, where("cert_file", u.CertFile, fmt.Errorf("not valid before %s", cert.NotBefore.Format(time.RFC3339)))
+	case !now.Before(cert.NotAfter):
+		return nil, where("cert_file", u.CertFile, fmt.Errorf("expired at %s; mint a new intermediate for this node (meshid ca mint-intermediate)", cert.NotAfter.Format(time.RFC3339)))
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:         pool(roots),
+		Intermediates: pool(chain[1:]),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return nil, where("cert_file", u.CertFile, fmt.Errorf("does not chain to a root in bundle_file %s: %w", u.BundleFile, err))
+	}
+	return &upstreamCA{chain: chain, key: key, roots: roots}, nil
+}
+
+func pool(certs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// IntermediateOptions configures MintIntermediate.
+type IntermediateOptions struct {
+	RootCertFile, RootKeyFile string // a self-signed root, e.g. an organisation's offline CA or another meshid node's
+	TrustDomain               spiffeid.TrustDomain
+	TTL                       time.Duration
+	OutDir                    string
+	Clock                     func() time.Time
+}
+
+// Intermediate file names written by MintIntermediate, ready to be named in
+// a node's ca.upstream.
+const (
+	IntermediateCertFile = "intermediate.crt"
+	IntermediateKeyFile  = "intermediate.key"
+	UpstreamBundleFile   = "bundle.crt"
+)
+
+// MintIntermediate issues a P-256 intermediate CA for one node from a root
+// and writes it, its key (0600) and the root as the bundle into OutDir. It
+// never replaces files that exist.
+func MintIntermediate(o IntermediateOptions) error {
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	rootData, err := os.ReadFile(o.RootCertFile)
+	if err != nil {
+		return fmt.Errorf("root certificate: %w", err)
+	}
+	roots, err := parseCerts(rootData)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.RootCertFile, err)
+	}
+	root := roots[0]
+	rootKey, err := readKey(o.RootKeyFile)
+	if err != nil {
+		return err
+	}
+	if err := checkCA(root, rootKey, o.TrustDomain); err != nil {
+		return fmt.Errorf("%s: %w", o.RootCertFile, err)
+	}
+	if err := root.CheckSignatureFrom(root); err != nil {
+		return fmt.Errorf("%s is not a self-signed root; issue intermediates from the root itself", o.RootCertFile)
+	}
+	now := o.Clock()
+	notAfter := now.Add(o.TTL)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	if !notAfter.After(now) {
+		return fmt.Errorf("%s expired at %s", o.RootCertFile, root.NotAfter.Format(time.RFC3339))
+	}
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate intermediate key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, maxSerial)
+	if err != nil {
+		return fmt.Errorf("serial number: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial.Add(serial, one),
+		Subject:               pkix.Name{Organization: []string{"meshid"}, CommonName: o.TrustDomain.Name() + " intermediate CA"},
+		URIs:                  []*url.URL{o.TrustDomain.ID().URL()},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true, // it signs workloads, never further CAs
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, key.Public(), rootKey)
+	if err != nil {
+		return fmt.Errorf("sign intermediate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("parse intermediate: %w", err)
+	}
+	keyData, err := keyPEM(key)
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{IntermediateKeyFile, keyData, 0o600},
+		{IntermediateCertFile, certPEM(cert), 0o644},
+		{UpstreamBundleFile, certPEM(root), 0o644},
+	} {
+		path := filepath.Join(o.OutDir, f.name)
+		if err := writeSynced(path, f.data, f.mode); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%s exists; choose an empty -out directory", path)
+			}
+			return err
+		}
+	}
+	return nil
+}
