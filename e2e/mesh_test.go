@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,6 +167,28 @@ func TestDemoMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("a restarted meshid serves the same trust root", func(t *testing.T) {
+		before := activeCA(t, mesh.Meshid)
+		oldSVID, oldRoots := envoyCerts(t, ctx, mesh.Backend)
+		if err := mesh.Meshid.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// SVIDs live in meshid's memory: a new one proves the Envoy fetched
+		// again from the new process.
+		var newSVID, newRoots []string
+		waitFor(t, ctx, "the backend Envoy to receive an SVID from the restarted meshid", func() bool {
+			newSVID, newRoots = envoyCerts(t, ctx, mesh.Backend)
+			return len(newSVID) > 0 && newSVID[0] != oldSVID[0]
+		})
+		if !activeCA(t, mesh.Meshid).Equal(before) || !slices.Equal(newRoots, oldRoots) {
+			t.Fatalf("restart changed the trust root: bundle %v -> %v", oldRoots, newRoots)
+		}
+		if status, _, err := harness.Get(ctx, mesh.FrontendURL+"hello"); err != nil || status != http.StatusOK {
+			t.Fatalf("GET /hello after the restart: %d %v", status, err)
+		}
+		t.Logf("restart: backend SVID %s -> %s, bundle %v unchanged", oldSVID[0], newSVID[0], newRoots)
+	})
+
 	// Last, because it stops meshid: SDS streams never end by themselves,
 	// so SIGTERM must cut them and exit cleanly, not hang or crash.
 	t.Run("SIGTERM stops meshid cleanly with Envoys connected", func(t *testing.T) {
@@ -187,6 +210,24 @@ func TestDemoMesh(t *testing.T) {
 			t.Error("meshid left its socket behind after a clean stop")
 		}
 	})
+}
+
+// envoyCerts returns the serials of an Envoy's own certificates and of the
+// CA certificates it trusts, from /certs.
+func envoyCerts(t *testing.T, ctx context.Context, v *harness.Envoy) (own, roots []string) {
+	t.Helper()
+	certs, err := v.Certs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range certs {
+		if c.CA {
+			roots = append(roots, c.SerialNumber)
+		} else {
+			own = append(own, c.SerialNumber)
+		}
+	}
+	return own, roots
 }
 
 // envoyCounter reads one counter from Envoy's admin /stats.

@@ -42,6 +42,12 @@ func main() {
 	}
 }
 
+// subcommands are the two-word commands; each parses its own flags.
+var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error{
+	"envoy bootstrap":      envoyBootstrap,
+	"ca mint-intermediate": caMintIntermediate,
+}
+
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -51,12 +57,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "run":
 		return run(ctx, args[1:], stderr)
 	case "envoy", "ca":
-		sub := map[string]func([]string, io.Writer, io.Writer) error{
-			"envoy bootstrap":      envoyBootstrap,
-			"ca mint-intermediate": caMintIntermediate,
-		}
 		if len(args) >= 2 {
-			if cmd, ok := sub[args[0]+" "+args[1]]; ok {
+			if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
 				return cmd(args[2:], stdout, stderr)
 			}
 		}

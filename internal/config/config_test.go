@@ -41,6 +41,22 @@ func TestLoadAppliesDefaultsAndResolvesPaths(t *testing.T) {
 	}
 }
 
+func TestLoadUpstreamPathsAreResolved(t *testing.T) {
+	path := writeConfig(t, "ca:\n  upstream: {cert_file: n/i.crt, key_file: /abs/i.key, bundle_file: b.crt}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(path)
+	u := cfg.CA.Upstream
+	if u.CertFile != filepath.Join(dir, "n/i.crt") || u.KeyFile != "/abs/i.key" || u.BundleFile != filepath.Join(dir, "b.crt") {
+		t.Errorf("upstream paths = %+v", u)
+	}
+	if cfg.SVID.JWTTTL != 5*time.Minute {
+		t.Errorf("default jwt_ttl = %s, want 5m", cfg.SVID.JWTTTL)
+	}
+}
+
 func TestLoadExplicitEntriesFileIsRequired(t *testing.T) {
 	cfg, err := Load(writeConfig(t, "entries_file: my-entries.yaml\n"))
 	if err != nil {
@@ -64,6 +80,9 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"several problems at once", "admin:\n  address: nope\nlog:\n  level: loud\n  format: xml\n", []string{
 			"meshid.yaml:2: admin.address", "meshid.yaml:4: log.level", "meshid.yaml:5: log.format"}},
 		{"unsupported key type", "ca:\n  key_type: rsa-2048\n", []string{"meshid.yaml:2: ca.key_type \"rsa-2048\" is not supported"}},
+		{"short jwt ttl", "svid:\n  jwt_ttl: 5s\n", []string{"meshid.yaml:2: svid.jwt_ttl 5s is shorter than the minimum 30s"}},
+		{"incomplete upstream", "ca:\n  upstream:\n    cert_file: a.crt\n", []string{"meshid.yaml:2: ca.upstream.key_file is required", "meshid.yaml:2: ca.upstream.bundle_file is required"}},
+		{"unknown upstream key", "ca:\n  upstream:\n    cert: a.crt\n", []string{`meshid.yaml:3: unknown key "cert"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

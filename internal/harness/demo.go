@@ -72,27 +72,36 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 	if err != nil {
 		return nil, err
 	}
-	d := &DemoMesh{Meshid: m, Dir: e.Dir}
+	return e.StartDemoWorkloads(ctx, m, m)
+}
+
+// StartDemoWorkloads starts the demo's apps and sidecars. The frontend's
+// sidecar takes its identity from front, the backend's its identity and
+// authorization decisions from back: one meshid for both, or two nodes of
+// one trust domain. DemoMesh.Meshid is back.
+func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid) (*DemoMesh, error) {
+	d := &DemoMesh{Meshid: back, Dir: e.Dir}
+	var err error
 	if d.BackendApp, err = e.StartApp(ctx, "backend", BackendAppUID, ""); err != nil {
 		return nil, err
 	}
 	d.Backend, err = e.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket:   m.SocketPath,
+		SDSSocket:   back.SocketPath,
 		SPIFFEID:    BackendID,
-		TrustDomain: m.TrustDomain,
+		TrustDomain: back.TrustDomain,
 		Inbound: &envoy.Inbound{
 			ListenAddr: e.FreeAddr(),
 			AppAddr:    d.BackendApp.Addr,
-			AuthzAddr:  m.AuthzAddr,
+			AuthzAddr:  back.AuthzAddr,
 		},
 	}, BackendEnvoyUID)
 	if err != nil {
 		return nil, err
 	}
 	d.Frontend, err = e.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket:   m.SocketPath,
+		SDSSocket:   front.SocketPath,
 		SPIFFEID:    FrontendID,
-		TrustDomain: m.TrustDomain,
+		TrustDomain: front.TrustDomain,
 		Outbound: &envoy.Outbound{
 			ListenAddr:   e.FreeAddr(),
 			PeerAddr:     d.Backend.Sidecar.Inbound.ListenAddr,
