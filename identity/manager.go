@@ -71,6 +71,8 @@ type Manager struct {
 	jitter        func() float64
 	log           *slog.Logger
 
+	lastRotateErr string // owned by the Run goroutine
+
 	mu    sync.Mutex
 	svids map[svidKey]*issued
 	jwts  map[jwtKey]*ca.JWTSVID
@@ -170,9 +172,16 @@ func (m *Manager) Run(ctx context.Context) error {
 // tick is one round of Run: rotate the CA, then renew what is due.
 func (m *Manager) tick() {
 	bundleChanged, err := m.minter.Rotate()
-	if err != nil {
+	// The same failure comes back every tick until an operator acts: say
+	// it when it starts, changes or ends, not every second.
+	switch msg := errString(err); {
+	case msg == m.lastRotateErr:
+	case err != nil:
 		m.log.Error("CA rotation failed; SVIDs keep being signed by the current CA", "err", err)
+	default:
+		m.log.Info("CA rotation recovered")
 	}
+	m.lastRotateErr = errString(err)
 	if bundleChanged {
 		m.mu.Lock()
 		for sub := range m.subs {
@@ -354,6 +363,13 @@ func (s *Subscription) JWTBundles() *jwtbundle.Set { return jwtbundle.NewSet(s.m
 
 // Close ends the subscription.
 func (s *Subscription) Close() { s.m.unsubscribe(s) }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
 
 func selectorList(sels []attestor.Selector) []string {
 	out := make([]string, len(sels))

@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strconv"
@@ -308,5 +309,32 @@ func TestValidateJWTSVID(t *testing.T) {
 	}
 	if b := sub.JWTBundles().Bundles(); len(b) != 1 || len(b[0].JWTAuthorities()) != 1 {
 		t.Errorf("JWT bundles = %v", b)
+	}
+}
+
+// flakyMinter fails Rotate while err is set.
+type flakyMinter struct {
+	Minter
+	err error
+}
+
+func (f *flakyMinter) Rotate() (bool, error) { return false, f.err }
+
+func TestRotationFailuresAreLoggedOnceUntilTheyChange(t *testing.T) {
+	var logs bytes.Buffer
+	m := newManager(t, &clock{now: time.Now()}, slog.New(slog.NewTextHandler(&logs, nil)))
+	flaky := &flakyMinter{Minter: m.minter, err: errors.New("upstream CA certificate expired")}
+	m.minter = flaky
+	for range 5 {
+		m.tick()
+	}
+	flaky.err = nil
+	m.tick()
+	m.tick()
+	if n := strings.Count(logs.String(), "CA rotation failed"); n != 1 {
+		t.Errorf("logged the failure %d times over 5 ticks, want once:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "CA rotation recovered"); n != 1 {
+		t.Errorf("logged the recovery %d times, want once", n)
 	}
 }
