@@ -20,7 +20,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshid/meshid/attestor"
-	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
@@ -81,10 +80,11 @@ type daemon struct {
 	ids   *identity.Manager
 	ready atomic.Bool
 
-	agent, authz       *grpc.Server
-	agentLis, authzLis net.Listener
-	admin              *http.Server
-	adminLis           net.Listener
+	authz    *authzService
+	agent    *grpc.Server
+	agentLis net.Listener
+	admin    *http.Server
+	adminLis net.Listener
 }
 
 func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemon, error) {
@@ -99,9 +99,9 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	case err != nil:
 		return nil, err
 	}
-	engine, err := authz.NewEngine(ctx, authz.Config{PolicyDir: cfg.Authz.PolicyDir, Decision: cfg.Authz.Decision, EvalTimeout: cfg.Authz.EvalTimeout})
+	authzSvc, err := newAuthzService(ctx, cfg.Authz, log)
 	if err != nil {
-		return nil, fmt.Errorf("authz.policy_dir: %w", err)
+		return nil, err
 	}
 	// The CA comes after everything that only reads input, so a start
 	// refused for bad input leaves nothing behind on disk.
@@ -114,7 +114,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 
-	d := &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, authz: authzSvc}
 	d.ids = identity.NewManager(identity.Options{
 		Entries:       entries,
 		DefaultTTL:    cfg.SVID.X509TTL,
@@ -128,23 +128,19 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	sds.New(sdsIdentities{d.ids}, log).Register(d.agent)
 	healthpb.RegisterHealthServer(d.agent, health.NewServer())
 
-	d.authz = grpc.NewServer()
-	authz.NewServer(engine, log).Register(d.authz)
-	healthpb.RegisterHealthServer(d.authz, health.NewServer())
-
 	d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	// Listen last: once a socket exists, clients may use it.
 	if d.agentLis, err = listenWorkloadSocket(cfg.SocketPath); err != nil {
 		return nil, err
 	}
-	if d.authzLis, err = net.Listen("tcp", cfg.Authz.Address); err != nil {
+	if err = d.authz.listen(); err != nil {
 		d.agentLis.Close()
-		return nil, fmt.Errorf("authz.address: %w", err)
+		return nil, err
 	}
 	if d.adminLis, err = net.Listen("tcp", cfg.Admin.Address); err != nil {
 		d.agentLis.Close()
-		d.authzLis.Close()
+		d.authz.close()
 		return nil, fmt.Errorf("admin.address: %w", err)
 	}
 	return d, nil
@@ -155,13 +151,13 @@ func (d *daemon) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.ids.Run(ctx) })
 	g.Go(func() error { return serveGRPC(ctx, d.agent, d.agentLis) })
-	g.Go(func() error { return serveGRPC(ctx, d.authz, d.authzLis) })
+	g.Go(func() error { return d.authz.run(ctx) })
 	g.Go(func() error { return serveHTTP(ctx, d.admin, d.adminLis) })
 	d.ready.Store(true)
 	d.log.Info("meshid ready",
 		"trust_domain", d.cfg.TrustDomain,
 		"socket", d.cfg.SocketPath,
-		"authz", d.authzLis.Addr().String(),
+		"authz", d.authz.addr(),
 		"admin", d.adminLis.Addr().String())
 	err := g.Wait()
 	d.log.Info("meshid stopped")

@@ -55,14 +55,6 @@ type SVID struct {
 	JWTTTL  time.Duration `yaml:"jwt_ttl"`
 }
 
-// Authz configures the ext_authz server.
-type Authz struct {
-	Address     string        `yaml:"address"`
-	PolicyDir   string        `yaml:"policy_dir"`
-	Decision    string        `yaml:"decision"`
-	EvalTimeout time.Duration `yaml:"eval_timeout"`
-}
-
 // Admin configures the HTTP admin endpoint (/healthz, /readyz).
 type Admin struct {
 	Address string `yaml:"address"`
@@ -95,14 +87,9 @@ func Default() Config {
 		EntriesOptional: true,
 		CA:              CA{KeyType: "ec-p256", TTL: 24 * time.Hour},
 		SVID:            SVID{X509TTL: time.Hour, JWTTTL: 5 * time.Minute},
-		Authz: Authz{
-			Address:     "127.0.0.1:9191",
-			PolicyDir:   "policies",
-			Decision:    "data.envoy.authz.allow",
-			EvalTimeout: 100 * time.Millisecond,
-		},
-		Admin: Admin{Address: "127.0.0.1:8089"},
-		Log:   Log{Level: "info", Format: "text"},
+		Authz:           defaultAuthz(),
+		Admin:           Admin{Address: "127.0.0.1:8089"},
+		Log:             Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -138,7 +125,7 @@ func Load(path string) (Config, error) {
 
 // resolve makes every relative path absolute against base.
 func (c *Config) resolve(base string) {
-	paths := []*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Authz.PolicyDir}
+	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile}, c.Authz.paths()...)
 	if u := c.CA.Upstream; u != nil {
 		paths = append(paths, &u.CertFile, &u.KeyFile, &u.BundleFile)
 	}
@@ -193,18 +180,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 			}
 		}
 	}
-	if err := checkHostPort(c.Authz.Address); err != nil {
-		bad(at("authz", "address"), "authz.address: %v", err)
-	}
-	if c.Authz.PolicyDir == "" {
-		bad(at("authz", "policy_dir"), "authz.policy_dir must not be empty")
-	}
-	if c.Authz.Decision == "" {
-		bad(at("authz", "decision"), "authz.decision must not be empty")
-	}
-	if c.Authz.EvalTimeout <= 0 {
-		bad(at("authz", "eval_timeout"), "authz.eval_timeout must be positive")
-	}
+	c.Authz.validate(bad)
 	if err := checkHostPort(c.Admin.Address); err != nil {
 		bad(at("admin", "address"), "admin.address: %v", err)
 	}
