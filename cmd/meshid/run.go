@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -77,6 +80,7 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 type daemon struct {
 	cfg   config.Config
 	log   *slog.Logger
+	reg   *prometheus.Registry // every part registers its metrics here
 	ids   *identity.Manager
 	ready atomic.Bool
 
@@ -114,7 +118,8 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 
-	d := &daemon{cfg: cfg, log: log, authz: authzSvc}
+	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: prometheus.NewRegistry()}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ids = identity.NewManager(identity.Options{
 		Entries:       entries,
 		DefaultTTL:    cfg.SVID.X509TTL,
@@ -218,6 +223,7 @@ func (d *daemon) adminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !d.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
