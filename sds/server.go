@@ -1,16 +1,18 @@
 // Package sds serves Envoy's Secret Discovery Service (v3) with the resource
 // names the SPIRE agent uses, so an Envoy configured for SPIRE works
-// unchanged. It owns the xDS protocol bookkeeping (versions, nonces, ACKs)
-// and the translation of SVIDs and bundles into Envoy secrets. It never
-// decides who the caller is or what it is entitled to: the Identities it is
-// given do, from the kernel's view of the connection.
+// unchanged. It owns the xDS protocol bookkeeping (versions, nonces, ACKs,
+// NACKs, state-of-the-world and delta) and the translation of SVIDs and
+// bundles into Envoy secrets. It never decides who the caller is or what it
+// is entitled to: the Identities it is given do, from the kernel's view of
+// the connection.
 package sds
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -18,10 +20,13 @@ import (
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Identities subscribes the gRPC caller found in ctx to its identities.
@@ -31,7 +36,8 @@ type Identities interface {
 
 // Subscription is one caller's live view of its identities.
 type Subscription interface {
-	// Changed signals that Current has something new; signals coalesce.
+	// Changed signals that Current has something new. Signals coalesce
+	// (latest wins), so a slow stream never holds up the others.
 	Changed() <-chan struct{}
 	// Current returns the caller's SVIDs and usable bundles; no SVIDs
 	// means the caller is entitled to nothing.
@@ -39,16 +45,28 @@ type Subscription interface {
 	Close()
 }
 
+// Options configures a Server.
+type Options struct {
+	Identities Identities
+	Log        *slog.Logger
+	// Registerer receives the server's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+}
+
 // Server implements envoy.service.secret.v3.SecretDiscoveryService.
 type Server struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
-	ids Identities
-	log *slog.Logger
+	ids     Identities
+	log     *slog.Logger
+	metrics *metrics
 }
 
-// New returns an SDS server that takes identities from ids.
-func New(ids Identities, log *slog.Logger) *Server {
-	return &Server{ids: ids, log: log}
+// New returns an SDS server.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer)}
 }
 
 // Register adds the SDS service to a gRPC server.
@@ -56,51 +74,56 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 	secretv3.RegisterSecretDiscoveryServiceServer(r, s)
 }
 
-// StreamSecrets answers one Envoy's SotW stream. It is a single loop: wait
-// for a request or an identity change, then send the secrets asked for if
-// there is something new to say.
+// StreamSecrets answers one Envoy's state-of-the-world stream. It is a
+// single loop: wait for a request or an identity change, then send the
+// secrets asked for if there is something new to say.
 func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
 	ctx := stream.Context()
-	sub, err := s.ids.Watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
-		return status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+		return err
 	}
 	defer sub.Close()
+	defer s.metrics.open(apiSotW)()
 
-	reqs, recvErr := receive(ctx, stream)
+	reqs, recvErr := receive(ctx, stream.Recv)
 	var (
-		names     []string // what the caller asked for last
-		requested bool     // whether it has asked at all
-		version   int      // of the last response on this stream
-		nonce     string   // of the last response on this stream
+		names     []string     // what the caller asked for last
+		requested bool         // whether it has asked at all
+		plainCA   bool         // ALL as trusted_ca, from node metadata
+		version   int          // of the last response on this stream
+		nonce     string       // of the last response on this stream
+		sent      []*anypb.Any // the last response's resources
 	)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			return endOfStream(err)
 		case req := <-reqs:
-			if req.TypeUrl != "" && req.TypeUrl != secretType {
-				return status.Errorf(codes.InvalidArgument, "type_url %q: this server only serves %s", req.TypeUrl, secretType)
+			if err := checkRequest(req.TypeUrl, req.ResourceNames); err != nil {
+				return err
+			}
+			if req.Node != nil {
+				plainCA = wantsPlainTrustedCA(req.Node)
 			}
 			if req.ResponseNonce != "" && req.ResponseNonce != nonce {
 				continue // answers a response we have since superseded
 			}
 			if req.ErrorDetail != nil {
-				s.log.Warn("Envoy rejected secrets (NACK)", "version", req.VersionInfo, "resources", req.ResourceNames, "error", req.ErrorDetail.Message)
-				continue // sending the same secrets again would be rejected again
+				// Envoy keeps what it had; sending the same secrets again
+				// would be rejected again, so wait for something new.
+				s.nack(apiSotW, req.VersionInfo, req.ResourceNames, req.ErrorDetail.GetMessage())
+				continue
 			}
 			if requested && req.ResponseNonce == nonce && sameNames(names, req.ResourceNames) {
 				continue // an ACK: nothing new to say
 			}
-			names, requested = req.ResourceNames, true
+			names, requested, sent = req.ResourceNames, true, nil
 		case <-sub.Changed():
 			if !requested {
-				continue
+				continue // the first response waits for the first request
 			}
 		}
 
@@ -108,9 +131,16 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "identities not available: %v", err)
 		}
-		resources, err := secretsFor(names, x)
+		secrets, err := view{x: x, plainTrustedCA: plainCA}.secrets(names)
+		if err != nil {
+			return err // includes withdrawal: no identity any more
+		}
+		resources, err := encode(secrets)
 		if err != nil {
 			return err
+		}
+		if sent != nil && sameResources(sent, resources) {
+			continue // a change that does not touch what this Envoy asked for
 		}
 		version++
 		nonce = rand.Text()
@@ -122,18 +152,72 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		}); err != nil {
 			return err
 		}
-		s.log.Debug("sent secrets", "version", version, "resources", names)
+		sent = resources
+		s.metrics.responses.WithLabelValues(apiSotW).Inc()
+		s.log.Debug("sent secrets", "api", apiSotW, "version", version, "resources", names)
 	}
 }
 
-// receive moves requests from the stream onto a channel so the handler can
-// select on them; it stops when the stream does.
-func receive(ctx context.Context, stream secretv3.SecretDiscoveryService_StreamSecretsServer) (<-chan *discoveryv3.DiscoveryRequest, <-chan error) {
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
+// FetchSecrets answers one unary request with the secrets asked for. Its
+// version is a digest of the content, so equal answers carry equal versions.
+func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	if err := checkRequest(req.TypeUrl, req.ResourceNames); err != nil {
+		return nil, err
+	}
+	sub, err := s.watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	x, err := sub.Current()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "identities not available: %v", err)
+	}
+	secrets, err := view{x: x, plainTrustedCA: wantsPlainTrustedCA(req.Node)}.secrets(req.ResourceNames)
+	if err != nil {
+		return nil, err
+	}
+	resources, err := encode(secrets)
+	if err != nil {
+		return nil, err
+	}
+	return &discoveryv3.DiscoveryResponse{
+		VersionInfo: digest(resources...),
+		Resources:   resources,
+		TypeUrl:     secretType,
+	}, nil
+}
+
+// watch subscribes the caller, refusing one that cannot be attested.
+func (s *Server) watch(ctx context.Context) (Subscription, error) {
+	sub, err := s.ids.Watch(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+	}
+	return sub, nil
+}
+
+func (s *Server) nack(api, version string, names []string, message string) {
+	s.metrics.nacks.WithLabelValues(api).Inc()
+	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", version, "resources", names, "error", message)
+}
+
+// checkRequest validates what every request carries.
+func checkRequest(typeURL string, names []string) error {
+	if typeURL != "" && typeURL != secretType {
+		return status.Errorf(codes.InvalidArgument, "type_url %q: this server only serves %s", typeURL, secretType)
+	}
+	return checkNames(names)
+}
+
+// receive moves requests from a stream onto a channel so that a handler
+// can select on them; it stops when the stream does.
+func receive[Req any](ctx context.Context, recv func() (Req, error)) (<-chan Req, <-chan error) {
+	reqs := make(chan Req)
 	errc := make(chan error, 1)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			req, err := recv()
 			if err != nil {
 				errc <- err
 				return
@@ -148,15 +232,28 @@ func receive(ctx context.Context, stream secretv3.SecretDiscoveryService_StreamS
 	return reqs, errc
 }
 
+// endOfStream maps the client closing its side to a clean end.
+func endOfStream(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
 func sameNames(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
-// errNoIdentity is what a caller no entry matches hears; meshid's log names
-// the selectors it presented.
-var errNoIdentity = status.Error(codes.PermissionDenied,
-	"no identity issued: no meshid entry matches this process (meshid logs the selectors it presented; add an entry for them)")
+func sameResources(a, b []*anypb.Any) bool {
+	return slices.EqualFunc(a, b, func(x, y *anypb.Any) bool { return proto.Equal(x, y) })
+}
 
-func notEntitled(name string) error {
-	return status.Error(codes.InvalidArgument, fmt.Sprintf("resource %q: not an identity or trust domain this caller is entitled to", name))
+// digest names content: the first 16 hex digits of a SHA-256 over it.
+func digest(resources ...*anypb.Any) string {
+	h := sha256.New()
+	for _, r := range resources {
+		h.Write([]byte(r.TypeUrl))
+		h.Write(r.Value)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"net/url"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -53,6 +53,7 @@ func (f *fakeIdentities) Watch(context.Context) (Subscription, error) {
 }
 
 type fakeSub struct {
+	ca      *testCA
 	mu      sync.Mutex
 	x       *workloadapi.X509Context
 	changed chan struct{}
@@ -66,32 +67,52 @@ func (f *fakeSub) Current() (*workloadapi.X509Context, error) {
 	return f.x, nil
 }
 
-// rotate replaces the caller's SVID and signals the change.
-func (f *fakeSub) rotate(t *testing.T) {
+// set replaces what the caller is entitled to and signals the change.
+func (f *fakeSub) set(x *workloadapi.X509Context) {
 	f.mu.Lock()
-	f.x = testContext(t, frontendID)
+	f.x = x
 	f.mu.Unlock()
-	f.changed <- struct{}{}
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
 }
 
-func testContext(t *testing.T, ids ...string) *workloadapi.X509Context {
+// rotate re-issues the caller's SVID under the same CA.
+func (f *fakeSub) rotate(t *testing.T) { f.set(f.ca.context(t, frontendID)) }
+
+// testCA issues SVIDs under one root, as meshid's CA would.
+type testCA struct {
+	td   spiffeid.TrustDomain
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T) *testCA {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageCertSign, URIs: []*url.URL{td.ID().URL()}}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	x := &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(td, []*x509.Certificate{caCert}))}
-	for i, id := range ids {
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{td: td, cert: cert, key: key}
+}
+
+// context returns the X509 context of a caller entitled to ids.
+func (c *testCA) context(t *testing.T, ids ...string) *workloadapi.X509Context {
+	t.Helper()
+	x := &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(c.td, []*x509.Certificate{c.cert}))}
+	for _, id := range ids {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), URIs: []*url.URL{spiffeid.RequireFromString(id).URL()},
+		serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+		tmpl := &x509.Certificate{SerialNumber: serial, URIs: []*url.URL{spiffeid.RequireFromString(id).URL()},
 			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +125,12 @@ func testContext(t *testing.T, ids ...string) *workloadapi.X509Context {
 // startServer serves SDS on a real Unix socket and returns a client.
 func startServer(t *testing.T, ids Identities) secretv3.SecretDiscoveryServiceClient {
 	t.Helper()
-	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(ids, slog.New(slog.DiscardHandler)).Register(s) })
+	return startServerWith(t, Options{Identities: ids})
+}
+
+func startServerWith(t *testing.T, o Options) secretv3.SecretDiscoveryServiceClient {
+	t.Helper()
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(o).Register(s) })
 	return secretv3.NewSecretDiscoveryServiceClient(conn)
 }
 
@@ -183,7 +209,8 @@ func secrets(t *testing.T, resp *discoveryv3.DiscoveryResponse) map[string]*tlsv
 }
 
 func newFake(t *testing.T) *fakeIdentities {
-	return &fakeIdentities{sub: &fakeSub{x: testContext(t, frontendID), changed: make(chan struct{}, 1)}}
+	ca := newTestCA(t)
+	return &fakeIdentities{sub: &fakeSub{ca: ca, x: ca.context(t, frontendID), changed: make(chan struct{}, 1)}}
 }
 
 func TestFirstResponseCarriesTheNamedSecrets(t *testing.T) {
@@ -258,6 +285,12 @@ func TestProtocol(t *testing.T) {
 			}},
 			{name: "rotate", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }, wantVersion: "2", wantNames: []string{frontendID}},
 		}},
+		{"a change that does not touch the asked names is not sent", []step{
+			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(trustID) }, wantVersion: "1", wantNames: []string{trustID}},
+			{name: "ack", do: func(e *envoy, _ *fakeSub) { e.ask(trustID) }},
+			{name: "rotate the SVID only", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }},
+			{name: "ask for more", do: func(e *envoy, _ *fakeSub) { e.ask(trustID, "ROOTCA", "ALL") }, wantVersion: "2", wantNames: []string{trustID, "ROOTCA", "ALL"}},
+		}},
 		{"change before the first request waits for it", []step{
 			{name: "rotate early", do: func(e *envoy, s *fakeSub) { s.rotate(e.t) }},
 			{name: "ask", do: func(e *envoy, _ *fakeSub) { e.ask(trustID) }, wantVersion: "1", wantNames: []string{trustID}},
@@ -300,9 +333,10 @@ func TestStreamErrors(t *testing.T) {
 		{"wrong type url", newFake, nil, "type.googleapis.com/envoy.config.cluster.v3.Cluster", codes.InvalidArgument},
 		{"caller without identity", func(t *testing.T) *fakeIdentities {
 			f := newFake(t)
-			f.sub.x = testContext(t)
+			f.sub.x = f.sub.ca.context(t)
 			return f
 		}, []string{frontendID}, "", codes.PermissionDenied},
+		{"too many names", newFake, make([]string, maxResourceNames+1), "", codes.InvalidArgument},
 		{"attestation failed", func(t *testing.T) *fakeIdentities {
 			return &fakeIdentities{watchErr: errors.New("process is gone")}
 		}, nil, "", codes.PermissionDenied},
@@ -329,4 +363,43 @@ func TestClientCloseEndsTheStream(t *testing.T) {
 	if _, err := e.stream.Recv(); err != io.EOF {
 		t.Fatalf("after CloseSend: %v, want io.EOF", err)
 	}
+}
+
+func TestNACKIsCountedAndNotAnsweredWithTheSameSecrets(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ids := newFake(t)
+	e := openStream(t, startServerWith(t, Options{Identities: ids, Registerer: reg}))
+	e.ask(frontendID)
+	first := e.recv()
+	e.send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{frontendID}, VersionInfo: "0", ResponseNonce: first.Nonce,
+		ErrorDetail: &status.Status{Code: int32(codes.InvalidArgument), Message: "bad cert"}})
+	ids.sub.set(ids.sub.x) // a signal without new content
+	// Requests are handled in order: the answer to this one comes after the
+	// NACK was handled. Had the NACK or the empty signal been answered,
+	// that answer would arrive first, as version 2 with one secret.
+	e.ask(frontendID, trustID)
+	if resp := e.recv(); resp.VersionInfo != "2" || len(resp.Resources) != 2 {
+		t.Fatalf("got version %q with %d secrets, want version 2 answering the new names", resp.VersionInfo, len(resp.Resources))
+	}
+	if got := counter(t, reg, "meshid_sds_nacks_total"); got != 1 {
+		t.Fatalf("meshid_sds_nacks_total = %v, want 1", got)
+	}
+}
+
+// counter sums a counter family gathered from reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

@@ -130,7 +130,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	})
 
 	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
-	sds.New(sdsIdentities{d.ids}, log).Register(d.agent)
+	sds.New(sds.Options{Identities: sdsIdentities{d.ids}, Log: log, Registerer: d.reg}).Register(d.agent)
 	healthpb.RegisterHealthServer(d.agent, health.NewServer())
 
 	d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}

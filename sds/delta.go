@@ -1,0 +1,183 @@
+package sds
+
+import (
+	"crypto/rand"
+	"maps"
+	"slices"
+	"strconv"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// wildcardName subscribes a delta stream to everything the caller is
+// entitled to.
+const wildcardName = "*"
+
+// deltaState is what one delta stream has agreed with its Envoy: what it
+// subscribed to, and which version of each secret it holds.
+type deltaState struct {
+	started    bool
+	wildcard   bool
+	subscribed map[string]bool
+	has        map[string]string // name → version the Envoy holds
+	plainCA    bool
+	nonce      string
+	system     int
+}
+
+// DeltaSecrets answers one Envoy's incremental stream (api_type
+// DELTA_GRPC): only secrets that changed are sent, and secrets the caller
+// is no longer entitled to are named in removed_resources. Like
+// StreamSecrets, it is one loop over requests and identity changes.
+func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
+	ctx := stream.Context()
+	sub, err := s.watch(ctx)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	defer s.metrics.open(apiDelta)()
+
+	reqs, recvErr := receive(ctx, stream.Recv)
+	st := &deltaState{subscribed: map[string]bool{}, has: map[string]string{}}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			return endOfStream(err)
+		case req := <-reqs:
+			if err := st.apply(req); err != nil {
+				return err
+			}
+			if req.ResponseNonce != "" && req.ResponseNonce == st.nonce && req.ErrorDetail != nil {
+				s.nack(apiDelta, strconv.Itoa(st.system), req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
+				continue
+			}
+			if len(req.ResourceNamesSubscribe) == 0 && len(req.ResourceNamesUnsubscribe) == 0 && req.ResponseNonce != "" {
+				continue // an ACK, or a stale NACK: nothing new to say
+			}
+		case <-sub.Changed():
+			if !st.started {
+				continue
+			}
+		}
+
+		resp, err := st.next(sub)
+		if err != nil {
+			return err
+		}
+		if resp == nil {
+			continue
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		s.metrics.responses.WithLabelValues(apiDelta).Inc()
+		s.log.Debug("sent secrets", "api", apiDelta, "system_version", resp.SystemVersionInfo,
+			"updated", len(resp.Resources), "removed", resp.RemovedResources)
+	}
+}
+
+// apply records a request's subscription changes. The first request with
+// no names subscribes to everything, as xDS's legacy wildcard does.
+func (st *deltaState) apply(req *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := checkRequest(req.TypeUrl, req.ResourceNamesSubscribe); err != nil {
+		return err
+	}
+	if req.Node != nil {
+		st.plainCA = wantsPlainTrustedCA(req.Node)
+	}
+	if !st.started {
+		st.started = true
+		st.wildcard = len(req.ResourceNamesSubscribe) == 0
+		// After a reconnect, Envoy says what it still holds: do not send
+		// it again unless it changed.
+		maps.Copy(st.has, req.InitialResourceVersions)
+	}
+	for _, n := range req.ResourceNamesSubscribe {
+		if n == wildcardName {
+			st.wildcard = true
+		} else {
+			st.subscribed[n] = true
+		}
+	}
+	for _, n := range req.ResourceNamesUnsubscribe {
+		if n == wildcardName {
+			st.wildcard = false
+		} else {
+			delete(st.subscribed, n)
+			delete(st.has, n)
+		}
+	}
+	if len(st.subscribed) > maxResourceNames {
+		return status.Errorf(codes.InvalidArgument, "%d resource names subscribed; at most %d are served per stream", len(st.subscribed), maxResourceNames)
+	}
+	return nil
+}
+
+// next computes the response that brings the Envoy up to date, or nil when
+// it already is. A caller that has no identity at all on the first
+// response is refused, as on a state-of-the-world stream; one that loses
+// its identity later has its secrets removed.
+func (st *deltaState) next(sub Subscription) (*discoveryv3.DeltaDiscoveryResponse, error) {
+	x, err := sub.Current()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "identities not available: %v", err)
+	}
+	v := view{x: x, plainTrustedCA: st.plainCA}
+	if len(x.SVIDs) == 0 && st.system == 0 {
+		return nil, errNoIdentity
+	}
+
+	wanted := slices.Collect(maps.Keys(st.subscribed))
+	if st.wildcard {
+		wanted = append(wanted, v.names()...)
+	}
+	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: secretType}
+	present := map[string]bool{}
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(wanted))) {
+		secret, err := v.secret(name)
+		switch status.Code(err) {
+		case codes.OK:
+		case codes.InvalidArgument, codes.PermissionDenied:
+			continue // not (or no longer) entitled: absent
+		default:
+			return nil, err
+		}
+		present[name] = true
+		encoded, err := encode([]*tlsv3.Secret{secret})
+		if err != nil {
+			return nil, err
+		}
+		version := digest(encoded[0])
+		if st.has[name] == version {
+			continue
+		}
+		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Version: version, Resource: encoded[0]})
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.has)) {
+		if !present[name] {
+			resp.RemovedResources = append(resp.RemovedResources, name)
+		}
+	}
+	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 {
+		return nil, nil
+	}
+
+	for _, r := range resp.Resources {
+		st.has[r.Name] = r.Version
+	}
+	for _, name := range resp.RemovedResources {
+		delete(st.has, name)
+	}
+	st.system++
+	st.nonce = rand.Text()
+	resp.SystemVersionInfo = strconv.Itoa(st.system)
+	resp.Nonce = st.nonce
+	return resp, nil
+}

@@ -1,0 +1,43 @@
+package sds
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The two protocols, as metric label values and in logs.
+const (
+	apiSotW  = "sotw"
+	apiDelta = "delta"
+)
+
+type metrics struct {
+	streams   *prometheus.GaugeVec
+	responses *prometheus.CounterVec
+	nacks     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshid_sds_streams",
+			Help: "Open SDS streams, by protocol.",
+		}, []string{"api"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_sds_responses_total",
+			Help: "SDS responses sent, by protocol.",
+		}, []string{"api"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_sds_nacks_total",
+			Help: "SDS responses Envoy rejected (NACK), by protocol.",
+		}, []string{"api"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.streams, m.responses, m.nacks)
+	}
+	return m
+}
+
+// open counts a stream until the returned func is called.
+func (m *metrics) open(api string) (closed func()) {
+	g := m.streams.WithLabelValues(api)
+	g.Inc()
+	return g.Dec
+}
