@@ -18,8 +18,22 @@ import (
 // re-mints both Envoys' SVIDs: each Envoy must be seen serving three SVIDs in
 // turn (the first and two renewals), each valid when seen and each newer than
 // the last; after each rotation new mTLS connections must be made with the
-// new SVIDs; and not one request may fail on the way.
+// new SVIDs; and not one request may fail on the way. It runs once with the
+// SPIRE-style state-of-the-world SDS bootstrap and once with DELTA_GRPC.
 func TestRotationUnderLoad(t *testing.T) {
+	for _, api := range []struct {
+		name  string
+		delta bool
+	}{{"sotw", false}, {"delta", true}} {
+		t.Run(api.name, func(t *testing.T) { testRotationUnderLoad(t, api.delta) })
+	}
+}
+
+func testRotationUnderLoad(t *testing.T, delta bool) {
+	api := "sotw"
+	if delta {
+		api = "delta"
+	}
 	const (
 		// meshid renews at half-life, with jitter: a new SVID every ~15 s.
 		ttl = 30 * time.Second
@@ -39,7 +53,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	mesh, err := env.StartDemoMesh(ctx, harness.DemoOptions{X509TTL: ttl})
+	mesh, err := env.StartDemoMesh(ctx, harness.DemoOptions{X509TTL: ttl, DeltaSDS: delta})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +104,11 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Logf("%s Envoy: %d SVID(s) in %v: %s", w.name, len(w.seen), elapsed, w)
 	}
 	t.Logf("load: %d requests, %d failed, %d with the wrong peer, slowest %v", res.total, res.failed, res.wrongPeer, res.slowest.Round(time.Millisecond))
+	// meshid logs every push with its protocol: prove which one served.
+	other := map[string]string{"sotw": "delta", "delta": "sotw"}[api]
+	if logs := mesh.Meshid.Logs(); !strings.Contains(logs, "api="+api) || strings.Contains(logs, "api="+other) {
+		t.Errorf("meshid did not serve these Envoys over %s SDS only", api)
+	}
 	t.Logf("new mTLS handshakes after each rotation: [%s]; frontend opened %d connections to the backend in all",
 		strings.Join(reconnects, ", "), envoyCounter(t, ctx, mesh.Frontend, "cluster.peer.upstream_cx_total"))
 

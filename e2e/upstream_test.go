@@ -60,7 +60,7 @@ func TestTwoNodesUnderOneRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mesh, err := env.StartDemoWorkloads(ctx, nodeA, nodeB)
+	mesh, err := env.StartDemoWorkloads(ctx, nodeA, nodeB, harness.DemoOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

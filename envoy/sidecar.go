@@ -50,6 +50,10 @@ type Sidecar struct {
 	Inbound *Inbound
 	// Outbound, if set, carries the local app's plain HTTP to one peer.
 	Outbound *Outbound
+	// DeltaSDS makes Envoy fetch secrets with incremental xDS (api_type
+	// DELTA_GRPC) instead of state of the world (GRPC, as for the SPIRE
+	// agent). meshid serves both.
+	DeltaSDS bool
 }
 
 // Inbound is the server side: mTLS in, ext_authz, then the local app.
@@ -86,6 +90,7 @@ func (s Sidecar) Render() ([]byte, error) {
 // split into the pieces Envoy's API wants.
 type view struct {
 	Node, SDSSocket, SPIFFEID, TrustDomainID string
+	SDSAPIType                               string // GRPC or DELTA_GRPC
 	Admin                                    address
 	Inbound                                  *inboundView
 	Outbound                                 *outboundView
@@ -110,7 +115,10 @@ func (s Sidecar) view() (view, error) {
 	fail := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("Sidecar.%s %s", field, fmt.Sprintf(format, args...)))
 	}
-	v := view{Node: s.Node, SDSSocket: s.SDSSocket, SPIFFEID: s.SPIFFEID}
+	v := view{Node: s.Node, SDSSocket: s.SDSSocket, SPIFFEID: s.SPIFFEID, SDSAPIType: "GRPC"}
+	if s.DeltaSDS {
+		v.SDSAPIType = "DELTA_GRPC"
+	}
 
 	v.Admin = tcpAddress("AdminAddr", s.AdminAddr, fail)
 	switch {

@@ -185,6 +185,7 @@ func TestEnvoyValidates(t *testing.T) {
 			s.Outbound = nil
 			s.Inbound.AuthzAddr = "unix:///tmp/meshid/authz.sock"
 		},
+		"delta SDS": func(s *envoy.Sidecar) { s.DeltaSDS = true },
 	}
 	for name, modify := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -44,6 +44,7 @@ originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
 	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
 	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
 	flags.StringVar(&out.PeerSPIFFEID, "peer-id", "", "the SPIFFE ID the peer must present")
+	flags.BoolVar(&sc.DeltaSDS, "delta", false, "fetch secrets with incremental xDS (DELTA_GRPC) instead of state of the world")
 	flags.StringVar(&outFile, "o", "", "write to this file instead of stdout")
 	if err := flags.Parse(args); err != nil {
 		return err

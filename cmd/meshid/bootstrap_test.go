@@ -17,12 +17,17 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 		{
 			name: "inbound sidecar, trust domain from the SPIFFE ID",
 			args: []string{"-spiffe-id", "spiffe://corp.example/ns/a/sa/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-socket", "/run/meshid.sock"},
-			want: []string{`"spiffe://corp.example/ns/a/sa/api"`, `"spiffe://corp.example"`, `"/run/meshid.sock"`, "port_value: 8443", "port_value: 8080", "ext_authz", "port_value: 9191"},
+			want: []string{`"spiffe://corp.example/ns/a/sa/api"`, `"spiffe://corp.example"`, `"/run/meshid.sock"`, "port_value: 8443", "port_value: 8080", "ext_authz", "port_value: 9191", "api_type: GRPC,"},
 		},
 		{
 			name: "outbound sidecar pins the peer",
 			args: []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api"},
 			want: []string{"match_typed_subject_alt_names", `exact: "spiffe://example.org/api"`, "port_value: 15001"},
+		},
+		{
+			name: "delta SDS",
+			args: []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api", "-delta"},
+			want: []string{"api_type: DELTA_GRPC"},
 		},
 		{
 			name:    "neither side",

@@ -41,6 +41,8 @@ type DemoOptions struct {
 	PolicyDir string
 	// X509TTL of the Envoys' SVIDs; zero leaves meshid's default.
 	X509TTL time.Duration
+	// DeltaSDS makes both sidecars use incremental SDS (DELTA_GRPC).
+	DeltaSDS bool
 }
 
 // DemoMesh is meshid plus two workloads, each behind its own Envoy:
@@ -72,14 +74,15 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 	if err != nil {
 		return nil, err
 	}
-	return e.StartDemoWorkloads(ctx, m, m)
+	return e.StartDemoWorkloads(ctx, m, m, o)
 }
 
 // StartDemoWorkloads starts the demo's apps and sidecars. The frontend's
 // sidecar takes its identity from front, the backend's its identity and
 // authorization decisions from back: one meshid for both, or two nodes of
-// one trust domain. DemoMesh.Meshid is back.
-func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid) (*DemoMesh, error) {
+// one trust domain. DemoMesh.Meshid is back. Of o, only the sidecar
+// settings apply (meshid is already running).
+func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o DemoOptions) (*DemoMesh, error) {
 	d := &DemoMesh{Meshid: back, Dir: e.Dir}
 	var err error
 	if d.BackendApp, err = e.StartApp(ctx, "backend", BackendAppUID, ""); err != nil {
@@ -89,6 +92,7 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid) (*Dem
 		SDSSocket:   back.SocketPath,
 		SPIFFEID:    BackendID,
 		TrustDomain: back.TrustDomain,
+		DeltaSDS:    o.DeltaSDS,
 		Inbound: &envoy.Inbound{
 			ListenAddr: e.FreeAddr(),
 			AppAddr:    d.BackendApp.Addr,
@@ -102,6 +106,7 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid) (*Dem
 		SDSSocket:   front.SocketPath,
 		SPIFFEID:    FrontendID,
 		TrustDomain: front.TrustDomain,
+		DeltaSDS:    o.DeltaSDS,
 		Outbound: &envoy.Outbound{
 			ListenAddr:   e.FreeAddr(),
 			PeerAddr:     d.Backend.Sidecar.Inbound.ListenAddr,
