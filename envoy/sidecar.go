@@ -50,6 +50,10 @@ type Sidecar struct {
 	Inbound *Inbound
 	// Outbound, if set, carries the local app's plain HTTP to one peer.
 	Outbound *Outbound
+	// ValidationName is the SDS name of the validation context. Empty means
+	// "spiffe://<TrustDomain>"; "ROOTCA" and "ALL" (the SPIFFE certificate
+	// validator with every bundle) are the SPIRE agent's aliases.
+	ValidationName string
 	// DeltaSDS makes Envoy fetch secrets with incremental xDS (api_type
 	// DELTA_GRPC) instead of state of the world (GRPC, as for the SPIRE
 	// agent). meshid serves both.
@@ -89,11 +93,11 @@ func (s Sidecar) Render() ([]byte, error) {
 // view is what the template sees: the same facts, already validated and
 // split into the pieces Envoy's API wants.
 type view struct {
-	Node, SDSSocket, SPIFFEID, TrustDomainID string
-	SDSAPIType                               string // GRPC or DELTA_GRPC
-	Admin                                    address
-	Inbound                                  *inboundView
-	Outbound                                 *outboundView
+	Node, SDSSocket, SPIFFEID, ValidationName string
+	SDSAPIType                                string // GRPC or DELTA_GRPC
+	Admin                                     address
+	Inbound                                   *inboundView
+	Outbound                                  *outboundView
 }
 
 type inboundView struct{ Listen, App, Authz address }
@@ -136,7 +140,18 @@ func (s Sidecar) view() (view, error) {
 	} else if td, err := spiffeid.TrustDomainFromString(s.TrustDomain); err != nil {
 		fail("TrustDomain", "%q: %v", s.TrustDomain, err)
 	} else {
-		v.TrustDomainID = td.IDString()
+		v.ValidationName = td.IDString()
+	}
+	switch name := s.ValidationName; {
+	case name == "":
+	case name == "ALL" || name == "ROOTCA":
+		v.ValidationName = name
+	default:
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil || !strings.HasPrefix(name, "spiffe://") {
+			fail("ValidationName", "%q: want ALL, ROOTCA or a trust domain ID such as spiffe://example.org", name)
+		}
+		v.ValidationName = td.IDString()
 	}
 	if s.Inbound == nil && s.Outbound == nil {
 		fail("Inbound", "and Sidecar.Outbound are both nil; a sidecar needs at least one")

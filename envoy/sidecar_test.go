@@ -49,6 +49,7 @@ func TestRenderRejects(t *testing.T) {
 		{"bad SPIFFE ID", func(s *envoy.Sidecar) { s.SPIFFEID = "https://example.org/x" }, []string{"Sidecar.SPIFFEID", "not a SPIFFE ID"}},
 		{"no trust domain", func(s *envoy.Sidecar) { s.TrustDomain = "" }, []string{"Sidecar.TrustDomain is required"}},
 		{"bad trust domain", func(s *envoy.Sidecar) { s.TrustDomain = "Example Org" }, []string{"Sidecar.TrustDomain"}},
+		{"bad validation name", func(s *envoy.Sidecar) { s.ValidationName = "everything" }, []string{`Sidecar.ValidationName "everything": want ALL, ROOTCA or a trust domain ID`}},
 		{"no listener", func(s *envoy.Sidecar) { s.Inbound, s.Outbound = nil, nil }, []string{"Sidecar.Inbound and Sidecar.Outbound are both nil"}},
 		{"no app", func(s *envoy.Sidecar) { s.Inbound.AppAddr = "" }, []string{"Sidecar.Inbound.AppAddr is required"}},
 		{"no authz", func(s *envoy.Sidecar) { s.Inbound.AuthzAddr = "" }, []string{"Sidecar.Inbound.AuthzAddr is required"}},
@@ -186,6 +187,7 @@ func TestEnvoyValidates(t *testing.T) {
 			s.Inbound.AuthzAddr = "unix:///tmp/meshid/authz.sock"
 		},
 		"delta SDS": func(s *envoy.Sidecar) { s.DeltaSDS = true },
+		"ALL":       func(s *envoy.Sidecar) { s.ValidationName = "ALL" },
 	}
 	for name, modify := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -43,6 +43,9 @@ type DemoOptions struct {
 	X509TTL time.Duration
 	// DeltaSDS makes both sidecars use incremental SDS (DELTA_GRPC).
 	DeltaSDS bool
+	// ValidationName is both sidecars' SDS name for their trust bundle;
+	// empty means the trust domain ID (see envoy.Sidecar.ValidationName).
+	ValidationName string
 }
 
 // DemoMesh is meshid plus two workloads, each behind its own Envoy:
@@ -89,10 +92,11 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o Dem
 		return nil, err
 	}
 	d.Backend, err = e.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket:   back.SocketPath,
-		SPIFFEID:    BackendID,
-		TrustDomain: back.TrustDomain,
-		DeltaSDS:    o.DeltaSDS,
+		SDSSocket:      back.SocketPath,
+		SPIFFEID:       BackendID,
+		TrustDomain:    back.TrustDomain,
+		DeltaSDS:       o.DeltaSDS,
+		ValidationName: o.ValidationName,
 		Inbound: &envoy.Inbound{
 			ListenAddr: e.FreeAddr(),
 			AppAddr:    d.BackendApp.Addr,
@@ -103,10 +107,11 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o Dem
 		return nil, err
 	}
 	d.Frontend, err = e.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket:   front.SocketPath,
-		SPIFFEID:    FrontendID,
-		TrustDomain: front.TrustDomain,
-		DeltaSDS:    o.DeltaSDS,
+		SDSSocket:      front.SocketPath,
+		SPIFFEID:       FrontendID,
+		TrustDomain:    front.TrustDomain,
+		DeltaSDS:       o.DeltaSDS,
+		ValidationName: o.ValidationName,
 		Outbound: &envoy.Outbound{
 			ListenAddr:   e.FreeAddr(),
 			PeerAddr:     d.Backend.Sidecar.Inbound.ListenAddr,
