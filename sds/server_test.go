@@ -88,7 +88,7 @@ type testCA struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -104,7 +104,7 @@ func newTestCA(t *testing.T) *testCA {
 }
 
 // context returns the X509 context of a caller entitled to ids.
-func (c *testCA) context(t *testing.T, ids ...string) *workloadapi.X509Context {
+func (c *testCA) context(t testing.TB, ids ...string) *workloadapi.X509Context {
 	t.Helper()
 	x := &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(c.td, []*x509.Certificate{c.cert}))}
 	for _, id := range ids {
