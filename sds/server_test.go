@@ -403,3 +403,26 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return sum
 }
+
+// TestClientVanishingMidPushLeaksNothing: a client that goes away while
+// the server is pushing must end its stream's goroutines (goleak checks
+// at the end of the package), on both protocols.
+func TestClientVanishingMidPushLeaksNothing(t *testing.T) {
+	ids := newFake(t)
+	c := startServer(t, ids)
+	for range 10 {
+		ctx, cancel := context.WithCancel(context.Background())
+		sotw, err := c.StreamSecrets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delta, err := c.DeltaSecrets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sotw.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{frontendID}})
+		delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: secretType})
+		ids.sub.rotate(t)
+		cancel()
+	}
+}
