@@ -2,7 +2,6 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,9 +11,11 @@ import (
 	"strings"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // Defaults of Config, the same as the OPA-Envoy plugin's where it has one.
@@ -25,16 +26,18 @@ const (
 
 // Config says where the policies are and which rule decides.
 type Config struct {
-	// PolicyDir is searched recursively for .rego files. Names starting
-	// with "." are skipped: a Kubernetes ConfigMap mount holds a second copy
-	// of every file under ..<timestamp>/, which would define each rule twice.
+	// PolicyDir is searched recursively for .rego files and data documents
+	// (data.json, data.yaml). Names starting with "." are skipped: a
+	// Kubernetes ConfigMap mount holds a second copy of every file under
+	// ..<timestamp>/, which would define each rule twice.
 	PolicyDir string
 	// Decision is the rule whose value decides, as a data reference.
 	// Empty means DefaultDecision.
 	Decision string
-	// EvalTimeout bounds one decision, input included. Zero means
-	// DefaultEvalTimeout.
+	// EvalTimeout bounds one evaluation. Zero means DefaultEvalTimeout.
 	EvalTimeout time.Duration
+	// RegoV0 parses the policies as Rego v0 (OPA before 1.0) instead of v1.
+	RegoV0 bool
 }
 
 // Engine holds one compiled policy set. It is immutable and safe for
@@ -43,11 +46,16 @@ type Engine struct {
 	query    rego.PreparedEvalQuery
 	decision string
 	timeout  time.Duration
+	files    int // .rego files compiled, for logs
 }
 
-// NewEngine loads, parses and compiles every .rego file under
-// cfg.PolicyDir (Rego v1) and prepares the decision query once.
-// Parse and compile errors name each problem as file:line:col.
+// dataFiles are the data documents read from the policy dir, as in an OPA
+// bundle: the document in dir/a/b/data.json is data.a.b.
+var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
+
+// NewEngine loads, parses and compiles every .rego file and data document
+// under cfg.PolicyDir and prepares the decision query once. Parse and
+// compile errors name each problem as file:line:col.
 func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Decision == "" {
 		cfg.Decision = DefaultDecision
@@ -62,100 +70,46 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	modules, err := loadModules(cfg.PolicyDir)
+	version := ast.RegoV1
+	if cfg.RegoV0 {
+		version = ast.RegoV0
+	}
+	policies, err := LoadPolicies(cfg.PolicyDir, version)
 	if err != nil {
 		return nil, err
 	}
 
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
-	compiler.Compile(modules)
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(version)
+	compiler.Compile(policies.Modules)
 	if compiler.Failed() {
 		return nil, fmt.Errorf("rego files in %s do not compile:\n%w", cfg.PolicyDir, located(compiler.Errors))
 	}
 	// A misspelt decision would otherwise be undefined for every request:
 	// a silent deny-all that is only noticed in production.
-	if len(compiler.GetRules(ref)) == 0 {
+	if len(compiler.GetRules(ref)) == 0 && !definesData(policies.Data, ref) {
 		return nil, fmt.Errorf("decision %s is not defined by any rule in %s: check the package name and the rule name", cfg.Decision, cfg.PolicyDir)
 	}
 
 	query, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(compiler),
+		rego.Store(inmem.NewFromObject(policies.Data)),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare decision %s: %w", cfg.Decision, err)
 	}
-	return &Engine{query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout}, nil
+	return &Engine{query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules)}, nil
 }
 
-// Decide evaluates the decision for one Check request. Anything but a
-// clear allow is a deny: an error always comes with allowed == false and
-// says why no decision was reached.
-func (e *Engine) Decide(ctx context.Context, req *authv3.CheckRequest) (allowed bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-
-	in, err := input(req)
-	if err != nil {
-		return false, fmt.Errorf("build policy input: %w", err)
-	}
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(in))
-	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return false, fmt.Errorf("evaluate %s: not decided within the eval timeout (%v): %w", e.decision, e.timeout, err)
-		}
-		return false, fmt.Errorf("evaluate %s: %w", e.decision, err)
-	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return false, fmt.Errorf("decision %s is undefined for this request: no rule matched and there is no default", e.decision)
-	}
-	switch v := rs[0].Expressions[0].Value.(type) {
-	case bool:
-		return v, nil
-	case map[string]any:
-		return objectDecision(e.decision, v)
-	default:
-		return false, fmt.Errorf("decision %s is a %s, want a boolean or an object with a boolean \"allowed\"", e.decision, jsonType(v))
-	}
+// Policies are the parsed contents of a policy dir.
+type Policies struct {
+	Modules map[string]*ast.Module // by file path
+	Data    map[string]any         // the merged data documents
 }
 
-// objectDecision honours the "allowed" field of OPA-Envoy's object result.
-// The other fields (headers to add or remove, status, body, metadata) are
-// not applied yet, so an allow that carries any of them is refused: the
-// policy may rely on, say, request_headers_to_remove stripping a spoofable
-// header, and allowing without doing it would be worse than denying.
-func objectDecision(decision string, obj map[string]any) (bool, error) {
-	allowed, ok := obj["allowed"].(bool)
-	if !ok {
-		return false, fmt.Errorf("decision %s is an object without a boolean \"allowed\" field", decision)
-	}
-	if !allowed {
-		return false, nil
-	}
-	var extra []string
-	for k := range obj {
-		if k != "allowed" {
-			extra = append(extra, k)
-		}
-	}
-	if len(extra) > 0 {
-		slices.Sort(extra)
-		return false, fmt.Errorf("decision %s allows with %s, which meshid does not apply yet; denying instead of allowing without them", decision, strings.Join(extra, ", "))
-	}
-	return true, nil
-}
-
-func decisionRef(decision string) (ast.Ref, error) {
-	ref, err := ast.ParseRef(decision)
-	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
-		return nil, fmt.Errorf("decision %q: want a reference into data such as %s", decision, DefaultDecision)
-	}
-	return ref, nil
-}
-
-// loadModules parses every .rego file under dir and reports the parse
-// errors of all files at once.
-func loadModules(dir string) (map[string]*ast.Module, error) {
+// LoadPolicies parses every .rego file and data document under dir and
+// reports the problems of all files at once.
+func LoadPolicies(dir string, version ast.RegoVersion) (*Policies, error) {
 	if dir == "" {
 		return nil, errors.New("no policy dir configured")
 	}
@@ -167,8 +121,8 @@ func loadModules(dir string) (map[string]*ast.Module, error) {
 		return nil, fmt.Errorf("policy dir %s is not a directory", dir)
 	}
 
-	modules := map[string]*ast.Module{}
-	var parseErrs []error
+	p := &Policies{Modules: map[string]*ast.Module{}, Data: map[string]any{}}
+	var errs []error
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -179,31 +133,146 @@ func loadModules(dir string) (map[string]*ast.Module, error) {
 			}
 			return nil
 		}
-		if d.IsDir() || filepath.Ext(path) != ".rego" {
+		switch {
+		case d.IsDir():
 			return nil
+		case filepath.Ext(path) == ".rego":
+			src, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			m, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: version})
+			if err != nil {
+				errs = append(errs, located(err))
+				return nil
+			}
+			p.Modules[path] = m
+		case slices.Contains(dataFiles, d.Name()):
+			if err := p.addData(dir, path); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		m, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			parseErrs = append(parseErrs, located(err))
-			return nil
-		}
-		modules[path] = m
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read policy dir: %w", err)
 	}
-	if len(parseErrs) > 0 {
-		return nil, fmt.Errorf("rego files in %s do not parse:\n%w", dir, errors.Join(parseErrs...))
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("files in %s do not parse:\n%w", dir, errors.Join(errs...))
 	}
-	if len(modules) == 0 {
+	if len(p.Modules) == 0 {
 		return nil, fmt.Errorf("policy dir %s holds no .rego files", dir)
 	}
-	return modules, nil
+	return p, nil
+}
+
+// addData mounts the document in path at the data path of its directory.
+func (p *Policies) addData(root, path string) error {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var doc any
+	if filepath.Ext(path) == ".json" {
+		err = util.UnmarshalJSON(src, &doc)
+	} else {
+		err = util.Unmarshal(src, &doc)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s: a data document must be an object, not %s", path, jsonType(doc))
+	}
+	rel, err := filepath.Rel(root, filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	at := p.Data
+	if rel != "." {
+		for _, key := range strings.Split(filepath.ToSlash(rel), "/") {
+			next, ok := at[key].(map[string]any)
+			if !ok {
+				if _, taken := at[key]; taken {
+					return fmt.Errorf("%s: data.%s is already a value, cannot also be a directory of data", path, strings.ReplaceAll(filepath.ToSlash(rel), "/", "."))
+				}
+				next = map[string]any{}
+				at[key] = next
+			}
+			at = next
+		}
+	}
+	for k, v := range obj {
+		if _, taken := at[k]; taken {
+			return fmt.Errorf("%s: key %q is defined by another data document too", path, k)
+		}
+		at[k] = v
+	}
+	return nil
+}
+
+// definesData reports whether ref points into the data documents, so a
+// decision may also be a plain value from data.json.
+func definesData(data map[string]any, ref ast.Ref) bool {
+	var at any = data
+	for _, t := range ref[1:] {
+		obj, ok := at.(map[string]any)
+		if !ok {
+			return false
+		}
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return false
+		}
+		if at, ok = obj[string(s)]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// errUndefined is an evaluation that produced no value.
+var errUndefined = errors.New("undefined")
+
+// Eval evaluates the decision for one input document and returns its
+// value. An undefined decision is an error, as are a timeout and any
+// evaluation error.
+func (e *Engine) Eval(ctx context.Context, input ast.Value) (ast.Value, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	rs, err := e.query.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalMetrics(metrics.NoOp()),
+		// Keep the value as a term: the result is mapped to a
+		// CheckResponse from the term, with no Go map in between.
+		rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
+	)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("evaluate %s: not decided within the eval timeout (%v): %w", e.decision, e.timeout, err)
+		}
+		return nil, fmt.Errorf("evaluate %s: %w", e.decision, err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, fmt.Errorf("decision %s is %w for this request: no rule matched and there is no default", e.decision, errUndefined)
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return nil, fmt.Errorf("evaluate %s: result is a %T, not a term", e.decision, rs[0].Expressions[0].Value)
+	}
+	return t.Value, nil
+}
+
+// Decision is the rule reference this engine evaluates.
+func (e *Engine) Decision() string { return e.decision }
+
+func decisionRef(decision string) (ast.Ref, error) {
+	ref, err := ast.ParseRef(decision)
+	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
+		return nil, fmt.Errorf("decision %q: want a reference into data such as %s", decision, DefaultDecision)
+	}
+	return ref, nil
 }
 
 // locatedErrors prints OPA's errors one a line as file:line:col, which
@@ -241,18 +310,20 @@ func located(err error) error {
 	return err
 }
 
-// jsonType names the JSON type of an evaluation result for error messages.
+// jsonType names the JSON type of a decoded document for error messages.
 func jsonType(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
+	case bool:
+		return "boolean"
 	case string:
 		return "string"
-	case json.Number:
-		return "number"
 	case []any:
 		return "array"
+	case map[string]any:
+		return "object"
 	default:
-		return fmt.Sprintf("%T", v)
+		return "number"
 	}
 }

@@ -132,7 +132,7 @@ func TestNewEngineLoadsTree(t *testing.T) {
 		t.Fatalf("NewEngine: %v", err)
 	}
 	for method, want := range map[string]bool{"GET": true, "POST": false} {
-		got, err := e.Decide(context.Background(), checkRequest(frontend, backend, method, "/"))
+		got, err := decide(t, e, checkRequest(frontend, backend, method, "/"))
 		if err != nil || got != want {
 			t.Errorf("Decide(%s) = %v, %v; want %v, nil", method, got, err, want)
 		}
@@ -212,19 +212,19 @@ func TestDecide(t *testing.T) {
 			want:   false,
 		},
 		{
-			name:    "object allowed with fields not applied yet",
-			policy:  "package envoy.authz\n\nallow := {\"allowed\": true, \"request_headers_to_remove\": [\"x-user\"], \"headers\": {\"x-a\": \"b\"}}\n",
-			wantErr: "allows with headers, request_headers_to_remove, which meshid does not apply yet",
+			name:   "object allowed with headers",
+			policy: "package envoy.authz\n\nallow := {\"allowed\": true, \"request_headers_to_remove\": [\"x-user\"], \"headers\": {\"x-a\": \"b\"}}\n",
+			want:   true,
 		},
 		{
 			name:    "object without allowed",
 			policy:  "package envoy.authz\n\nallow := {\"http_status\": 200}\n",
-			wantErr: "object without a boolean \"allowed\"",
+			wantErr: "decision data.envoy.authz.allow is an object without an \"allowed\" field",
 		},
 		{
 			name:    "object with non-boolean allowed",
 			policy:  "package envoy.authz\n\nallow := {\"allowed\": \"true\"}\n",
-			wantErr: "object without a boolean \"allowed\"",
+			wantErr: "decision data.envoy.authz.allow has an \"allowed\" that is a string, want a boolean",
 		},
 		{
 			name:     "configured decision",
@@ -243,7 +243,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := engine(t, tt.policy, authz.Config{Decision: tt.decision, EvalTimeout: tt.timeout})
 			start := time.Now()
-			got, err := e.Decide(context.Background(), checkRequest(frontend, backend, "GET", "/hello"))
+			got, err := decide(t, e, checkRequest(frontend, backend, "GET", "/hello"))
 			if took := time.Since(start); took > 5*time.Second {
 				t.Errorf("Decide took %v", took)
 			}

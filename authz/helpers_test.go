@@ -71,3 +71,21 @@ func checkRequest(source, destination, method, path string) *authv3.CheckRequest
 		ContextExtensions: map[string]string{"route": "demo"},
 	}}
 }
+
+// newServer is authz.NewServer for options known to be valid.
+func newServer(t testing.TB, e *authz.Engine, o authz.Options) *authz.Server {
+	t.Helper()
+	s, err := authz.NewServer(e, o)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	return s
+}
+
+// decide is what the server decides for req with e: allowed, or why no
+// decision was reached.
+func decide(t testing.TB, e *authz.Engine, req *authv3.CheckRequest) (bool, error) {
+	t.Helper()
+	r := newServer(t, e, authz.Options{}).Decide(context.Background(), req)
+	return r.Allowed, r.Err
+}

@@ -1,161 +1,632 @@
 package authz
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// input builds the document a policy sees as input: the OPA-Envoy plugin's
-// (so its policies run unchanged) plus meshid's "spiffe".
+// The input document is OPA-Envoy's: input.attributes is the CheckRequest's
+// attributes exactly as protojson.Marshal writes them (camelCase names,
+// zero scalars left out, 64-bit integers as strings, timestamps as RFC 3339,
+// bytes as base64), next to parsed_path, parsed_query, parsed_body,
+// truncated_body, source_principal and version; meshid adds spiffe.
 //
-// For now it goes through proto-JSON and a Go map; the Engine only depends
-// on the ast.Value it returns, so building the value directly later is a
-// change to this file alone.
-func input(req *authv3.CheckRequest) (ast.Value, error) {
-	doc, err := inputDocument(req)
-	if err != nil {
-		return nil, err
-	}
-	return ast.InterfaceToValue(doc)
+// It is built as an ast.Value straight from the proto instead of going
+// through JSON text and a Go map, which is what OPA-Envoy does and what
+// costs it most of its time per request. The fields Envoy sends on every
+// request are written by hand below; anything rarer (filter metadata, a
+// header_map, a pipe or internal address) goes through protojson, so the
+// document stays identical by construction. input_equiv_test.go holds the
+// protojson route as the oracle and fuzzes the two against each other.
+//
+// Values that recur across requests (a sidecar's own peer, the paths and
+// header values of a service) are turned into terms once and shared:
+// terms are immutable once built and OPA never changes its input.
+
+// Keys of the input document, built once.
+var (
+	kAttributes      = ast.StringTerm("attributes")
+	kSource          = ast.StringTerm("source")
+	kDestination     = ast.StringTerm("destination")
+	kRequest         = ast.StringTerm("request")
+	kContextExt      = ast.StringTerm("contextExtensions")
+	kMetadataContext = ast.StringTerm("metadataContext")
+	kRouteMetadata   = ast.StringTerm("routeMetadataContext")
+	kTLSSession      = ast.StringTerm("tlsSession")
+	kSNI             = ast.StringTerm("sni")
+	kAddress         = ast.StringTerm("address")
+	kSocketAddress   = ast.StringTerm("socketAddress")
+	kPortValue       = ast.StringTerm("portValue")
+	kService         = ast.StringTerm("service")
+	kLabels          = ast.StringTerm("labels")
+	kPrincipal       = ast.StringTerm("principal")
+	kCertificate     = ast.StringTerm("certificate")
+	kTime            = ast.StringTerm("time")
+	kHTTP            = ast.StringTerm("http")
+	kID              = ast.StringTerm("id")
+	kMethod          = ast.StringTerm("method")
+	kHeaders         = ast.StringTerm("headers")
+	kHeaderMap       = ast.StringTerm("headerMap")
+	kPath            = ast.StringTerm("path")
+	kHost            = ast.StringTerm("host")
+	kScheme          = ast.StringTerm("scheme")
+	kQuery           = ast.StringTerm("query")
+	kFragment        = ast.StringTerm("fragment")
+	kSize            = ast.StringTerm("size")
+	kProtocol        = ast.StringTerm("protocol")
+	kBody            = ast.StringTerm("body")
+	kRawBody         = ast.StringTerm("rawBody")
+	kParsedPath      = ast.StringTerm("parsed_path")
+	kParsedQuery     = ast.StringTerm("parsed_query")
+	kParsedBody      = ast.StringTerm("parsed_body")
+	kTruncatedBody   = ast.StringTerm("truncated_body")
+	kSourcePrincipal = ast.StringTerm("source_principal")
+	kVersion         = ast.StringTerm("version")
+	kSPIFFE          = ast.StringTerm("spiffe")
+	kTrustDomain     = ast.StringTerm("trust_domain")
+	kSegments        = ast.StringTerm("segments")
+	kVia             = ast.StringTerm("via")
+	kJWT             = ast.StringTerm("jwt")
+
+	nullTerm       = ast.NullTerm()
+	falseTerm      = ast.BooleanTerm(false)
+	trueTerm       = ast.BooleanTerm(true)
+	emptyObject    = ast.ObjectTerm()
+	viaMTLS        = ast.StringTerm("mtls")
+	viaXFCC        = ast.StringTerm("xfcc")
+	versionTerm    = ast.ObjectTerm(ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")), ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")))
+	rootPathTerms  = pathTerms{path: ast.ArrayTerm(ast.StringTerm("")), query: emptyObject}
+	emptyArrayTerm = ast.ArrayTerm()
+)
+
+// Cache bounds: enough for every path and peer of a busy sidecar, small
+// enough that a client sending random values costs a few megabytes.
+const (
+	maxCachedString = 256
+	maxCachedPath   = 2048
+	stringCacheSize = 8192
+	pathCacheSize   = 4096
+	peerCacheSize   = 1024
+	idCacheSize     = 1024
+)
+
+// uncachedHeaders differ on every request or carry secrets that should
+// not outlive the request in a cache.
+var uncachedHeaders = map[string]bool{
+	"authorization": true, "proxy-authorization": true, "cookie": true,
+	"x-request-id": true, "traceparent": true, "tracestate": true,
+	"x-b3-traceid": true, "x-b3-spanid": true, "x-b3-parentspanid": true, "b3": true,
+	"x-amzn-trace-id": true, "x-cloud-trace-context": true,
+	"x-forwarded-client-cert": true, "content-length": true,
 }
 
-func inputDocument(req *authv3.CheckRequest) (map[string]any, error) {
-	bs, err := protojson.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encode check request: %w", err)
+// inputBuilder turns CheckRequests into policy input. It is safe for
+// concurrent use; its caches only ever hold immutable terms.
+type inputBuilder struct {
+	xfcc *xfccTrust    // nil: input.spiffe.source only from mTLS
+	jwt  *jwtValidator // nil: no input.spiffe.jwt
+
+	strings cache[string, *ast.Term]
+	paths   cache[string, pathTerms]
+	peers   cache[peerKey, *ast.Term]
+	ids     cache[idKey, *ast.Term]
+}
+
+func newInputBuilder(xfcc *xfccTrust, jwt *jwtValidator) *inputBuilder {
+	return &inputBuilder{
+		xfcc:    xfcc,
+		jwt:     jwt,
+		strings: newCache[string, *ast.Term](stringCacheSize),
+		paths:   newCache[string, pathTerms](pathCacheSize),
+		peers:   newCache[peerKey, *ast.Term](peerCacheSize),
+		ids:     newCache[idKey, *ast.Term](idCacheSize),
 	}
-	var doc map[string]any
-	// util.UnmarshalJSON keeps numbers as json.Number, so large integers
-	// in metadata survive exactly, as they do in OPA-Envoy.
-	if err := util.UnmarshalJSON(bs, &doc); err != nil {
-		return nil, fmt.Errorf("decode check request: %w", err)
-	}
-	if doc == nil {
-		doc = map[string]any{}
+}
+
+// build returns the input document for req. An error means the request
+// cannot be described faithfully (a malformed path, body or field) and
+// must be denied.
+func (b *inputBuilder) build(req *authv3.CheckRequest) (ast.Value, error) {
+	a := getArena()
+	defer putArena(a)
+
+	attrs := req.GetAttributes()
+	httpReq := attrs.GetRequest().GetHttp()
+	top := a.begin()
+	if attrs != nil {
+		t, err := b.attributes(a, attrs)
+		if err != nil {
+			return nil, err
+		}
+		a.add(kAttributes, t)
 	}
 
-	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	parsedPath, parsedQuery, err := parsePath(httpReq.GetPath())
+	pt, err := b.parsedPath(httpReq.GetPath())
 	if err != nil {
 		return nil, fmt.Errorf("request path %q: %w", httpReq.GetPath(), err)
 	}
-	parsedBody, truncated, err := parseBody(httpReq)
+	a.add(kParsedPath, pt.path)
+	a.add(kParsedQuery, pt.query)
+
+	body, truncated, err := parseBody(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("request body: %w", err)
 	}
-
-	doc["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
-	doc["parsed_path"] = parsedPath
-	doc["parsed_query"] = parsedQuery
-	doc["parsed_body"] = parsedBody
-	doc["truncated_body"] = truncated
-	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
-		doc["source_principal"] = p
+	a.add(kParsedBody, body)
+	a.add(kTruncatedBody, ast.InternedTerm(truncated))
+	if p := attrs.GetSource().GetPrincipal(); p != "" {
+		a.add(kSourcePrincipal, b.str(a, p))
 	}
-	doc["spiffe"] = spiffeDocument(req.GetAttributes())
-	return doc, nil
+	a.add(kVersion, versionTerm)
+	a.add(kSPIFFE, b.spiffe(a, attrs))
+	return a.endValue(top), nil
 }
 
-// parsePath splits the request path the way OPA-Envoy does: segments of
-// the unescaped path without its leading slashes ("/" is [""]), and the
-// query as a map of value lists.
-func parsePath(path string) ([]any, map[string]any, error) {
+func (b *inputBuilder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Term, error) {
+	o := a.begin()
+	if p := attrs.GetSource(); p != nil {
+		t, err := b.peer(a, p)
+		if err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
+		a.add(kSource, t)
+	}
+	if p := attrs.GetDestination(); p != nil {
+		t, err := b.peer(a, p)
+		if err != nil {
+			return nil, fmt.Errorf("destination: %w", err)
+		}
+		a.add(kDestination, t)
+	}
+	if r := attrs.GetRequest(); r != nil {
+		t, err := b.request(a, r)
+		if err != nil {
+			return nil, err
+		}
+		a.add(kRequest, t)
+	}
+	if m := attrs.GetContextExtensions(); len(m) > 0 {
+		t, err := b.stringMap(a, m, nil)
+		if err != nil {
+			return nil, fmt.Errorf("context extensions: %w", err)
+		}
+		a.add(kContextExt, t)
+	}
+	for _, md := range []struct {
+		key *ast.Term
+		m   *corev3.Metadata
+	}{{kMetadataContext, attrs.GetMetadataContext()}, {kRouteMetadata, attrs.GetRouteMetadataContext()}} {
+		if md.m == nil {
+			continue
+		}
+		if len(md.m.GetFilterMetadata()) == 0 && len(md.m.GetTypedFilterMetadata()) == 0 {
+			a.add(md.key, emptyObject)
+			continue
+		}
+		t, err := protoJSONTerm(md.m)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", md.key.Value.(ast.String), err)
+		}
+		a.add(md.key, t)
+	}
+	if tls := attrs.GetTlsSession(); tls != nil {
+		s := a.begin()
+		if sni := tls.GetSni(); sni != "" {
+			t, err := b.checkedStr(a, sni)
+			if err != nil {
+				return nil, fmt.Errorf("tls session sni: %w", err)
+			}
+			a.add(kSNI, t)
+		}
+		a.add(kTLSSession, a.end(s))
+	}
+	return a.end(o), nil
+}
+
+// peerKey identifies a peer the common way Envoy describes it: a TCP
+// socket address and the certificate's principal. Keep-alive connections
+// make the same source peer arrive many times in a row.
+type peerKey struct {
+	ip, principal, certificate, service string
+	port                                uint32
+}
+
+func (b *inputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
+	sock := p.GetAddress().GetSocketAddress()
+	simple := len(p.GetLabels()) == 0 && (p.GetAddress() == nil || plainSocketAddress(sock))
+	var key peerKey
+	if simple {
+		key = peerKey{ip: sock.GetAddress(), port: sock.GetPortValue(), principal: p.GetPrincipal(), certificate: p.GetCertificate(), service: p.GetService()}
+		if t, ok := b.peers.get(key); ok {
+			return t, nil
+		}
+	}
+	// A cached peer outlives the request, so its terms must not come from
+	// the request's arena.
+	pa := a
+	if simple {
+		pa = getArena()
+		defer putArena(pa)
+	}
+	o := pa.begin()
+	if addr := p.GetAddress(); addr != nil {
+		var t *ast.Term
+		var err error
+		if simple {
+			t, err = socketAddressTerm(pa, sock)
+		} else {
+			t, err = protoJSONTerm(addr)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("address: %w", err)
+		}
+		pa.add(kAddress, t)
+	}
+	for _, f := range []struct {
+		key *ast.Term
+		val string
+	}{{kService, p.GetService()}, {kPrincipal, p.GetPrincipal()}, {kCertificate, p.GetCertificate()}} {
+		if f.val == "" {
+			continue
+		}
+		t, err := pa.checkedStr(f.val)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.key.Value.(ast.String), err)
+		}
+		pa.add(f.key, t)
+	}
+	if m := p.GetLabels(); len(m) > 0 {
+		t, err := b.stringMap(pa, m, nil)
+		if err != nil {
+			return nil, fmt.Errorf("labels: %w", err)
+		}
+		pa.add(kLabels, t)
+	}
+	t := pa.end(o)
+	if simple {
+		b.peers.put(key, t)
+	}
+	return t, nil
+}
+
+// plainSocketAddress is a TCP address with a port number and nothing
+// else: what Envoy sends for every TCP peer.
+func plainSocketAddress(s *corev3.SocketAddress) bool {
+	if s == nil {
+		return false
+	}
+	_, isPort := s.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	return (isPort || s.GetPortSpecifier() == nil) &&
+		s.GetProtocol() == corev3.SocketAddress_TCP &&
+		s.GetResolverName() == "" && !s.GetIpv4Compat() && s.GetNetworkNamespaceFilepath() == ""
+}
+
+func socketAddressTerm(a *arena, s *corev3.SocketAddress) (*ast.Term, error) {
+	o := a.begin()
+	if ip := s.GetAddress(); ip != "" {
+		t, err := a.checkedStr(ip)
+		if err != nil {
+			return nil, err
+		}
+		a.add(kAddress, t)
+	}
+	// port_value is in a oneof, so protojson writes it even when 0.
+	if p, ok := s.GetPortSpecifier().(*corev3.SocketAddress_PortValue); ok {
+		a.add(kPortValue, a.term(ast.Number(strconv.FormatUint(uint64(p.PortValue), 10))))
+	}
+	sa := a.end(o)
+	o = a.begin()
+	a.add(kSocketAddress, sa)
+	return a.end(o), nil
+}
+
+func (b *inputBuilder) request(a *arena, r *authv3.AttributeContext_Request) (*ast.Term, error) {
+	o := a.begin()
+	if ts := r.GetTime(); ts != nil {
+		s, err := timestampJSON(ts)
+		if err != nil {
+			return nil, fmt.Errorf("request time: %w", err)
+		}
+		a.add(kTime, a.str(s))
+	}
+	if h := r.GetHttp(); h != nil {
+		t, err := b.httpRequest(a, h)
+		if err != nil {
+			return nil, err
+		}
+		a.add(kHTTP, t)
+	}
+	return a.end(o), nil
+}
+
+func (b *inputBuilder) httpRequest(a *arena, h *authv3.AttributeContext_HttpRequest) (*ast.Term, error) {
+	o := a.begin()
+	for _, f := range []struct {
+		key    *ast.Term
+		val    string
+		shared bool // worth a place in the cache
+	}{
+		{kID, h.GetId(), false},
+		{kMethod, h.GetMethod(), true},
+		{kPath, h.GetPath(), true},
+		{kHost, h.GetHost(), true},
+		{kScheme, h.GetScheme(), true},
+		{kQuery, h.GetQuery(), true},
+		{kFragment, h.GetFragment(), true},
+		{kProtocol, h.GetProtocol(), true},
+		{kBody, h.GetBody(), false},
+	} {
+		if f.val == "" {
+			continue
+		}
+		var t *ast.Term
+		var err error
+		if f.shared {
+			t, err = b.checkedStr(a, f.val)
+		} else {
+			t, err = a.checkedStr(f.val)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("request %s: %w", f.key.Value.(ast.String), err)
+		}
+		a.add(f.key, t)
+	}
+	if m := h.GetHeaders(); len(m) > 0 {
+		t, err := b.stringMap(a, m, uncachedHeaders)
+		if err != nil {
+			return nil, fmt.Errorf("request headers: %w", err)
+		}
+		a.add(kHeaders, t)
+	}
+	if hm := h.GetHeaderMap(); hm != nil {
+		t, err := protoJSONTerm(hm)
+		if err != nil {
+			return nil, fmt.Errorf("request header map: %w", err)
+		}
+		a.add(kHeaderMap, t)
+	}
+	if n := h.GetSize(); n != 0 {
+		a.add(kSize, a.str(strconv.FormatInt(n, 10)))
+	}
+	if raw := h.GetRawBody(); len(raw) > 0 {
+		a.add(kRawBody, a.str(base64.StdEncoding.EncodeToString(raw)))
+	}
+	return a.end(o), nil
+}
+
+// stringMap is a map<string, string> field; values of keys in uncached
+// are never shared through the cache.
+func (b *inputBuilder) stringMap(a *arena, m map[string]string, uncached map[string]bool) (*ast.Term, error) {
+	o := a.begin()
+	for k, v := range m {
+		kt, err := b.checkedStr(a, k)
+		if err != nil {
+			return nil, err
+		}
+		var vt *ast.Term
+		if uncached[k] {
+			vt, err = a.checkedStr(v)
+		} else {
+			vt, err = b.checkedStr(a, v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", k, err)
+		}
+		a.add(kt, vt)
+	}
+	return a.end(o), nil
+}
+
+var errInvalidUTF8 = errors.New("invalid UTF-8")
+
+// checkedStr is a string term shared through the cache when short. Like
+// protojson, it refuses invalid UTF-8: a policy comparing strings must
+// see what the request said, not a repaired version of it.
+func (b *inputBuilder) checkedStr(a *arena, s string) (*ast.Term, error) {
+	if len(s) > maxCachedString {
+		return a.checkedStr(s)
+	}
+	if t, ok := b.strings.get(s); ok {
+		return t, nil
+	}
+	if !utf8.ValidString(s) {
+		return nil, errInvalidUTF8
+	}
+	t := ast.StringTerm(s)
+	b.strings.put(s, t)
+	return t, nil
+}
+
+// str is checkedStr for strings already known to be valid.
+func (b *inputBuilder) str(a *arena, s string) *ast.Term {
+	if len(s) <= maxCachedString {
+		if t, ok := b.strings.get(s); ok {
+			return t
+		}
+	}
+	return a.str(s)
+}
+
+// timestampJSON formats ts as protojson does: UTC, "Z", and 0, 3, 6 or 9
+// fractional digits.
+func timestampJSON(ts *timestamppb.Timestamp) (string, error) {
+	if err := ts.CheckValid(); err != nil {
+		return "", err
+	}
+	s := time.Unix(ts.GetSeconds(), int64(ts.GetNanos())).UTC().Format("2006-01-02T15:04:05.000000000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, ".000")
+	return s + "Z", nil
+}
+
+// protoJSONTerm is the slow, exact route for rarely set fields.
+func protoJSONTerm(m proto.Message) (*ast.Term, error) {
+	bs, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var doc any
+	// util.UnmarshalJSON keeps numbers as json.Number, so large integers
+	// in metadata survive exactly, as they do in OPA-Envoy.
+	if err := util.UnmarshalJSON(bs, &doc); err != nil {
+		return nil, err
+	}
+	v, err := ast.InterfaceToValue(doc)
+	if err != nil {
+		return nil, err
+	}
+	return ast.NewTerm(v), nil
+}
+
+// pathTerms are parsed_path and parsed_query of one request path.
+type pathTerms struct{ path, query *ast.Term }
+
+func (b *inputBuilder) parsedPath(path string) (pathTerms, error) {
+	if path == "" || path == "/" {
+		return rootPathTerms, nil
+	}
+	if pt, ok := b.paths.get(path); ok {
+		return pt, nil
+	}
+	pt, err := parsePath(path)
+	if err != nil {
+		return pathTerms{}, err
+	}
+	if len(path) <= maxCachedPath {
+		b.paths.put(path, pt)
+	}
+	return pt, nil
+}
+
+// parsePath splits the request path: segments of the unescaped path
+// without its leading slashes ("/" is [""]), and the query as a map of
+// value lists. A malformed escape or query is an error, not a guess.
+func parsePath(path string) (pathTerms, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	unescaped, err := url.PathUnescape(rawPath)
 	if err != nil {
-		return nil, nil, err
+		return pathTerms{}, err
 	}
-	var segments []any
+	if !utf8.ValidString(unescaped) {
+		return pathTerms{}, fmt.Errorf("path decodes to %w", errInvalidUTF8)
+	}
+	var segments []*ast.Term
 	for s := range strings.SplitSeq(strings.TrimLeft(unescaped, "/"), "/") {
-		segments = append(segments, s)
+		segments = append(segments, ast.StringTerm(s))
 	}
-
-	values, err := url.ParseQuery(rawQuery)
+	query, err := queryTerm(rawQuery)
 	if err != nil {
-		return nil, nil, err
+		return pathTerms{}, err
 	}
-	query := make(map[string]any, len(values))
+	return pathTerms{path: ast.ArrayTerm(segments...), query: query}, nil
+}
+
+// queryTerm parses a query string or a form body into a map of lists.
+func queryTerm(raw string) (*ast.Term, error) {
+	values, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, err
+	}
+	pairs := make([][2]*ast.Term, 0, len(values))
 	for k, vs := range values {
-		list := make([]any, len(vs))
+		if !utf8.ValidString(k) {
+			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
+		}
+		list := make([]*ast.Term, len(vs))
 		for i, v := range vs {
-			list[i] = v
+			if !utf8.ValidString(v) {
+				return nil, fmt.Errorf("query value of %q decodes to %w", k, errInvalidUTF8)
+			}
+			list[i] = ast.StringTerm(v)
 		}
-		query[k] = list
+		pairs = append(pairs, ast.Item(ast.StringTerm(k), ast.ArrayTerm(list...)))
 	}
-	return segments, query, nil
+	return ast.ObjectTerm(pairs...), nil
 }
 
-// parseBody parses a JSON request body, the only kind parsed so far;
-// parsed_body is null otherwise, as OPA-Envoy leaves it for a body it does
-// not parse. A body Envoy cut short is reported truncated, never parsed.
-func parseBody(httpReq *authv3.AttributeContext_HttpRequest) (parsed any, truncated bool, err error) {
-	headers := httpReq.GetHeaders()
-	if headers["x-envoy-auth-partial-body"] == "true" {
-		return nil, true, nil
-	}
-	if !strings.Contains(headers["content-type"], "application/json") {
-		return nil, false, nil
-	}
-	body := []byte(httpReq.GetBody())
-	if len(body) == 0 {
-		body = httpReq.GetRawBody()
-	}
-	if len(body) == 0 {
-		return nil, false, nil
-	}
-	if cl, ok := headers["content-length"]; ok {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err != nil {
-			return nil, false, fmt.Errorf("content-length %q: %w", cl, err)
-		}
-		if n > int64(len(body)) {
-			return nil, true, nil
-		}
-	}
-	if err := util.UnmarshalJSON(body, &parsed); err != nil {
-		return nil, false, fmt.Errorf("content-type is JSON but the body is not: %w", err)
-	}
-	return parsed, false, nil
+// idKey identifies one described SPIFFE ID: the same ID reached over mTLS
+// or through XFCC is described differently.
+type idKey struct {
+	id  string
+	via *ast.Term
 }
 
-// spiffeDocument describes the SPIFFE IDs Envoy reports for the two ends
-// of the connection. A principal that is not a SPIFFE ID (absent, or a
-// certificate subject) leaves its key out rather than failing the request:
-// the policy decides what an unidentified caller may do.
-func spiffeDocument(attrs *authv3.AttributeContext) map[string]any {
-	doc := map[string]any{}
-	if id, err := spiffeid.FromString(attrs.GetSource().GetPrincipal()); err == nil {
-		source := idDocument(id)
-		// Envoy's source.principal is the URI SAN of the client
-		// certificate it verified on this connection.
-		source["via"] = "mtls"
-		doc["source"] = source
+// spiffe is input.spiffe: who is calling (source), who is called
+// (destination) and the JWT-SVID the request carries (jwt).
+func (b *inputBuilder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Term {
+	o := a.begin()
+	headers := attrs.GetRequest().GetHttp().GetHeaders()
+	source, via := attrs.GetSource().GetPrincipal(), viaMTLS
+	if b.xfcc != nil {
+		if id, ok := b.xfcc.source(source, headers["x-forwarded-client-cert"]); ok {
+			source, via = id, viaXFCC
+		}
 	}
-	if id, err := spiffeid.FromString(attrs.GetDestination().GetPrincipal()); err == nil {
-		doc["destination"] = idDocument(id)
+	if t := b.idTerm(source, via); t != nil {
+		a.add(kSource, t)
 	}
-	return doc
+	if t := b.idTerm(attrs.GetDestination().GetPrincipal(), nil); t != nil {
+		a.add(kDestination, t)
+	}
+	if b.jwt != nil {
+		if t := b.jwt.term(headers["authorization"]); t != nil {
+			a.add(kJWT, t)
+		}
+	}
+	return a.end(o)
 }
 
-func idDocument(id spiffeid.ID) map[string]any {
-	segments := []any{}
+// idTerm describes a principal that is a SPIFFE ID, nil for anything else
+// (absent, or a certificate subject): the policy decides what an
+// unidentified caller may do.
+func (b *inputBuilder) idTerm(principal string, via *ast.Term) *ast.Term {
+	if principal == "" {
+		return nil
+	}
+	key := idKey{principal, via}
+	if t, ok := b.ids.get(key); ok {
+		return t
+	}
+	id, err := spiffeid.FromString(principal)
+	if err != nil {
+		return nil
+	}
+	t := idDocument(id, via)
+	b.ids.put(key, t)
+	return t
+}
+
+func idDocument(id spiffeid.ID, via *ast.Term) *ast.Term {
+	segments := []*ast.Term{}
 	if p := id.Path(); p != "" {
 		for s := range strings.SplitSeq(p[1:], "/") {
-			segments = append(segments, s)
+			segments = append(segments, ast.StringTerm(s))
 		}
 	}
-	return map[string]any{
-		"id":           id.String(),
-		"trust_domain": id.TrustDomain().Name(),
-		"path":         id.Path(),
-		"segments":     segments,
+	pairs := [][2]*ast.Term{
+		ast.Item(kID, ast.StringTerm(id.String())),
+		ast.Item(kTrustDomain, ast.StringTerm(id.TrustDomain().Name())),
+		ast.Item(kPath, ast.StringTerm(id.Path())),
+		ast.Item(kSegments, ast.ArrayTerm(segments...)),
 	}
+	if via != nil {
+		pairs = append(pairs, ast.Item(kVia, via))
+	}
+	return ast.ObjectTerm(pairs...)
 }

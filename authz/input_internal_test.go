@@ -2,72 +2,294 @@ package authz
 
 import (
 	"encoding/json"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// TestInputDocument pins the whole document, so that a key added or
-// renamed by accident shows up here and not in someone's policy.
-func TestInputDocument(t *testing.T) {
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      &authv3.AttributeContext_Peer{Principal: "spiffe://example.org/ns/demo/sa/frontend"},
-		Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://example.org/ns/demo/sa/backend"},
+// referenceInput is the input document the slow, obvious way OPA-Envoy
+// builds it: protojson text, decoded into a Go map, plus the extra keys.
+// It is the oracle the fast builder is held to.
+func referenceInput(t testing.TB, req *authv3.CheckRequest) (map[string]any, bool) {
+	bs, err := protojson.Marshal(req)
+	if err != nil {
+		return nil, false
+	}
+	var doc map[string]any
+	if err := util.UnmarshalJSON(bs, &doc); err != nil {
+		t.Fatalf("decode protojson: %v", err)
+	}
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+
+	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
+	unescaped, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, false
+	}
+	segments := []any{}
+	for _, s := range strings.Split(strings.TrimLeft(unescaped, "/"), "/") {
+		segments = append(segments, s)
+	}
+	values, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, false
+	}
+	query := map[string]any{}
+	for k, vs := range values {
+		list := []any{}
+		for _, v := range vs {
+			list = append(list, v)
+		}
+		query[k] = list
+	}
+	body, truncated, err := parseBody(httpReq)
+	if err != nil {
+		return nil, false
+	}
+	doc["parsed_body"] = ast.MustJSON(body.Value)
+	doc["parsed_path"] = segments
+	doc["parsed_query"] = query
+	doc["truncated_body"] = truncated
+	doc["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
+	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		doc["source_principal"] = p
+	}
+	spiffe := map[string]any{}
+	if id, err := spiffeid.FromString(req.GetAttributes().GetSource().GetPrincipal()); err == nil {
+		d := referenceID(id)
+		d["via"] = "mtls"
+		spiffe["source"] = d
+	}
+	if id, err := spiffeid.FromString(req.GetAttributes().GetDestination().GetPrincipal()); err == nil {
+		spiffe["destination"] = referenceID(id)
+	}
+	doc["spiffe"] = spiffe
+	return doc, true
+}
+
+func referenceID(id spiffeid.ID) map[string]any {
+	segments := []any{}
+	if p := id.Path(); p != "" {
+		for _, s := range strings.Split(p[1:], "/") {
+			segments = append(segments, s)
+		}
+	}
+	return map[string]any{"id": id.String(), "trust_domain": id.TrustDomain().Name(), "path": id.Path(), "segments": segments}
+}
+
+// assertSameInput builds req both ways and compares the JSON; it returns
+// false when neither could (both refuse the request).
+func assertSameInput(t testing.TB, b *inputBuilder, req *authv3.CheckRequest) {
+	t.Helper()
+	want, wantOK := referenceInput(t, req)
+	got, err := b.build(req)
+	if !wantOK {
+		if err == nil {
+			t.Fatalf("builder accepted a request the reference refuses: %v", req)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("builder refused a request the reference accepts: %v\n%v", err, req)
+	}
+	gotJSON, err := json.Marshal(ast.MustJSON(got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJSON, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := canonical(t, string(gotJSON)), canonical(t, string(wantJSON)); g != w {
+		t.Fatalf("input document differs from protojson's\n got: %s\nwant: %s", g, w)
+	}
+}
+
+func sock(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// envoyLike is what Envoy 1.40 sends from a sidecar's inbound listener.
+func envoyLike() *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address:     sock("10.0.0.7", 40112),
+			Principal:   "spiffe://example.org/ns/demo/sa/frontend",
+			Certificate: "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
+		},
+		Destination: &authv3.AttributeContext_Peer{
+			Address:   sock("10.0.0.8", 8443),
+			Principal: "spiffe://example.org/ns/demo/sa/backend",
+		},
 		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.New(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)),
+			Time: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)),
 			Http: &authv3.AttributeContext_HttpRequest{
-				Id:      "7",
-				Method:  "GET",
-				Path:    "/hello?x=1",
-				Headers: map[string]string{":path": "/hello?x=1", "content-type": "application/json"},
-				Body:    `{"n": 12345678901234567890}`,
-				Size:    28,
+				Id:     "13461337126245466937",
+				Method: "GET",
+				Headers: map[string]string{
+					":authority": "backend:8443", ":method": "GET", ":path": "/hello?lang=fr&lang=en", ":scheme": "https",
+					"user-agent": "curl/8.5.0", "accept": "*/*", "x-forwarded-proto": "https",
+					"x-request-id": "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e",
+				},
+				Path:     "/hello?lang=fr&lang=en",
+				Host:     "backend:8443",
+				Scheme:   "https",
+				Protocol: "HTTP/1.1",
 			},
 		},
+		MetadataContext: &corev3.Metadata{},
 	}}
-	doc, err := inputDocument(req)
+}
+
+func TestInputMatchesProtoJSON(t *testing.T) {
+	full := envoyLike()
+	a := full.Attributes
+	a.Source.Service = "frontend"
+	a.Source.Labels = map[string]string{"app": "frontend", "tier": "web"}
+	a.ContextExtensions = map[string]string{"route": "demo", "": "empty key"}
+	a.RouteMetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		"envoy.lb": {Fields: map[string]*structpb.Value{"n": structpb.NewNumberValue(12345678901), "s": structpb.NewStringValue("x"), "l": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewBoolValue(true), structpb.NewNullValue()}})}},
+	}}
+	typed, err := anypb.New(wrapperspb.String("typed"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
+	a.MetadataContext.TypedFilterMetadata = map[string]*anypb.Any{"x": typed}
+	a.TlsSession = &authv3.AttributeContext_TLSSession{Sni: "backend.example.org"}
+	h := a.Request.Http
+	h.Query, h.Fragment, h.Size = "lang=fr", "top", 1<<40
+	h.Headers["content-type"] = "application/json"
+	h.Body = `{"big": 12345678901234567890, "f": 1.50, "s": "é\u0000"}`
+	h.RawBody = []byte{0, 1, 2, 250, 255}
+	h.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "k", Value: "v"}, {Key: "raw", RawValue: []byte("bytes")}}}
+
+	pipe := envoyLike()
+	pipe.Attributes.Source.Address = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/run/envoy.sock", Mode: 0o600}}}
+	pipe.Attributes.Destination.Address = &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: "inner"}}}}
+
+	udp := envoyLike()
+	s := udp.Attributes.Source.Address.GetSocketAddress()
+	s.Protocol, s.ResolverName, s.Ipv4Compat = corev3.SocketAddress_UDP, "dns", true
+	named := envoyLike()
+	named.Attributes.Destination.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_NamedPort{NamedPort: "https"}
+	zeroPort := envoyLike()
+	zeroPort.Attributes.Source.Address.GetSocketAddress().PortSpecifier = &corev3.SocketAddress_PortValue{}
+	emptySock := envoyLike()
+	emptySock.Attributes.Source.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{}}}
+	emptyAddr := envoyLike()
+	emptyAddr.Attributes.Source.Address = &corev3.Address{}
+
+	wholeSeconds := envoyLike()
+	wholeSeconds.Attributes.Request.Time = timestamppb.New(time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC))
+	millis := envoyLike()
+	millis.Attributes.Request.Time = timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC))
+	nanos := envoyLike()
+	nanos.Attributes.Request.Time = timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 1, time.UTC))
+	badTime := envoyLike()
+	badTime.Attributes.Request.Time = &timestamppb.Timestamp{Seconds: -1 << 40}
+
+	form := envoyLike()
+	form.Attributes.Request.Http.Headers["content-type"] = "application/x-www-form-urlencoded"
+	form.Attributes.Request.Http.Body = "a=1&b=2&a=3"
+
+	tests := map[string]*authv3.CheckRequest{
+		"envoy-like":                 envoyLike(),
+		"every field":                full,
+		"empty request":              {},
+		"empty attributes":           {Attributes: &authv3.AttributeContext{}},
+		"empty peers and request":    {Attributes: &authv3.AttributeContext{Source: &authv3.AttributeContext_Peer{}, Destination: &authv3.AttributeContext_Peer{}, Request: &authv3.AttributeContext_Request{}}},
+		"empty http":                 {Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{}}}},
+		"pipe and internal address":  pipe,
+		"udp, resolver, ipv4 compat": udp,
+		"named port":                 named,
+		"zero port":                  zeroPort,
+		"empty socket address":       emptySock,
+		"empty address":              emptyAddr,
+		"epoch time":                 wholeSeconds,
+		"millisecond time":           millis,
+		"nanosecond time":            nanos,
+		"invalid time":               badTime,
+		"form body":                  form,
 	}
-	const want = `{
-		"attributes": {
-			"destination": {"principal": "spiffe://example.org/ns/demo/sa/backend"},
-			"request": {"time": "2024-01-02T03:04:05Z", "http": {
-				"body": "{\"n\": 12345678901234567890}",
-				"headers": {":path": "/hello?x=1", "content-type": "application/json"},
-				"id": "7",
-				"method": "GET",
-				"path": "/hello?x=1",
-				"size": "28"
-			}},
-			"source": {"principal": "spiffe://example.org/ns/demo/sa/frontend"}
-		},
-		"parsed_body": {"n": 12345678901234567890},
-		"parsed_path": ["hello"],
-		"parsed_query": {"x": ["1"]},
-		"source_principal": "spiffe://example.org/ns/demo/sa/frontend",
-		"spiffe": {
-			"destination": {"id": "spiffe://example.org/ns/demo/sa/backend", "path": "/ns/demo/sa/backend", "segments": ["ns", "demo", "sa", "backend"], "trust_domain": "example.org"},
-			"source": {"id": "spiffe://example.org/ns/demo/sa/frontend", "path": "/ns/demo/sa/frontend", "segments": ["ns", "demo", "sa", "frontend"], "trust_domain": "example.org", "via": "mtls"}
-		},
-		"truncated_body": false,
-		"version": {"encoding": "protojson", "ext_authz": "v3"}
-	}`
-	if canonical(t, string(got)) != canonical(t, want) {
-		t.Errorf("input document\n got: %s\nwant: %s", canonical(t, string(got)), canonical(t, want))
+	b := newInputBuilder(nil, nil)
+	for name, req := range tests {
+		t.Run(name, func(t *testing.T) {
+			// Twice: the second build comes from the caches.
+			assertSameInput(t, b, req)
+			assertSameInput(t, b, req)
+		})
+	}
+}
+
+// FuzzInput holds the fast builder to protojson's document for any
+// CheckRequest the fuzzer can encode. The seeds run with go test.
+func FuzzInput(f *testing.F) {
+	for _, req := range []*authv3.CheckRequest{envoyLike(), {}} {
+		bs, err := proto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bs)
+	}
+	b := newInputBuilder(nil, nil)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req authv3.CheckRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		assertSameInput(t, b, &req)
+	})
+}
+
+// TestInputKnowsEveryField fails when go-control-plane adds a field the
+// builder would leave out: the fast path writes fields by name, so a new
+// field must be added to it (or to the protojson fallback) by hand.
+func TestInputKnowsEveryField(t *testing.T) {
+	tests := []struct {
+		msg  proto.Message
+		want []string // every field, as written by input.go
+	}{
+		{&authv3.CheckRequest{}, []string{"attributes"}},
+		{&authv3.AttributeContext{}, []string{"source", "destination", "request", "context_extensions", "metadata_context", "route_metadata_context", "tls_session"}},
+		{&authv3.AttributeContext_Peer{}, []string{"address", "service", "labels", "principal", "certificate"}},
+		{&authv3.AttributeContext_Request{}, []string{"time", "http"}},
+		{&authv3.AttributeContext_HttpRequest{}, []string{"id", "method", "headers", "header_map", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body", "raw_body"}},
+		{&authv3.AttributeContext_TLSSession{}, []string{"sni"}},
+		{&corev3.Address{}, []string{"socket_address", "pipe", "envoy_internal_address"}},
+		{&corev3.SocketAddress{}, []string{"protocol", "address", "port_value", "named_port", "resolver_name", "ipv4_compat", "network_namespace_filepath"}},
+		{&corev3.Metadata{}, []string{"filter_metadata", "typed_filter_metadata"}},
+	}
+	for _, tt := range tests {
+		fields := tt.msg.ProtoReflect().Descriptor().Fields()
+		var got []string
+		for i := range fields.Len() {
+			got = append(got, string(fields.Get(i).Name()))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s has fields %v; input.go handles %v", tt.msg.ProtoReflect().Descriptor().FullName(), got, tt.want)
+		}
 	}
 }
 
 // canonical re-encodes a JSON text with sorted keys and no spaces; numbers
 // stay as written, so a large integer that lost precision does not match.
-func canonical(t *testing.T, s string) string {
+func canonical(t testing.TB, s string) string {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(s))
 	dec.UseNumber()

@@ -1,7 +1,6 @@
 package authz_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -129,7 +128,7 @@ func TestInputSeenByPolicies(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", tt.name, i), func(t *testing.T) {
 				policy := "package envoy.authz\n\ndefault allow := false\n\nallow if {\n" + expr + "\n}\n"
 				e := engine(t, policy, authz.Config{})
-				allowed, err := e.Decide(context.Background(), tt.req)
+				allowed, err := decide(t, e, tt.req)
 				if err != nil || !allowed {
 					t.Errorf("does not hold: %s\n(Decide = %v, %v)", expr, allowed, err)
 				}
@@ -162,7 +161,7 @@ func TestInputErrorsDeny(t *testing.T) {
 	e := engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			allowed, err := e.Decide(context.Background(), tt.req)
+			allowed, err := decide(t, e, tt.req)
 			if allowed || err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Decide = %v, %v; want false and an error containing %q", allowed, err, tt.want)
 			}

@@ -2,80 +2,250 @@ package authz
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 )
 
-// Server is the envoy.service.auth.v3.Authorization service. The caller
-// owns the listener and the grpc.Server; Server only answers Check.
+// Options configure a Server. The zero value denies with 403, logs
+// nowhere, trusts no x-forwarded-client-cert and reads no JWT-SVIDs.
+type Options struct {
+	Log *slog.Logger // nil discards
+	// DenyStatus is the HTTP status of a deny the policy did not give a
+	// status to, failures included. Zero means 403.
+	DenyStatus int
+	// DryRun allows every request; what would have happened goes to the
+	// log and the decision log.
+	DryRun bool
+	// TrustXFCC takes input.spiffe.source from x-forwarded-client-cert
+	// (the URI of its last element) when the request has one, from any
+	// caller if XFCCProxies is empty, else only when the mTLS peer is one
+	// of XFCCProxies (SPIFFE IDs).
+	TrustXFCC   bool
+	XFCCProxies []string
+	// JWTAudiences turns on input.spiffe.jwt: a bearer JWT-SVID is valid
+	// when signed by a key of JWTBundles, unexpired, and meant for one of
+	// these audiences.
+	JWTAudiences []string
+	JWTBundles   jwtbundle.Source
+	// DecisionLog receives every decision; nil logs none.
+	DecisionLog *DecisionLog
+	// Metrics registers the authz series; nil registers none.
+	Metrics prometheus.Registerer
+	// Clock is time.Now unless a test sets it.
+	Clock func() time.Time
+}
+
+// Server answers Envoy's ext_authz Check calls (gRPC, and HTTP through
+// HTTPHandler) with the current Engine. Checks run concurrently; SetEngine
+// swaps the engine for later ones without stopping any.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	engine atomic.Pointer[Engine]
-	log    *slog.Logger
+	engine     atomic.Pointer[Engine]
+	inputs     *inputBuilder
+	log        *slog.Logger
+	denyStatus typev3.StatusCode
+	dryRun     bool
+	decisions  *DecisionLog
+	metrics    *serverMetrics
+	clock      func() time.Time
 }
 
 // NewServer returns a Server deciding with engine. A nil engine denies
 // every request until SetEngine gives it one.
-func NewServer(engine *Engine, log *slog.Logger) *Server {
-	s := &Server{log: log}
+func NewServer(engine *Engine, o Options) (*Server, error) {
+	s := &Server{
+		log:        o.Log,
+		denyStatus: typev3.StatusCode_Forbidden,
+		dryRun:     o.DryRun,
+		decisions:  o.DecisionLog,
+		clock:      o.Clock,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if o.DenyStatus != 0 {
+		if err := CheckHTTPStatus(o.DenyStatus); err != nil {
+			return nil, errors.New("deny status " + err.Error())
+		}
+		s.denyStatus = typev3.StatusCode(o.DenyStatus)
+	}
+	var xfcc *xfccTrust
+	if o.TrustXFCC {
+		xfcc = &xfccTrust{proxies: map[string]bool{}}
+		for _, p := range o.XFCCProxies {
+			xfcc.proxies[p] = true
+		}
+	}
+	var jwt *jwtValidator
+	if len(o.JWTAudiences) > 0 {
+		if o.JWTBundles == nil {
+			return nil, errors.New("JWT audiences are set but there are no JWT bundles to validate against")
+		}
+		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, s.clock)
+	}
+	s.inputs = newInputBuilder(xfcc, jwt)
+	m, err := newServerMetrics(o.Metrics, o.DecisionLog)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
 	s.engine.Store(engine)
-	return s
+	return s, nil
 }
 
 // SetEngine makes every later Check use engine; Checks already running
 // finish with the engine they started with.
 func (s *Server) SetEngine(engine *Engine) { s.engine.Store(engine) }
 
+// Engine is the policy set Checks use now.
+func (s *Server) Engine() *Engine { return s.engine.Load() }
+
 // Register adds the Authorization service to r.
 func (s *Server) Register(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, s) }
 
+// ReloadErrors counts policy reloads that failed; the reloader adds to it.
+func (s *Server) ReloadErrors() prometheus.Counter { return s.metrics.reloadErrors }
+
+// Result is one decision and everything known about how it was reached.
+type Result struct {
+	ID string
+	// Response is what Envoy is told, decision id included.
+	Response *authv3.CheckResponse
+	// Allowed is what the policy decided; with dry run, Response allows
+	// even when Allowed is false.
+	Allowed bool
+	DryRun  bool
+	// Decision is the policy's value; nil when none was reached.
+	Decision ast.Value
+	// Err says why no decision was reached (Allowed is then false).
+	Err      error
+	Input    ast.Value // nil when the request could not be described
+	Path     string    // the decision reference evaluated
+	Time     time.Time
+	Duration time.Duration
+}
+
 var errNoEngine = errors.New("no policy loaded")
+
+// Decide evaluates the current policy for req. It never fails: anything
+// but a clear allow is a deny, with Err saying why when no decision was
+// reached.
+func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
+	start := s.clock()
+	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun}
+	r.Err = s.decide(ctx, req, r)
+	if r.Err != nil {
+		r.Allowed = false
+		r.Response = deniedResponse(s.denyStatus)
+	}
+	if s.dryRun && !r.Allowed {
+		md := r.Response.GetDynamicMetadata()
+		r.Response = okResponse()
+		r.Response.DynamicMetadata = md
+	}
+	withDecisionID(r.Response, r.ID)
+	r.Duration = s.clock().Sub(start)
+	s.metrics.observe(r)
+	s.logDecision(req, r)
+	return r
+}
+
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result) error {
+	e := s.engine.Load()
+	if e == nil {
+		return errNoEngine
+	}
+	r.Path = e.decision
+	in, err := s.inputs.build(req)
+	if err != nil {
+		return fmt.Errorf("build policy input: %w", err)
+	}
+	r.Input = in
+	if r.Decision, err = e.Eval(ctx, in); err != nil {
+		return err
+	}
+	r.Response, r.Allowed, err = response(r.Decision, s.denyStatus)
+	if err != nil {
+		return &resultError{decision: e.decision, err: err}
+	}
+	return nil
+}
+
+// resultError is a decision value meshid cannot act on.
+type resultError struct {
+	decision string
+	err      error
+}
+
+func (e *resultError) Error() string { return "decision " + e.decision + " " + e.err.Error() }
+func (e *resultError) Unwrap() error { return e.err }
 
 // Check answers one ext_authz request. It never returns a gRPC error: Envoy
 // configured with failure_mode_allow lets a request through when the
 // authorization service fails, so a policy failure must arrive as a deny.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	allowed, err := false, errNoEngine
-	if e := s.engine.Load(); e != nil {
-		allowed, err = e.Decide(ctx, req)
-	}
+	return s.Decide(ctx, req).Response, nil
+}
 
+func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {
+	if s.decisions != nil {
+		s.decisions.Log(r)
+	}
+	if r.Err == nil && !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	attrs := []any{
+		slog.String("decision_id", r.ID),
 		slog.String("source", req.GetAttributes().GetSource().GetPrincipal()),
 		slog.String("method", httpReq.GetMethod()),
 		slog.String("path", httpReq.GetPath()),
 	}
+	if r.DryRun && !r.Allowed {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
 	switch {
-	case err != nil:
-		s.log.Warn("authz: denied because the policy reached no decision", append(attrs, slog.Any("err", err))...)
-		return denied("no policy decision"), nil
-	case !allowed:
+	case r.Err != nil:
+		s.log.Warn("authz: denied because the policy reached no decision", append(attrs, slog.Any("err", r.Err))...)
+	case !r.Allowed:
 		s.log.Debug("authz: denied by policy", attrs...)
-		return denied("denied by policy"), nil
 	default:
 		s.log.Debug("authz: allowed by policy", attrs...)
-		return &authv3.CheckResponse{
-			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
-		}, nil
 	}
 }
 
-// denied is a 403. Why a policy failed goes to the log, not to the caller.
-func denied(msg string) *authv3.CheckResponse {
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: msg},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
-		}},
-	}
+// newDecisionID is a random UUID (version 4), the form OPA's decision ids
+// take.
+func newDecisionID() string {
+	var b [16]byte
+	rand.Read(b[:]) // crypto/rand never fails on Linux
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
 }

@@ -151,7 +151,7 @@ allow if {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs syncBuffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			srv := authz.NewServer(engine(t, tt.policy, authz.Config{EvalTimeout: tt.timeout}), log)
+			srv := newServer(t, engine(t, tt.policy, authz.Config{EvalTimeout: tt.timeout}), authz.Options{Log: log})
 			resp := check(t, serve(t, srv), tt.req)
 			if tt.allowed {
 				assertAllowed(t, resp)
@@ -171,7 +171,7 @@ allow if {
 
 func TestServerWithoutEngineDenies(t *testing.T) {
 	var logs syncBuffer
-	srv := authz.NewServer(nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	srv := newServer(t, nil, authz.Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	assertDenied(t, check(t, serve(t, srv), checkRequest(frontend, backend, "GET", "/hello")))
 	if !strings.Contains(logs.String(), "no policy loaded") {
 		t.Errorf("log %q does not say why", logs.String())
@@ -179,7 +179,7 @@ func TestServerWithoutEngineDenies(t *testing.T) {
 }
 
 func TestServerSetEngine(t *testing.T) {
-	srv := authz.NewServer(engine(t, "package envoy.authz\n\nallow := false\n", authz.Config{}), slog.New(slog.DiscardHandler))
+	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := false\n", authz.Config{}), authz.Options{})
 	client := serve(t, srv)
 	req := checkRequest(frontend, backend, "GET", "/hello")
 
@@ -193,12 +193,12 @@ func TestServerSetEngine(t *testing.T) {
 // TestServerConcurrentChecks runs many decisions at once through one
 // prepared query, so that -race sees the engine shared between requests.
 func TestServerConcurrentChecks(t *testing.T) {
-	srv := authz.NewServer(engine(t, `package envoy.authz
+	srv := newServer(t, engine(t, `package envoy.authz
 
 default allow := false
 
 allow if input.attributes.request.http.method == "GET"
-`, authz.Config{}), slog.New(slog.DiscardHandler))
+`, authz.Config{}), authz.Options{})
 	client := serve(t, srv)
 
 	var wg sync.WaitGroup

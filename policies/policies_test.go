@@ -2,7 +2,6 @@ package policies
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -69,7 +68,11 @@ func TestDemoPolicyThroughServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewEngine: %v", err)
 	}
-	client := serve(t, authz.NewServer(engine, slog.New(slog.DiscardHandler)))
+	srv, err := authz.NewServer(engine, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := serve(t, srv)
 
 	const (
 		frontend = "spiffe://example.org/ns/demo/sa/frontend"

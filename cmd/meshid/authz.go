@@ -30,7 +30,11 @@ func newAuthzService(ctx context.Context, cfg config.Authz, log *slog.Logger) (*
 		return nil, fmt.Errorf("authz.policy_dir: %w", err)
 	}
 	s := &authzService{cfg: cfg, server: grpc.NewServer()}
-	authz.NewServer(engine, log).Register(s.server)
+	srv, err := authz.NewServer(engine, authz.Options{Log: log})
+	if err != nil {
+		return nil, err
+	}
+	srv.Register(s.server)
 	healthpb.RegisterHealthServer(s.server, health.NewServer())
 	return s, nil
 }

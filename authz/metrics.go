@@ -1,0 +1,63 @@
+package authz
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// serverMetrics are the authz series of DESIGN.md § Admin and metrics.
+type serverMetrics struct {
+	allowed, denied, failed prometheus.Counter
+	duration                prometheus.Histogram
+	reloadErrors            prometheus.Counter
+}
+
+func newServerMetrics(reg prometheus.Registerer, decisions *DecisionLog) (*serverMetrics, error) {
+	decisionsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshid_authz_decisions_total",
+		Help: "ext_authz decisions by result: allow, deny (by policy) or error (no decision reached, denied). Dry run counts what the policy decided.",
+	}, []string{"result"})
+	m := &serverMetrics{
+		allowed: decisionsTotal.WithLabelValues("allow"),
+		denied:  decisionsTotal.WithLabelValues("deny"),
+		failed:  decisionsTotal.WithLabelValues("error"),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshid_authz_duration_seconds",
+			Help:    "Time to answer one ext_authz check: input, policy evaluation and response.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+		}),
+		reloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_authz_policy_reload_errors_total",
+			Help: "Policy reloads that failed (parse, compile or read errors); the last good policies stay in use.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	collectors := []prometheus.Collector{decisionsTotal, m.duration, m.reloadErrors}
+	if decisions != nil {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "meshid_authz_decision_logs_dropped_total",
+			Help: "Decision log entries dropped because the log's queue was full.",
+		}, func() float64 { return float64(decisions.Dropped()) }))
+	}
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register authz metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *serverMetrics) observe(r *Result) {
+	switch {
+	case r.Err != nil:
+		m.failed.Inc()
+	case r.Allowed:
+		m.allowed.Inc()
+	default:
+		m.denied.Inc()
+	}
+	m.duration.Observe(r.Duration.Seconds())
+}
