@@ -47,7 +47,6 @@ type DecisionLogOptions struct {
 // Check only queues the decision; Run encodes and writes, so a slow disk
 // costs dropped log lines, never slower answers to Envoy.
 type DecisionLog struct {
-	w       io.Writer
 	queue   chan *Result
 	mask    map[string]bool
 	sample  float64
@@ -55,9 +54,9 @@ type DecisionLog struct {
 	dropped atomic.Uint64
 }
 
-// NewDecisionLog returns a log writing to w; call Run to write.
-func NewDecisionLog(w io.Writer, o DecisionLogOptions) *DecisionLog {
-	d := &DecisionLog{w: w, mask: map[string]bool{}, sample: o.SampleRate, log: o.Log}
+// NewDecisionLog returns a log that queues decisions; Run writes them.
+func NewDecisionLog(o DecisionLogOptions) *DecisionLog {
+	d := &DecisionLog{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log}
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultDecisionLogQueue
 	}
@@ -89,10 +88,10 @@ func (d *DecisionLog) Log(r *Result) {
 // Dropped counts the decisions not logged because the queue was full.
 func (d *DecisionLog) Dropped() uint64 { return d.dropped.Load() }
 
-// Run writes queued decisions until ctx ends, then writes what is still
-// queued and returns.
-func (d *DecisionLog) Run(ctx context.Context) error {
-	w := bufio.NewWriter(d.w)
+// Run writes queued decisions to out until ctx ends, then writes what is
+// still queued and returns.
+func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
+	w := bufio.NewWriter(out)
 	failing := false
 	write := func(r *Result) {
 		line, err := d.encode(r)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshid/meshid/authz"
 )
@@ -88,4 +89,25 @@ func decide(t testing.TB, e *authz.Engine, req *authv3.CheckRequest) (bool, erro
 	t.Helper()
 	r := newServer(t, e, authz.Options{}).Decide(context.Background(), req)
 	return r.Allowed, r.Err
+}
+
+// counterValue reads a counter (with label value label, if not "") from reg.
+func counterValue(t testing.TB, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if label == "" || (len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{%s} in the registry", name, label)
+	return 0
 }

@@ -157,7 +157,7 @@ func headerOptions(obj ast.Object, field *ast.Term) ([]*corev3.HeaderValueOption
 			}
 			values, err := stringOrStrings(v.Value)
 			if err != nil {
-				return fmt.Errorf("has a %s %q: %w", field, name, err)
+				return fmt.Errorf("has a %s %q: %w", field, string(name), err)
 			}
 			for _, s := range values {
 				out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: string(name), Value: s}})
@@ -238,7 +238,7 @@ func queryParameters(obj ast.Object) ([]*corev3.QueryParameter, error) {
 		}
 		values, err := stringOrStrings(v.Value)
 		if err != nil {
-			return fmt.Errorf("has a %s %q: %w", rQueryParametersToSet, key, err)
+			return fmt.Errorf("has a %s %q: %w", rQueryParametersToSet, string(key), err)
 		}
 		for _, s := range values {
 			out = append(out, &corev3.QueryParameter{Key: string(key), Value: s})

@@ -147,9 +147,26 @@ var errNoEngine = errors.New("no policy loaded")
 // but a clear allow is a deny, with Err saying why when no decision was
 // reached.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
+	return s.decideFor(ctx, req, nil)
+}
+
+// decideFor is Decide for a front door that cannot carry out every
+// response: carry says why it cannot carry out this one, which makes the
+// decision a failure like any other.
+func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error) *Result {
 	start := s.clock()
 	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun}
 	r.Err = s.decide(ctx, req, r)
+	if r.Err == nil && carry != nil {
+		r.Err = carry(r.Response)
+	}
+	s.finish(req, r, start)
+	return r
+}
+
+// finish turns a failure into a deny, applies dry run, stamps the
+// decision id, and records the decision in metrics and logs.
+func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 	if r.Err != nil {
 		r.Allowed = false
 		r.Response = deniedResponse(s.denyStatus)
@@ -163,6 +180,13 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
 	r.Duration = s.clock().Sub(start)
 	s.metrics.observe(r)
 	s.logDecision(req, r)
+}
+
+// refuse is the decision on a request that could not even be read.
+func (s *Server) refuse(err error) *Result {
+	start := s.clock()
+	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun, Err: err}
+	s.finish(nil, r, start)
 	return r
 }
 

@@ -103,7 +103,8 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	case err != nil:
 		return nil, err
 	}
-	authzSvc, err := newAuthzService(ctx, cfg.Authz, log)
+	reg := prometheus.NewRegistry()
+	authzSvc, err := newAuthzService(ctx, cfg.Authz, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 
-	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: prometheus.NewRegistry()}
+	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: reg}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ids = identity.NewManager(identity.Options{
 		Entries:       entries,

@@ -1,31 +1,91 @@
 package config
 
-import "time"
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
 
-// Authz configures the ext_authz server.
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Authz configures the ext_authz server. docs/authz.md describes every key.
 type Authz struct {
-	Address     string        `yaml:"address"`
+	// Address serves Envoy's gRPC ext_authz: "host:port" or "unix:///path".
+	Address string `yaml:"address"`
+	// HTTPAddress serves Envoy's HTTP ext_authz protocol with the same
+	// policies, "host:port" or "unix:///path"; empty: off.
+	HTTPAddress string `yaml:"http_address"`
+	// Reflection registers gRPC server reflection on Address.
+	Reflection  bool          `yaml:"reflection"`
 	PolicyDir   string        `yaml:"policy_dir"`
 	Decision    string        `yaml:"decision"`
+	RegoVersion string        `yaml:"rego_version"`
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
+	// ReloadInterval is how often the policy dir is checked for changes
+	// besides the file-system watch; 0 relies on the watch alone.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// DenyStatus is the HTTP status of denies the policy gave no status.
+	DenyStatus int  `yaml:"deny_status"`
+	DryRun     bool `yaml:"dry_run"`
+	// DecisionLog is "stderr", a file path, or empty for no decision log.
+	DecisionLog           string   `yaml:"decision_log"`
+	DecisionLogMask       []string `yaml:"decision_log_mask"`
+	DecisionLogQueue      int      `yaml:"decision_log_queue"`
+	DecisionLogSampleRate float64  `yaml:"decision_log_sample_rate"`
+	// JWTAudiences turns on input.spiffe.jwt; a JWT-SVID must name one.
+	JWTAudiences []string `yaml:"jwt_audiences"`
+	XFCC         XFCC     `yaml:"xfcc"`
+}
+
+// XFCC says whether input.spiffe.source may come from the
+// x-forwarded-client-cert header, and from which proxies.
+type XFCC struct {
+	Trust   bool     `yaml:"trust"`
+	Proxies []string `yaml:"proxies"`
 }
 
 func defaultAuthz() Authz {
 	return Authz{
-		Address:     "127.0.0.1:9191",
-		PolicyDir:   "policies",
-		Decision:    "data.envoy.authz.allow",
-		EvalTimeout: 100 * time.Millisecond,
+		Address:               "127.0.0.1:9191",
+		PolicyDir:             "policies",
+		Decision:              "data.envoy.authz.allow",
+		RegoVersion:           "v1",
+		EvalTimeout:           100 * time.Millisecond,
+		ReloadInterval:        10 * time.Second,
+		DenyStatus:            403,
+		DecisionLogMask:       []string{"authorization", "proxy-authorization", "cookie"},
+		DecisionLogQueue:      1024,
+		DecisionLogSampleRate: 1,
 	}
 }
 
+// DecisionLogStderr is the decision_log value that writes to stderr.
+const DecisionLogStderr = "stderr"
+
+// UnixPrefix marks an address that is a Unix socket path.
+const UnixPrefix = "unix://"
+
 // paths lists the file paths of the section, to be resolved against the
 // config file's directory.
-func (a *Authz) paths() []*string { return []*string{&a.PolicyDir} }
+func (a *Authz) paths() []*string {
+	ps := []*string{&a.PolicyDir}
+	if a.DecisionLog != DecisionLogStderr {
+		ps = append(ps, &a.DecisionLog)
+	}
+	return ps
+}
 
 func (a Authz) validate(bad func(path []any, format string, args ...any)) {
-	if err := checkHostPort(a.Address); err != nil {
+	if err := checkListenAddress(a.Address); err != nil {
 		bad(at("authz", "address"), "authz.address: %v", err)
+	}
+	if a.HTTPAddress != "" {
+		if err := checkListenAddress(a.HTTPAddress); err != nil {
+			bad(at("authz", "http_address"), "authz.http_address: %v", err)
+		} else if a.HTTPAddress == a.Address {
+			bad(at("authz", "http_address"), "authz.http_address %s is authz.address too; the gRPC and HTTP servers need one each", a.HTTPAddress)
+		}
 	}
 	if a.PolicyDir == "" {
 		bad(at("authz", "policy_dir"), "authz.policy_dir must not be empty")
@@ -33,7 +93,53 @@ func (a Authz) validate(bad func(path []any, format string, args ...any)) {
 	if a.Decision == "" {
 		bad(at("authz", "decision"), "authz.decision must not be empty")
 	}
+	if a.RegoVersion != "v1" && a.RegoVersion != "v0" {
+		bad(at("authz", "rego_version"), "authz.rego_version %q: want v1 or v0", a.RegoVersion)
+	}
 	if a.EvalTimeout <= 0 {
 		bad(at("authz", "eval_timeout"), "authz.eval_timeout must be positive")
 	}
+	if a.ReloadInterval < 0 || (a.ReloadInterval > 0 && a.ReloadInterval < time.Second) {
+		bad(at("authz", "reload_interval"), "authz.reload_interval %s: want 0 (watch only) or at least 1s", a.ReloadInterval)
+	}
+	if a.DenyStatus < 300 || a.DenyStatus > 599 {
+		bad(at("authz", "deny_status"), "authz.deny_status %d: want a 3xx, 4xx or 5xx HTTP status", a.DenyStatus)
+	}
+	if a.DecisionLogQueue < 1 {
+		bad(at("authz", "decision_log_queue"), "authz.decision_log_queue %d must be at least 1", a.DecisionLogQueue)
+	}
+	if a.DecisionLogSampleRate <= 0 || a.DecisionLogSampleRate > 1 {
+		bad(at("authz", "decision_log_sample_rate"), "authz.decision_log_sample_rate %v: want a fraction in (0, 1]", a.DecisionLogSampleRate)
+	}
+	for i, h := range a.DecisionLogMask {
+		if h == "" || h != strings.ToLower(h) {
+			bad(at("authz", "decision_log_mask", i), "authz.decision_log_mask: %q: want a lower-case header name, as Envoy sends them", h)
+		}
+	}
+	for i, aud := range a.JWTAudiences {
+		if aud == "" {
+			bad(at("authz", "jwt_audiences", i), "authz.jwt_audiences: an audience must not be empty")
+		}
+	}
+	if len(a.XFCC.Proxies) > 0 && !a.XFCC.Trust {
+		bad(at("authz", "xfcc", "proxies"), "authz.xfcc.proxies is set but authz.xfcc.trust is false: set trust: true to use them")
+	}
+	for i, p := range a.XFCC.Proxies {
+		if _, err := spiffeid.FromString(p); err != nil {
+			bad(at("authz", "xfcc", "proxies", i), "authz.xfcc.proxies: %q is not a SPIFFE ID: %v", p, err)
+		}
+	}
+}
+
+// checkListenAddress accepts "host:port" and "unix:///absolute/path"
+// (absolute, so it needs no resolving against the config file's dir).
+func checkListenAddress(addr string) error {
+	path, ok := strings.CutPrefix(addr, UnixPrefix)
+	if !ok {
+		return checkHostPort(addr)
+	}
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("%q: want unix:///absolute/path", addr)
+	}
+	return nil
 }

@@ -1,0 +1,98 @@
+package config
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAuthzDefaults(t *testing.T) {
+	a := Default().Authz
+	if a.RegoVersion != "v1" || a.DenyStatus != 403 || a.EvalTimeout != 100*time.Millisecond || a.ReloadInterval != 10*time.Second ||
+		a.DecisionLog != "" || a.DecisionLogQueue != 1024 || a.DecisionLogSampleRate != 1 || a.DryRun || a.XFCC.Trust || a.HTTPAddress != "" ||
+		!slices.Equal(a.DecisionLogMask, []string{"authorization", "proxy-authorization", "cookie"}) {
+		t.Errorf("authz defaults = %+v", a)
+	}
+}
+
+func TestLoadAuthz(t *testing.T) {
+	path := writeConfig(t, `authz:
+  address: unix:///run/meshid/authz.sock
+  http_address: 127.0.0.1:9192
+  reflection: true
+  policy_dir: pol
+  decision: data.mesh.allow
+  rego_version: v0
+  eval_timeout: 50ms
+  reload_interval: 0s
+  deny_status: 401
+  dry_run: true
+  decision_log: logs/decisions.jsonl
+  decision_log_mask: []
+  decision_log_queue: 10
+  decision_log_sample_rate: 0.5
+  jwt_audiences: [backend]
+  xfcc: {trust: true, proxies: ["spiffe://example.org/gateway"]}
+`)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(path)
+	a := cfg.Authz
+	if a.Address != "unix:///run/meshid/authz.sock" || a.HTTPAddress != "127.0.0.1:9192" || !a.Reflection ||
+		a.PolicyDir != filepath.Join(dir, "pol") || a.Decision != "data.mesh.allow" || a.RegoVersion != "v0" ||
+		a.EvalTimeout != 50*time.Millisecond || a.ReloadInterval != 0 || a.DenyStatus != 401 || !a.DryRun ||
+		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
+		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
+		!a.XFCC.Trust || !slices.Equal(a.XFCC.Proxies, []string{"spiffe://example.org/gateway"}) {
+		t.Errorf("authz = %+v", a)
+	}
+}
+
+func TestLoadAuthzStderrIsNotAPath(t *testing.T) {
+	cfg, err := Load(writeConfig(t, "authz: {decision_log: stderr}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Authz.DecisionLog != DecisionLogStderr {
+		t.Errorf("decision_log = %q, want stderr", cfg.Authz.DecisionLog)
+	}
+}
+
+func TestLoadAuthzRejects(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"relative unix socket", "authz:\n  address: unix://authz.sock\n", []string{`meshid.yaml:2: authz.address: "unix://authz.sock": want unix:///absolute/path`}},
+		{"bad http address", "authz:\n  http_address: 9192\n", []string{"meshid.yaml:2: authz.http_address:"}},
+		{"same address twice", "authz:\n  address: 127.0.0.1:9191\n  http_address: 127.0.0.1:9191\n", []string{"meshid.yaml:3: authz.http_address 127.0.0.1:9191 is authz.address too"}},
+		{"rego version", "authz:\n  rego_version: v2\n", []string{`meshid.yaml:2: authz.rego_version "v2": want v1 or v0`}},
+		{"short reload interval", "authz:\n  reload_interval: 10ms\n", []string{"meshid.yaml:2: authz.reload_interval 10ms: want 0 (watch only) or at least 1s"}},
+		{"deny status 200", "authz:\n  deny_status: 200\n", []string{"meshid.yaml:2: authz.deny_status 200: want a 3xx, 4xx or 5xx"}},
+		{"queue", "authz:\n  decision_log_queue: 0\n", []string{"meshid.yaml:2: authz.decision_log_queue 0 must be at least 1"}},
+		{"sample rate", "authz:\n  decision_log_sample_rate: 2\n", []string{"meshid.yaml:2: authz.decision_log_sample_rate 2: want a fraction in (0, 1]"}},
+		{"mask case", "authz:\n  decision_log_mask: [authorization, X-Token]\n", []string{`meshid.yaml:2: authz.decision_log_mask: "X-Token": want a lower-case header name`}},
+		{"empty audience", "authz:\n  jwt_audiences:\n    - a\n    - \"\"\n", []string{"meshid.yaml:4: authz.jwt_audiences: an audience must not be empty"}},
+		{"proxies without trust", "authz:\n  xfcc:\n    proxies: [\"spiffe://example.org/gw\"]\n", []string{"meshid.yaml:3: authz.xfcc.proxies is set but authz.xfcc.trust is false"}},
+		{"proxy not a SPIFFE ID", "authz:\n  xfcc:\n    trust: true\n    proxies:\n      - gateway\n", []string{`meshid.yaml:5: authz.xfcc.proxies: "gateway" is not a SPIFFE ID`}},
+		{"unknown xfcc key", "authz:\n  xfcc:\n    trusted: true\n", []string{`meshid.yaml:3: unknown key "trusted"`}},
+		{"negative timeout", "authz:\n  eval_timeout: -1s\n", []string{"meshid.yaml:2: authz.eval_timeout must be positive"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, tt.body))
+			if err == nil {
+				t.Fatal("Load accepted bad config")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
