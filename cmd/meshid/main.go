@@ -20,6 +20,9 @@ Usage:
   meshid run [-config meshid.yaml]   run the node daemon
   meshid envoy bootstrap [flags]     print an Envoy sidecar bootstrap that uses meshid
   meshid ca mint-intermediate [...]  issue a node's intermediate CA from a root
+  meshid policy test DIR             run the Rego unit tests of a policy directory
+  meshid policy eval -input F [...]  decide one CheckRequest (proto-JSON) with the policies
+  meshid policy check DIR            compile a policy directory; errors as file:line:col
   meshid version                     print the version
 
 Run "meshid <command> -h" for a command's flags.
@@ -46,6 +49,9 @@ func main() {
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"envoy bootstrap":      envoyBootstrap,
 	"ca mint-intermediate": caMintIntermediate,
+	"policy test":          policyTest,
+	"policy eval":          policyEval,
+	"policy check":         policyCheck,
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,7 +62,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
-	case "envoy", "ca":
+	case "envoy", "ca", "policy":
 		if len(args) >= 2 {
 			if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
 				return cmd(args[2:], stdout, stderr)
