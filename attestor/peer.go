@@ -18,6 +18,12 @@ type Caller struct {
 	PID int32
 	UID uint32
 	GID uint32
+
+	// proc is the handle on the process taken at accept, closed with the
+	// connection; procErr says why there is none. A Caller made by hand
+	// has neither and is looked up by pid when attested.
+	proc    *Process
+	procErr error
 }
 
 // AuthInfo carries the Caller through gRPC's peer information.
@@ -58,9 +64,16 @@ func (peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo,
 	if !ok {
 		return nil, nil, fmt.Errorf("peer credentials need a Unix socket, got %T", conn)
 	}
-	caller, err := readPeerCred(uc)
+	caller, pidfd, err := readPeerCred(uc)
 	if err != nil {
 		return nil, nil, err
+	}
+	// Taken now, before the caller can exit and its pid be reused. A
+	// process already gone still gets its connection: its attestation
+	// fails with the reason, which is logged and counted.
+	caller.proc, caller.procErr = openProcess(defaultProcDir, caller, pidfd)
+	if caller.proc != nil {
+		conn = &trackedConn{Conn: conn, proc: caller.proc}
 	}
 	return conn, AuthInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
@@ -68,27 +81,50 @@ func (peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo,
 	}, nil
 }
 
-func readPeerCred(uc *net.UnixConn) (Caller, error) {
+// readPeerCred returns the kernel's credentials of the peer and, where the
+// kernel has SO_PEERPIDFD (Linux 6.5), a pidfd of the very process that
+// connected, or -1.
+func readPeerCred(uc *net.UnixConn) (Caller, int, error) {
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return Caller{}, fmt.Errorf("peer credentials: %w", err)
+		return Caller{}, -1, fmt.Errorf("peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
 	var credErr error
+	pidfd := -1
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if credErr == nil {
+			if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+				pidfd = pfd
+			}
+		}
 	}); err != nil {
-		return Caller{}, fmt.Errorf("peer credentials: %w", err)
+		return Caller{}, -1, fmt.Errorf("peer credentials: %w", err)
 	}
 	if credErr != nil {
-		return Caller{}, fmt.Errorf("peer credentials: SO_PEERCRED: %w", credErr)
+		return Caller{}, -1, fmt.Errorf("peer credentials: SO_PEERCRED: %w", credErr)
 	}
 	if cred.Pid <= 0 {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
 		// A peer in another pid namespace shows up as pid 0: we cannot
 		// look at its process, so we cannot attest it.
-		return Caller{}, fmt.Errorf("peer credentials: caller's pid is not visible from meshid's pid namespace (uid %d)", cred.Uid)
+		return Caller{}, -1, fmt.Errorf("peer credentials: caller's pid is not visible from meshid's pid namespace (uid %d)", cred.Uid)
 	}
-	return Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+	return Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, pidfd, nil
+}
+
+// trackedConn releases the caller's process handle with the connection.
+type trackedConn struct {
+	net.Conn
+	proc *Process
+}
+
+func (c *trackedConn) Close() error {
+	c.proc.Close()
+	return c.Conn.Close()
 }
 
 func (peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {

@@ -73,7 +73,7 @@ func TestPeerCredentialsIdentifyTheCallerByTheKernel(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	want := Caller{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
-	if len(rec.callers) != 1 || rec.errs[0] != nil || rec.callers[0] != want {
+	if len(rec.callers) != 1 || rec.errs[0] != nil || !sameCreds(rec.callers[0], want) {
 		t.Fatalf("recorded %v %v, want %v", rec.callers, rec.errs, want)
 	}
 }
@@ -109,7 +109,7 @@ func TestPeerCredentialsOtherUser(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	want := Caller{PID: int32(cmd.Process.Pid), UID: 4242, GID: 4343}
-	if len(rec.callers) != 1 || rec.callers[0] != want {
+	if len(rec.callers) != 1 || !sameCreds(rec.callers[0], want) {
 		t.Fatalf("recorded %v, want %v", rec.callers, want)
 	}
 }
@@ -128,3 +128,5 @@ func TestPeerCredentialsRejectNonUnixConnections(t *testing.T) {
 		t.Fatal("handshake on a non-Unix connection succeeded")
 	}
 }
+
+func sameCreds(a, b Caller) bool { return a.PID == b.PID && a.UID == b.UID && a.GID == b.GID }

@@ -2,40 +2,123 @@ package attestor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
+	"os/user"
 	"strconv"
+	"sync"
+	"syscall"
 )
 
-// Unix attests a process by what the kernel says about it: its uid and gid
-// (from the socket) and the executable it runs (from procfs).
-type Unix struct {
-	// ProcDir is the procfs mount; tests point it elsewhere.
-	ProcDir string
+// unixPlugin attests a process by what the kernel says about it: the uid
+// and gid it connected with, their names, its supplementary groups, the
+// executable it runs and, when enabled, that executable's digest.
+type unixPlugin struct {
+	hashes *hashCache // nil: no unix:sha256
 }
 
-// Attest returns the unix selectors of the caller. When procfs will not
-// show the executable (meshid may lack the privilege to read another user's
-// /proc/PID/exe) the path selector is left out, so entries that require
-// unix:path do not match: that fails closed. A caller that has already
-// exited cannot be attested at all.
-func (u Unix) Attest(_ context.Context, c Caller) ([]Selector, error) {
-	sels := []Selector{
-		{Type: "unix", Value: "uid:" + strconv.FormatUint(uint64(c.UID), 10)},
-		{Type: "unix", Value: "gid:" + strconv.FormatUint(uint64(c.GID), 10)},
+func newUnix(withSHA256 bool) *unixPlugin {
+	u := &unixPlugin{}
+	if withSHA256 {
+		u.hashes = &hashCache{sums: map[fileVersion]string{}}
 	}
-	dir := u.ProcDir
-	if dir == "" {
-		dir = "/proc"
+	return u
+}
+
+// attest never fails for a missing optional fact: a name that does not
+// resolve or an executable meshid may not read (another user's
+// /proc/PID/exe needs privilege) just leaves its selector out, so entries
+// that require it do not match. That fails closed.
+func (u *unixPlugin) attest(_ context.Context, p *Process) ([]Selector, error) {
+	st, err := p.status()
+	if err != nil {
+		return nil, err
 	}
-	path, err := os.Readlink(fmt.Sprintf("%s/%d/exe", dir, c.PID))
-	switch {
-	case err == nil:
-		sels = append(sels, Selector{Type: "unix", Value: "path:" + path})
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("attest pid %d: the process is gone", c.PID)
+	sels := []Selector{unixSel("uid", strconv.FormatUint(uint64(p.UID), 10)), unixSel("gid", strconv.FormatUint(uint64(p.GID), 10))}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(p.UID), 10)); err == nil {
+		sels = append(sels, unixSel("user", u.Username))
+	}
+	if g, err := user.LookupGroupId(strconv.FormatUint(uint64(p.GID), 10)); err == nil {
+		sels = append(sels, unixSel("group", g.Name))
+	}
+	for _, g := range st.groups {
+		sels = append(sels, unixSel("supplementary_gid", strconv.FormatUint(uint64(g), 10)))
+	}
+	exe := p.path("exe")
+	path, err := os.Readlink(exe)
+	if err != nil {
+		// A process that exited meanwhile is caught by Verify after the
+		// plugins have run.
+		return sels, nil
+	}
+	sels = append(sels, unixSel("path", path))
+	if u.hashes != nil {
+		if sum, err := u.hashes.sum(exe); err == nil {
+			sels = append(sels, unixSel("sha256", sum))
+		}
 	}
 	return sels, nil
+}
+
+func unixSel(key, value string) Selector { return Selector{Type: "unix", Value: key + ":" + value} }
+
+// fileVersion identifies the content of a file without reading it: the
+// same inode with the same size and modification time is taken to hold the
+// same bytes. An executable being run cannot be written to (ETXTBSY), so
+// in practice a new binary is a new inode.
+type fileVersion struct {
+	dev, ino uint64
+	size     int64
+	mtimeNs  int64
+}
+
+// maxCachedHashes bounds the digest cache; a node runs a bounded set of
+// executables, and a full cache is simply started again.
+const maxCachedHashes = 1024
+
+type hashCache struct {
+	mu   sync.Mutex
+	sums map[fileVersion]string
+}
+
+// sum returns the hex SHA-256 of the file at path, read once per version.
+// Opening /proc/PID/exe opens the file the process runs even if its path
+// has since been replaced.
+func (h *hashCache) sum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", errors.New("no inode information")
+	}
+	v := fileVersion{dev: st.Dev, ino: st.Ino, size: fi.Size(), mtimeNs: fi.ModTime().UnixNano()}
+	h.mu.Lock()
+	sum, ok := h.sums[v]
+	h.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	sum = hex.EncodeToString(d.Sum(nil))
+	h.mu.Lock()
+	if len(h.sums) >= maxCachedHashes {
+		clear(h.sums)
+	}
+	h.sums[v] = sum
+	h.mu.Unlock()
+	return sum, nil
 }

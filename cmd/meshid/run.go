@@ -108,6 +108,10 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	if err != nil {
 		return nil, err
 	}
+	att, err := newAttestor(cfg)
+	if err != nil {
+		return nil, err
+	}
 	// The CA comes after everything that only reads input, so a start
 	// refused for bad input leaves nothing behind on disk.
 	caOpts := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log}
@@ -126,7 +130,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		DefaultTTL:    cfg.SVID.X509TTL,
 		DefaultJWTTTL: cfg.SVID.JWTTTL,
 		Minter:        authority,
-		Attestor:      attestor.Unix{},
+		Attestor:      att,
 		Log:           log,
 	})
 

@@ -29,6 +29,12 @@ type Config struct {
 	Admin       Admin  `yaml:"admin"`
 	Log         Log    `yaml:"log"`
 
+	// What callers are attested by: unix always, docker and k8s only
+	// when their section is present.
+	Unix   Unix    `yaml:"unix"`
+	Docker *Docker `yaml:"docker"`
+	K8s    *K8s    `yaml:"k8s"`
+
 	// EntriesOptional is true when entries_file was not set: a missing
 	// default file then means "no entries yet" rather than a typo.
 	EntriesOptional bool `yaml:"-"`
@@ -112,6 +118,7 @@ func Load(path string) (Config, error) {
 	} else {
 		cfg.EntriesOptional = false
 	}
+	cfg.attestDefaults()
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return Config{}, fmt.Errorf("resolve config dir: %w", err)
@@ -126,6 +133,7 @@ func Load(path string) (Config, error) {
 // resolve makes every relative path absolute against base.
 func (c *Config) resolve(base string) {
 	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile}, c.Authz.paths()...)
+	paths = append(paths, c.attestPaths()...)
 	if u := c.CA.Upstream; u != nil {
 		paths = append(paths, &u.CertFile, &u.KeyFile, &u.BundleFile)
 	}
@@ -181,6 +189,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 		}
 	}
 	c.Authz.validate(bad)
+	c.validateAttest(bad)
 	if err := checkHostPort(c.Admin.Address); err != nil {
 		bad(at("admin", "address"), "admin.address: %v", err)
 	}

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"slices"
+	"time"
+
+	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/internal/config"
+)
+
+// newAttestor builds the attestor the config asks for: unix always, docker
+// and k8s when their sections are present.
+func newAttestor(cfg config.Config) (*attestor.Attestor, error) {
+	o := attestor.Options{SHA256: cfg.Unix.SHA256}
+	if d := cfg.Docker; d != nil {
+		o.Docker = &attestor.DockerOptions{SocketPath: d.SocketPath, Timeout: d.Timeout}
+	}
+	if k := cfg.K8s; k != nil {
+		// Ask the kubelet every half second until the pod lookup timeout.
+		const pause = 500 * time.Millisecond
+		o.K8s = &attestor.K8sOptions{
+			KubeletURL: k.KubeletURL,
+			TokenFile:  k.TokenFile,
+			CAFile:     k.CAFile,
+			Timeout:    k.Timeout,
+			PodRetries: slices.Repeat([]time.Duration{pause}, max(1, int(k.PodLookupTimeout/pause))),
+		}
+	}
+	return attestor.New(o)
+}
