@@ -60,16 +60,27 @@ func LoadEntries(path string, td spiffeid.TrustDomain) ([]Entry, error) {
 
 // ParseEntries is LoadEntries for bytes already read; name is used in messages.
 func ParseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, error) {
+	entries, errs := parseEntries(name, data, td)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// parseEntries returns the valid entries and a problem, with file:line,
+// for each invalid one; lint reports both where loading refuses the file.
+func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, []error) {
 	var f entriesFile
 	doc, err := yamlfile.Decode(name, data, &f)
 	if err != nil {
-		return nil, err
+		return nil, []error{err}
 	}
 	var errs []error
 	entries := make([]Entry, 0, len(f.Entries))
 	seen := map[string]string{} // id + selectors → where first defined
 	for i, raw := range f.Entries {
 		at := func(path ...any) []any { return append([]any{"entries", i}, path...) }
+		problems := len(errs)
 		e := Entry{X509TTL: raw.X509TTL, JWTTTL: raw.JWTTTL, DNSNames: raw.DNSNames, Source: fmt.Sprintf("%s:%d", name, doc.Line(at()...))}
 
 		id, err := spiffeid.FromString(raw.SPIFFEID)
@@ -109,10 +120,9 @@ func ParseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, e
 			errs = append(errs, doc.Errorf(at(), "entry %q duplicates the one at %s", raw.SPIFFEID, first))
 		}
 		seen[key] = e.Source
-		entries = append(entries, e)
+		if len(errs) == problems {
+			entries = append(entries, e)
+		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return entries, nil
+	return entries, errs
 }

@@ -15,9 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -54,6 +56,16 @@ type Options struct {
 	// Nil uses math/rand.
 	Jitter func() float64
 	Log    *slog.Logger
+
+	// EntriesFile and TrustDomain are where WatchEntries and ReloadEntries
+	// read the entries from, and what they check them against.
+	EntriesFile string
+	TrustDomain spiffeid.TrustDomain
+	// ReloadInterval is how often WatchEntries looks at the file even
+	// without a change notice; zero means 5s.
+	ReloadInterval time.Duration
+	// Metrics, when set, receives the manager's metrics.
+	Metrics prometheus.Registerer
 }
 
 // maxCachedJWTs bounds the JWT-SVID cache: audiences come from callers, so
@@ -62,7 +74,6 @@ const maxCachedJWTs = 4096
 
 // Manager is the node's identity authority.
 type Manager struct {
-	entries       []Entry
 	defaultTTL    time.Duration
 	defaultJWTTTL time.Duration
 	minter        Minter
@@ -73,8 +84,15 @@ type Manager struct {
 
 	lastRotateErr string // owned by the Run goroutine
 
-	mu    sync.Mutex
-	svids map[svidKey]*issued
+	entriesFile    string
+	trustDomain    spiffeid.TrustDomain
+	reloadInterval time.Duration
+	reload         reloadState
+	metrics        metrics
+
+	mu      sync.Mutex
+	entries []Entry // replaced whole by SetEntries, never changed in place
+	svids   map[svidKey]*issued
 	jwts  map[jwtKey]*ca.JWTSVID
 	subs  map[*Subscription]struct{}
 }
@@ -104,7 +122,10 @@ func NewManager(o Options) *Manager {
 	if o.Jitter == nil {
 		o.Jitter = func() float64 { return rand.Float64()*2 - 1 }
 	}
-	return &Manager{
+	if o.ReloadInterval == 0 {
+		o.ReloadInterval = 5 * time.Second
+	}
+	m := &Manager{
 		entries:       o.Entries,
 		defaultTTL:    o.DefaultTTL,
 		defaultJWTTTL: o.DefaultJWTTTL,
@@ -116,7 +137,14 @@ func NewManager(o Options) *Manager {
 		svids:         map[svidKey]*issued{},
 		jwts:          map[jwtKey]*ca.JWTSVID{},
 		subs:          map[*Subscription]struct{}{},
+
+		entriesFile:    o.EntriesFile,
+		trustDomain:    o.TrustDomain,
+		reloadInterval: o.ReloadInterval,
+		metrics:        newMetrics(o.Metrics),
 	}
+	m.metrics.entries.Set(float64(len(o.Entries)))
+	return m
 }
 
 // Watch attests the gRPC caller in ctx (by the kernel's peer credentials,
@@ -130,14 +158,17 @@ func (m *Manager) Watch(ctx context.Context) (*Subscription, error) {
 	}
 	sels, err := m.attestor.Attest(ctx, caller)
 	if err != nil {
+		reason := attestor.Reason(err)
+		m.metrics.attestFailures.WithLabelValues(reason).Inc()
+		m.log.Warn("attestation failed: the caller gets no identity", "pid", caller.PID, "uid", caller.UID, "reason", reason, "err", err)
 		return nil, fmt.Errorf("attest caller (pid %d, uid %d): %w", caller.PID, caller.UID, err)
 	}
-	var matched []Entry
-	for _, e := range m.entries {
-		if e.Matches(sels) {
-			matched = append(matched, e)
-		}
-	}
+	sub := &Subscription{m: m, caller: caller, selectors: sels, changed: make(chan struct{}, 1)}
+	m.mu.Lock()
+	matched := matching(m.entries, sels)
+	sub.entries = matched
+	m.subs[sub] = struct{}{}
+	m.mu.Unlock()
 	if len(matched) == 0 {
 		m.log.Warn("no entry matches caller: it gets no identity",
 			"pid", caller.PID, "uid", caller.UID, "gid", caller.GID, "selectors", selectorList(sels))
@@ -145,12 +176,82 @@ func (m *Manager) Watch(ctx context.Context) (*Subscription, error) {
 		m.log.Info("caller attested", "pid", caller.PID, "uid", caller.UID,
 			"selectors", selectorList(sels), "spiffe_ids", idList(matched))
 	}
-
-	sub := &Subscription{m: m, caller: caller, entries: matched, changed: make(chan struct{}, 1)}
-	m.mu.Lock()
-	m.subs[sub] = struct{}{}
-	m.mu.Unlock()
 	return sub, nil
+}
+
+// matching returns the entries, in file order, that a caller with sels
+// satisfies.
+func matching(entries []Entry, sels []attestor.Selector) []Entry {
+	var matched []Entry
+	for _, e := range entries {
+		if e.Matches(sels) {
+			matched = append(matched, e)
+		}
+	}
+	return matched
+}
+
+// SetEntries puts a new set of entries in force for new and existing
+// callers alike. Every subscription is matched again from the selectors
+// its caller was attested with, and told when its SVIDs change (possibly
+// to none: its entry was removed). SVIDs no entry asks for any more stop
+// being renewed.
+func (m *Manager) SetEntries(entries []Entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.entries = entries
+	m.metrics.entries.Set(float64(len(entries)))
+	wanted := map[svidKey]bool{}
+	ids := map[string]bool{}
+	for _, e := range entries {
+		k, _ := m.request(e)
+		wanted[k] = true
+		ids[k.id] = true
+	}
+	for k := range m.svids {
+		if !wanted[k] {
+			delete(m.svids, k)
+		}
+	}
+	for k := range m.jwts {
+		if !ids[k.id] {
+			delete(m.jwts, k)
+		}
+	}
+	for sub := range m.subs {
+		matched := matching(entries, sub.selectors)
+		before, after := m.svidKeys(sub.entries), m.svidKeys(matched)
+		sub.entries = matched
+		if slices.Equal(before, after) {
+			continue
+		}
+		m.log.Info("entries changed the caller's identities", "pid", sub.caller.PID, "uid", sub.caller.UID,
+			"before", keyIDs(before), "after", keyIDs(after))
+		sub.notify()
+	}
+}
+
+func (m *Manager) svidKeys(entries []Entry) []svidKey {
+	keys := make([]svidKey, len(entries))
+	for i, e := range entries {
+		keys[i], _ = m.request(e)
+	}
+	return keys
+}
+
+func keyIDs(keys []svidKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.id
+	}
+	return out
+}
+
+// Entries returns the entries in force.
+func (m *Manager) Entries() []Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.entries
 }
 
 // Run keeps the CA on its timeline and SVIDs fresh, telling subscribers of
@@ -309,10 +410,18 @@ func (m *Manager) unsubscribe(s *Subscription) {
 
 // Subscription is one caller's live view of its identities.
 type Subscription struct {
-	m       *Manager
-	caller  attestor.Caller
-	entries []Entry
-	changed chan struct{}
+	m         *Manager
+	caller    attestor.Caller
+	selectors []attestor.Selector // as attested when it subscribed
+	entries   []Entry             // guarded by m.mu: SetEntries replaces it
+	changed   chan struct{}
+}
+
+// matched returns the entries the caller is entitled to now.
+func (s *Subscription) matched() []Entry {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.entries
 }
 
 // Changed receives a value whenever Current would return something new.
@@ -331,7 +440,7 @@ func (s *Subscription) notify() {
 // may use. No SVIDs means no entry matches the caller.
 func (s *Subscription) Current() (*workloadapi.X509Context, error) {
 	x := &workloadapi.X509Context{Bundles: x509bundle.NewSet(s.m.minter.X509Bundle())}
-	for _, e := range s.entries {
+	for _, e := range s.matched() {
 		svid, err := s.m.svidFor(e)
 		if err != nil {
 			return nil, fmt.Errorf("issue %s: %w", e.SPIFFEID, err)
@@ -347,8 +456,9 @@ func (s *Subscription) JWTSVIDs(audience []string) ([]*ca.JWTSVID, error) {
 	if len(audience) == 0 {
 		return nil, errors.New("at least one audience is required")
 	}
-	out := make([]*ca.JWTSVID, 0, len(s.entries))
-	for _, e := range s.entries {
+	entries := s.matched()
+	out := make([]*ca.JWTSVID, 0, len(entries))
+	for _, e := range entries {
 		svid, err := s.m.jwtFor(e, audience)
 		if err != nil {
 			return nil, fmt.Errorf("issue JWT for %s: %w", e.SPIFFEID, err)

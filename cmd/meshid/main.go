@@ -23,6 +23,8 @@ Usage:
   meshid policy test DIR             run the Rego unit tests of a policy directory
   meshid policy eval -input F [...]  decide one CheckRequest (proto-JSON) with the policies
   meshid policy check DIR            compile a policy directory; errors as file:line:col
+  meshid entry lint [-entries FILE]  check entries for what meshid refuses and what others could claim
+  meshid entry explain -pid N        show what meshid sees of a process and which entries match
   meshid version                     print the version
 
 Run "meshid <command> -h" for a command's flags.
@@ -52,6 +54,8 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error
 	"policy test":          policyTest,
 	"policy eval":          policyEval,
 	"policy check":         policyCheck,
+	"entry lint":           entryLint,
+	"entry explain":        entryExplain,
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,7 +66,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
-	case "envoy", "ca", "policy":
+	case "envoy", "ca", "policy", "entry":
 		if len(args) >= 2 {
 			if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
 				return cmd(args[2:], stdout, stderr)

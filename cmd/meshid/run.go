@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,6 +135,9 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		Minter:        authority,
 		Attestor:      att,
 		Log:           log,
+		EntriesFile:   cfg.EntriesFile,
+		TrustDomain:   td,
+		Metrics:       d.reg,
 	})
 
 	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
@@ -160,6 +166,10 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 func (d *daemon) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.ids.Run(ctx) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error { return d.ids.WatchEntries(ctx, hup) })
 	g.Go(func() error { return serveGRPC(ctx, d.agent, d.agentLis) })
 	g.Go(func() error { return d.authz.run(ctx) })
 	g.Go(func() error { return serveHTTP(ctx, d.admin, d.adminLis) })
@@ -229,6 +239,7 @@ func (d *daemon) adminHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /explain", explainHandler(d.ids))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !d.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
