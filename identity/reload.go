@@ -96,17 +96,25 @@ func (m *Manager) WatchEntries(ctx context.Context, hup <-chan os.Signal) error 
 
 	tick := time.NewTicker(m.reloadInterval)
 	defer tick.Stop()
-	debounce := time.NewTimer(0)
-	<-debounce.C
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-events:
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the periodic look carries on alone
+				continue
+			}
 			// Any name in the directory: a symlink swap renames neither the
 			// file nor its target. Unchanged bytes cost one read.
 			debounce.Reset(reloadDebounce)
-		case err := <-errs:
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
 			m.log.Warn("entries file watch", "err", err)
 		case <-debounce.C:
 			m.reloadEntries(false)

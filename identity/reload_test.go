@@ -381,3 +381,62 @@ func TestExplain(t *testing.T) {
 		t.Errorf("Explain of a dead process = %v", err)
 	}
 }
+
+// TestWatchEntriesFollowsAConfigMapSwap updates the file the way the
+// kubelet updates a mounted ConfigMap: entries.yaml is a symlink through
+// ..data, and ..data is swapped atomically to a new directory.
+func TestWatchEntriesFollowsAConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, content string) {
+		os.Mkdir(filepath.Join(dir, name), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name, "entries.yaml"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(name, filepath.Join(dir, "..data_tmp"))
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", entriesYAML("backend=1101"))
+	path := filepath.Join(dir, "entries.yaml")
+	if err := os.Symlink("..data/entries.yaml", path); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := LoadEntries(path, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := newManager(t, &clock{now: time.Now()}, nil)
+	m := NewManager(Options{Entries: entries, DefaultTTL: time.Hour, DefaultJWTTTL: time.Minute, Minter: base.minter,
+		Attestor: uidAttestor{}, EntriesFile: path, TrustDomain: td, ReloadInterval: time.Hour})
+	sub, _ := m.Watch(callerCtx(1103))
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.WatchEntries(ctx, nil) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// Let it take its first look, so that only the watch can see the swap.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		m.reload.mu.Lock()
+		looked := m.reload.seen != ""
+		m.reload.mu.Unlock()
+		if looked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("WatchEntries never looked at the file")
+		}
+	}
+	version("..v2", entriesYAML("backend=1101", "rogue=1103"))
+	select {
+	case <-sub.Changed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ConfigMap-style swap was not noticed")
+	}
+	if got := ids(t, sub); !slicesEqual(got, []string{"rogue"}) {
+		t.Fatalf("after the swap the caller holds %v", got)
+	}
+}
