@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -93,8 +93,8 @@ type Manager struct {
 	mu      sync.Mutex
 	entries []Entry // replaced whole by SetEntries, never changed in place
 	svids   map[svidKey]*issued
-	jwts  map[jwtKey]*ca.JWTSVID
-	subs  map[*Subscription]struct{}
+	jwts    map[jwtKey]*ca.JWTSVID
+	subs    map[*Subscription]struct{}
 }
 
 // svidKey identifies what an SVID says, so callers of entries that ask for
