@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -279,11 +278,7 @@ func handshake(addr string) ([]*x509.Certificate, error) {
 // has exactly one CA generation.
 func activeCA(t *testing.T, m *harness.Meshid) *x509.Certificate {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(m.Dir, "data", "ca", "*", "ca.crt"))
-	if err != nil || len(paths) != 1 {
-		t.Fatalf("meshid's CA generations: %v %v, want exactly one", paths, err)
-	}
-	return readCert(t, paths[0])
+	return readCert(t, activeCAPath(t, m))
 }
 
 func readCert(t *testing.T, path string) *x509.Certificate {

@@ -22,7 +22,10 @@ type Entry struct {
 	X509TTL   time.Duration // 0 means the daemon's default
 	JWTTTL    time.Duration // 0 means the daemon's default
 	DNSNames  []string
-	Source    string // "entries.yaml:12", for messages
+	// FederatesWith lists other trust domains whose bundles the caller may
+	// use to validate peers (from federation.bundles).
+	FederatesWith []spiffeid.TrustDomain
+	Source        string // "entries.yaml:12", for messages
 }
 
 // Matches reports whether a caller with the given selectors satisfies every
@@ -46,6 +49,8 @@ type rawEntry struct {
 	X509TTL   time.Duration `yaml:"x509_ttl"`
 	JWTTTL    time.Duration `yaml:"jwt_ttl"`
 	DNSNames  []string      `yaml:"dns_names"`
+	// FederatesWith names trust domains, e.g. partner.example.
+	FederatesWith []string `yaml:"federates_with"`
 }
 
 // LoadEntries reads an entries file and validates every entry against the
@@ -110,6 +115,17 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 		}
 		if raw.X509TTL < 0 {
 			errs = append(errs, doc.Errorf(at("x509_ttl"), "x509_ttl %s must be positive", raw.X509TTL))
+		}
+		for j, name := range raw.FederatesWith {
+			fed, err := spiffeid.TrustDomainFromString(name)
+			switch {
+			case err != nil:
+				errs = append(errs, doc.Errorf(at("federates_with", j), "federates_with %q: %v", name, err))
+			case fed == td:
+				errs = append(errs, doc.Errorf(at("federates_with", j), "federates_with %q is this node's own trust domain", name))
+			default:
+				e.FederatesWith = append(e.FederatesWith, fed)
+			}
 		}
 		if raw.JWTTTL < 0 {
 			errs = append(errs, doc.Errorf(at("jwt_ttl"), "jwt_ttl %s must be positive", raw.JWTTTL))

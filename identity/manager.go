@@ -66,6 +66,9 @@ type Options struct {
 	ReloadInterval time.Duration
 	// Metrics, when set, receives the manager's metrics.
 	Metrics prometheus.Registerer
+	// Federated holds other trust domains' bundles; a caller gets those its
+	// entries federate with. Nil means none.
+	Federated *x509bundle.Set
 }
 
 // maxCachedJWTs bounds the JWT-SVID cache: audiences come from callers, so
@@ -86,6 +89,7 @@ type Manager struct {
 
 	entriesFile    string
 	trustDomain    spiffeid.TrustDomain
+	federated      *x509bundle.Set // never nil
 	reloadInterval time.Duration
 	reload         reloadState
 	metrics        metrics
@@ -119,6 +123,9 @@ func NewManager(o Options) *Manager {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Federated == nil {
+		o.Federated = x509bundle.NewSet()
+	}
 	if o.Jitter == nil {
 		o.Jitter = func() float64 { return rand.Float64()*2 - 1 }
 	}
@@ -140,6 +147,7 @@ func NewManager(o Options) *Manager {
 
 		entriesFile:    o.EntriesFile,
 		trustDomain:    o.TrustDomain,
+		federated:      o.Federated,
 		reloadInterval: o.ReloadInterval,
 		metrics:        newMetrics(o.Metrics),
 	}
@@ -221,8 +229,9 @@ func (m *Manager) SetEntries(entries []Entry) {
 	for sub := range m.subs {
 		matched := matching(entries, sub.selectors)
 		before, after := m.svidKeys(sub.entries), m.svidKeys(matched)
+		sameBundles := slices.Equal(federatedWith(sub.entries), federatedWith(matched))
 		sub.entries = matched
-		if slices.Equal(before, after) {
+		if slices.Equal(before, after) && sameBundles {
 			continue
 		}
 		m.log.Info("entries changed the caller's identities", "pid", sub.caller.PID, "uid", sub.caller.UID,
@@ -446,6 +455,11 @@ func (s *Subscription) Current() (*workloadapi.X509Context, error) {
 			return nil, fmt.Errorf("issue %s: %w", e.SPIFFEID, err)
 		}
 		x.SVIDs = append(x.SVIDs, svid)
+		for _, td := range e.FederatesWith {
+			if b, ok := s.m.federated.Get(td); ok {
+				x.Bundles.Add(b)
+			}
+		}
 	}
 	return x, nil
 }

@@ -55,6 +55,9 @@ func (m *Manager) reloadEntries(force bool) error {
 		return fmt.Errorf("read entries: %w", err)
 	}
 	entries, err := ParseEntries(m.entriesFile, data, m.trustDomain)
+	if err == nil {
+		err = CheckFederation(entries, m.federated)
+	}
 	if err != nil {
 		m.metrics.reloadErrors.Inc()
 		m.log.Error("entries file rejected: keeping the entries in force", "entries_file", m.entriesFile, "entries", len(m.Entries()), "err", err)

@@ -106,6 +106,13 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	case err != nil:
 		return nil, err
 	}
+	federated, err := loadFederation(cfg.Federation)
+	if err != nil {
+		return nil, err
+	}
+	if err := identity.CheckFederation(entries, federated); err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	authzSvc, err := newAuthzService(ctx, cfg.Authz, log, reg)
 	if err != nil {
@@ -138,6 +145,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		EntriesFile:   cfg.EntriesFile,
 		TrustDomain:   td,
 		Metrics:       d.reg,
+		Federated:     federated,
 	})
 
 	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))

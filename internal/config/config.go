@@ -19,15 +19,16 @@ import (
 
 // Config is the whole of meshid.yaml. Field names follow DESIGN.md.
 type Config struct {
-	TrustDomain string `yaml:"trust_domain"`
-	DataDir     string `yaml:"data_dir"`
-	SocketPath  string `yaml:"socket_path"`
-	EntriesFile string `yaml:"entries_file"`
-	CA          CA     `yaml:"ca"`
-	SVID        SVID   `yaml:"svid"`
-	Authz       Authz  `yaml:"authz"`
-	Admin       Admin  `yaml:"admin"`
-	Log         Log    `yaml:"log"`
+	TrustDomain string     `yaml:"trust_domain"`
+	DataDir     string     `yaml:"data_dir"`
+	SocketPath  string     `yaml:"socket_path"`
+	EntriesFile string     `yaml:"entries_file"`
+	CA          CA         `yaml:"ca"`
+	SVID        SVID       `yaml:"svid"`
+	Authz       Authz      `yaml:"authz"`
+	Federation  Federation `yaml:"federation"`
+	Admin       Admin      `yaml:"admin"`
+	Log         Log        `yaml:"log"`
 
 	// What callers are attested by: unix always, docker and k8s only
 	// when their section is present.
@@ -134,6 +135,7 @@ func Load(path string) (Config, error) {
 func (c *Config) resolve(base string) {
 	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile}, c.Authz.paths()...)
 	paths = append(paths, c.attestPaths()...)
+	paths = append(paths, c.Federation.paths()...)
 	if u := c.CA.Upstream; u != nil {
 		paths = append(paths, &u.CertFile, &u.KeyFile, &u.BundleFile)
 	}
@@ -190,6 +192,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 	}
 	c.Authz.validate(bad)
 	c.validateAttest(bad)
+	c.Federation.validate(c.TrustDomain, bad)
 	if err := checkHostPort(c.Admin.Address); err != nil {
 		bad(at("admin", "address"), "admin.address: %v", err)
 	}

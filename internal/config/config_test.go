@@ -82,6 +82,12 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"unsupported key type", "ca:\n  key_type: rsa-2048\n", []string{"meshid.yaml:2: ca.key_type \"rsa-2048\" is not supported"}},
 		{"short jwt ttl", "svid:\n  jwt_ttl: 5s\n", []string{"meshid.yaml:2: svid.jwt_ttl 5s is shorter than the minimum 30s"}},
 		{"incomplete upstream", "ca:\n  upstream:\n    cert_file: a.crt\n", []string{"meshid.yaml:2: ca.upstream.key_file is required", "meshid.yaml:2: ca.upstream.bundle_file is required"}},
+		{"federation problems", "federation:\n  bundles:\n    - trust_domain: example.org\n      bundle_file: a.pem\n    - trust_domain: Bad Domain\n      bundle_file: b.pem\n    - trust_domain: partner.example\n", []string{
+			`meshid.yaml:3: federation.bundles[0].trust_domain "example.org" is this node's own trust domain`,
+			`meshid.yaml:5: federation.bundles[1].trust_domain "Bad Domain"`,
+			`meshid.yaml:7: federation.bundles[2].bundle_file is required`}},
+		{"federation listed twice", "federation:\n  bundles:\n    - {trust_domain: partner.example, bundle_file: a.pem}\n    - {trust_domain: partner.example, bundle_file: b.pem}\n", []string{
+			`meshid.yaml:4: federation.bundles[1].trust_domain "partner.example" is listed twice`}},
 		{"unknown upstream key", "ca:\n  upstream:\n    cert: a.crt\n", []string{`meshid.yaml:3: unknown key "cert"`}},
 	}
 	for _, tt := range tests {

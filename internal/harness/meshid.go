@@ -29,8 +29,9 @@ type MeshidOptions struct {
 
 // Entry is one registration entry of entries.yaml.
 type Entry struct {
-	SPIFFEID  string   `yaml:"spiffe_id"`
-	Selectors []string `yaml:"selectors"`
+	SPIFFEID      string   `yaml:"spiffe_id"`
+	Selectors     []string `yaml:"selectors"`
+	FederatesWith []string `yaml:"federates_with,omitempty"`
 }
 
 // Meshid is a running `meshid run`.

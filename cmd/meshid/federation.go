@@ -1,0 +1,28 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/internal/config"
+)
+
+// loadFederation reads the federated trust domains' bundle files. They are
+// read once at start; following their changes is federation's own issue.
+func loadFederation(cfg config.Federation) (*x509bundle.Set, error) {
+	set := x509bundle.NewSet()
+	for i, b := range cfg.Bundles {
+		td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
+		if err != nil {
+			return nil, err // config validation already said where
+		}
+		bundle, err := x509bundle.Load(td, b.BundleFile)
+		if err != nil {
+			return nil, fmt.Errorf("federation.bundles[%d] (%s): %w", i, b.TrustDomain, err)
+		}
+		set.Add(bundle)
+	}
+	return set, nil
+}
