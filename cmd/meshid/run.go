@@ -30,6 +30,7 @@ import (
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/sds"
+	"github.com/meshid/meshid/workload"
 )
 
 // shutdownGrace bounds how long in-flight calls may finish after SIGTERM.
@@ -150,6 +151,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 
 	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
 	sds.New(sds.Options{Identities: sdsIdentities{d.ids}, Log: log, Registerer: d.reg}).Register(d.agent)
+	workload.New(workloadIdentities{d.ids}, log).Register(d.agent)
 	healthpb.RegisterHealthServer(d.agent, health.NewServer())
 
 	d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}

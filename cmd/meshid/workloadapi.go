@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/workload"
+)
+
+// workloadIdentities adapts the identity manager to the interface the
+// Workload API server declares.
+type workloadIdentities struct{ m *identity.Manager }
+
+func (w workloadIdentities) Watch(ctx context.Context) (workload.Subscription, error) {
+	sub, err := w.m.Watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return workloadSubscription{sub}, nil
+}
+
+func (w workloadIdentities) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
+	return w.m.ValidateJWTSVID(token, audience)
+}
+
+type workloadSubscription struct{ *identity.Subscription }
+
+func (s workloadSubscription) JWTSVIDs(audience []string) ([]workload.JWTSVID, error) {
+	svids, err := s.Subscription.JWTSVIDs(audience)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]workload.JWTSVID, len(svids))
+	for i, svid := range svids {
+		out[i] = workload.JWTSVID{ID: svid.ID, Token: svid.Token}
+	}
+	return out, nil
+}
