@@ -1,0 +1,228 @@
+package workload
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"math/big"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/internal/grpctest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	td    = spiffeid.RequireTrustDomainFromString("example.org")
+	webID = spiffeid.RequireFromString("spiffe://example.org/web")
+)
+
+// fake is one caller's identities, controllable by the test.
+type fake struct {
+	mu      sync.Mutex
+	x       *workloadapi.X509Context
+	jwtKey  *ecdsa.PrivateKey
+	changed chan struct{}
+}
+
+func (f *fake) Watch(context.Context) (Subscription, error) { return f, nil }
+func (f *fake) Changed() <-chan struct{}                    { return f.changed }
+func (f *fake) Close()                                      {}
+func (f *fake) Current() (*workloadapi.X509Context, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.x, nil
+}
+
+func (f *fake) JWTBundles() *jwtbundle.Set {
+	return jwtbundle.NewSet(jwtbundle.FromJWTAuthorities(td, map[string]crypto.PublicKey{"k1": f.jwtKey.Public()}))
+}
+
+func (f *fake) JWTSVIDs(audience []string) ([]JWTSVID, error) {
+	var out []JWTSVID
+	for _, svid := range f.x.SVIDs {
+		out = append(out, JWTSVID{ID: svid.ID, Token: f.sign(svid.ID.String(), audience, time.Now().Add(time.Minute))})
+	}
+	return out, nil
+}
+
+func (f *fake) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
+	return jwtsvid.ParseAndValidate(token, f.JWTBundles(), []string{audience})
+}
+
+func (f *fake) sign(sub string, aud []string, exp time.Time) string {
+	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: f.jwtKey, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	token, _ := jwt.Signed(signer).Claims(jwt.Claims{Subject: sub, Audience: aud, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(time.Now())}).Serialize()
+	return token
+}
+
+func newFake(t testing.TB, ids ...spiffeid.ID) *fake {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true, URIs: []*url.URL{td.ID().URL()},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	caCert, _ := x509.ParseCertificate(der)
+	f := &fake{changed: make(chan struct{}, 1)}
+	f.jwtKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f.x = &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(td, []*x509.Certificate{caCert}))}
+	for i, id := range ids {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), URIs: []*url.URL{id.URL()},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+		leafDER, _ := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, key.Public(), caKey)
+		leaf, _ := x509.ParseCertificate(leafDER)
+		f.x.SVIDs = append(f.x.SVIDs, &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key})
+	}
+	return f
+}
+
+func client(t *testing.T, f *fake) (workloadpb.SpiffeWorkloadAPIClient, context.Context) {
+	t.Helper()
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(f, nil).Register(s) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return workloadpb.NewSpiffeWorkloadAPIClient(conn), metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+}
+
+func TestFetchX509SVIDStreamsOnlyChanges(t *testing.T) {
+	f := newFake(t, webID)
+	c, ctx := client(t, f)
+	stream, err := c.FetchX509SVID(ctx, &workloadpb.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := first.Svids[0]
+	svid, err := x509svid.ParseRaw(got.X509Svid, got.X509SvidKey)
+	if err != nil || svid.ID != webID || len(got.Bundle) == 0 {
+		t.Fatalf("svid = %v (%v), bundle %d bytes", svid, err, len(got.Bundle))
+	}
+	f.changed <- struct{}{} // nothing actually changed: nothing is sent
+	f.mu.Lock()
+	f.x = newFake(t, webID).x
+	f.mu.Unlock()
+	f.changed <- struct{}{}
+	second, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(second.Svids[0].X509Svid) == string(first.Svids[0].X509Svid) {
+		t.Fatal("a signal without a change was sent as an update")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	noHeader := func(ctx context.Context) context.Context { return context.Background() }
+	same := func(ctx context.Context) context.Context { return ctx }
+	tests := []struct {
+		name string
+		ids  []spiffeid.ID
+		ctx  func(context.Context) context.Context
+		call func(context.Context, workloadpb.SpiffeWorkloadAPIClient) error
+		code codes.Code
+		want string
+	}{
+		{"missing header", []spiffeid.ID{webID}, noHeader, fetchX509, codes.InvalidArgument, "workload.spiffe.io"},
+		{"no identity", nil, same, fetchX509, codes.PermissionDenied, "no identity issued"},
+		{"no identity, bundles", nil, same, func(ctx context.Context, c workloadpb.SpiffeWorkloadAPIClient) error {
+			s, err := c.FetchX509Bundles(ctx, &workloadpb.X509BundlesRequest{})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}, codes.PermissionDenied, "no identity issued"},
+		{"JWT without audience", []spiffeid.ID{webID}, same, func(ctx context.Context, c workloadpb.SpiffeWorkloadAPIClient) error {
+			_, err := c.FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{})
+			return err
+		}, codes.InvalidArgument, "audience"},
+		{"JWT for an identity not held", []spiffeid.ID{webID}, same, func(ctx context.Context, c workloadpb.SpiffeWorkloadAPIClient) error {
+			_, err := c.FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: "spiffe://example.org/db"})
+			return err
+		}, codes.PermissionDenied, "spiffe://example.org/db"},
+		{"validate without token", []spiffeid.ID{webID}, same, func(ctx context.Context, c workloadpb.SpiffeWorkloadAPIClient) error {
+			_, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "a"})
+			return err
+		}, codes.InvalidArgument, "svid must be specified"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, ctx := client(t, newFake(t, tt.ids...))
+			err := tt.call(tt.ctx(ctx), c)
+			if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %v mentioning %q", err, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+func fetchX509(ctx context.Context, c workloadpb.SpiffeWorkloadAPIClient) error {
+	s, err := c.FetchX509SVID(ctx, &workloadpb.X509SVIDRequest{})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	return err
+}
+
+func TestValidateJWTSVID(t *testing.T) {
+	f := newFake(t, webID)
+	c, ctx := client(t, f)
+	good := f.sign(webID.String(), []string{"api"}, time.Now().Add(time.Minute))
+	resp, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "api", Svid: good})
+	if err != nil || resp.SpiffeId != webID.String() || resp.Claims.Fields["sub"].GetStringValue() != webID.String() {
+		t.Fatalf("valid token: %v, %v", resp, err)
+	}
+	forger := newFake(t, webID) // same kid, another key
+	for name, token := range map[string]string{
+		"wrong audience": good,
+		"expired":        f.sign(webID.String(), []string{"billing"}, time.Now().Add(-time.Minute)),
+		"forged":         forger.sign(webID.String(), []string{"billing"}, time.Now().Add(time.Minute)),
+		"malformed":      "not.a.jwt",
+	} {
+		if _, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "billing", Svid: token}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s token: err = %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+// FuzzValidateJWTSVID: whatever the token and audience, validation answers
+// with a result or InvalidArgument, never anything else.
+func FuzzValidateJWTSVID(f *testing.F) {
+	fk := newFake(f, webID)
+	f.Add(fk.sign(webID.String(), []string{"api"}, time.Now().Add(time.Hour)), "api")
+	f.Add("eyJhbGciOiJub25lIn0.e30.", "api")
+	f.Add("a.b.c", "")
+	srv := New(fk, nil)
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("workload.spiffe.io", "true"))
+	f.Fuzz(func(t *testing.T, token, audience string) {
+		_, err := srv.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: audience, Svid: token})
+		if code := status.Code(err); code != codes.OK && code != codes.InvalidArgument {
+			t.Fatalf("token %q audience %q: %v", token, audience, err)
+		}
+	})
+}
