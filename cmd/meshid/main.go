@@ -25,6 +25,12 @@ Usage:
   meshid policy check DIR            compile a policy directory; errors as file:line:col
   meshid entry lint [-entries FILE]  check entries for what meshid refuses and what others could claim
   meshid entry explain -pid N        show what meshid sees of a process and which entries match
+  meshid svid fetch [-write DIR]     print (and write) this process's X509-SVIDs from the Workload API
+  meshid svid watch -write DIR [...] keep SVID files fresh, signal or run the program that reads them
+  meshid jwt fetch -audience A       print a JWT-SVID for this process
+  meshid jwt validate -audience A T  validate JWT-SVID T with meshid
+  meshid bundle show [-format F]     print the trust bundles (pem or jwks)
+  meshid healthcheck                 check meshid serves and this process's SVID rotates
   meshid version                     print the version
 
 Run "meshid <command> -h" for a command's flags.
@@ -56,6 +62,11 @@ var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error
 	"policy check":         policyCheck,
 	"entry lint":           entryLint,
 	"entry explain":        entryExplain,
+	"svid fetch":           svidFetch,
+	"svid watch":           svidWatch,
+	"jwt fetch":            jwtFetch,
+	"jwt validate":         jwtValidate,
+	"bundle show":          bundleShow,
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,7 +77,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
-	case "envoy", "ca", "policy", "entry":
+	case "envoy", "ca", "policy", "entry", "svid", "jwt", "bundle":
 		if len(args) >= 2 {
 			if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
 				return cmd(args[2:], stdout, stderr)
@@ -74,6 +85,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", strings.Join(args, " "))
+	case "healthcheck":
+		return healthcheck(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "meshid", version)
 		return nil

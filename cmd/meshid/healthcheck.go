@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// pastRenewal reports whether now is past 3/4 of the validity of a
+// certificate valid from notBefore to notAfter. meshid renews at about half
+// of an SVID's life, so a holder that is still on it by then has seen
+// rotation stall: meshid stopped renewing, or the holder stopped listening.
+func pastRenewal(notBefore, notAfter, now time.Time) bool {
+	life := notAfter.Sub(notBefore)
+	return !now.Before(notBefore.Add(life / 4 * 3))
+}
+
+// healthcheck checks that meshid serves, that this process gets an SVID
+// that is not past renewal, and optionally that an SVID file a helper keeps
+// is fresh.
+func healthcheck(args []string, stdout, stderr io.Writer) error {
+	return runHealthcheck(args, stdout, stderr, time.Now)
+}
+
+func runHealthcheck(args []string, stdout, stderr io.Writer, clock func() time.Time) error {
+	flags := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
+		fmt.Fprint(stderr, `Usage: meshid healthcheck [-socket unix:///PATH] [-cert-file FILE] [-daemon-only] [-json]
+
+Exits 0 when meshid answers gRPC health as SERVING, gives this process an
+X509-SVID, and that SVID is not past 3/4 of its life (meshid renews at half,
+so an older one means rotation has stalled). With -cert-file, the SVID in
+FILE (say, the svid.pem that "meshid svid watch" keeps) must be fresh too.
+Exits 1 and says which check failed otherwise.
+
+`)
+		flags.PrintDefaults()
+	}
+	ep := addEndpointFlags(flags)
+	certFile := flags.String("cert-file", "", "also check the SVID in this PEM file (leaf first)")
+	daemonOnly := flags.Bool("daemon-only", false, "only check that meshid serves; skip this process's SVID")
+	asJSON := flags.Bool("json", false, "print JSON")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if flags.NArg() > 0 {
+		flags.Usage()
+		return fmt.Errorf("healthcheck: unexpected argument %q", flags.Arg(0))
+	}
+	e, err := parseEndpoint(*ep.socket)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
+	defer cancel()
+
+	var checks []healthCheck
+	add := func(name string, err error, ok string) {
+		c := healthCheck{Name: name, OK: err == nil, Message: ok}
+		if err != nil {
+			c.Message = err.Error()
+		}
+		checks = append(checks, c)
+	}
+	daemonErr := e.serving(ctx)
+	add("daemon", daemonErr, "serving at "+e.addr)
+	if !*daemonOnly && daemonErr == nil {
+		msg, err := e.checkSVID(ctx, clock)
+		add("svid", err, msg)
+	}
+	if *certFile != "" {
+		msg, err := checkSVIDFile(*certFile, clock())
+		add("cert-file", err, msg)
+	}
+
+	healthy := true
+	for _, c := range checks {
+		healthy = healthy && c.OK
+	}
+	if *asJSON {
+		if err := writeJSON(stdout, struct {
+			Healthy bool          `json:"healthy"`
+			Checks  []healthCheck `json:"checks"`
+		}{healthy, checks}); err != nil {
+			return err
+		}
+	} else {
+		for _, c := range checks {
+			word := "ok  "
+			if !c.OK {
+				word = "FAIL"
+			}
+			fmt.Fprintf(stdout, "%s  %-9s %s\n", word, c.Name, c.Message)
+		}
+	}
+	if !healthy {
+		return errors.New("unhealthy")
+	}
+	return nil
+}
+
+type healthCheck struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// serving asks the socket's gRPC health service about the whole server.
+func (e endpoint) serving(ctx context.Context) error {
+	target, err := workloadapi.TargetFromAddress(e.addr)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.addr, err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return e.explain(err)
+	}
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("meshid at %s says %s", e.addr, resp.Status)
+	}
+	return nil
+}
+
+func (e endpoint) checkSVID(ctx context.Context, clock func() time.Time) (string, error) {
+	c, err := e.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	svids, err := c.FetchX509SVIDs(ctx)
+	if err != nil {
+		return "", e.explain(err)
+	}
+	now := clock()
+	var msg string
+	for _, s := range svids {
+		if err := freshness(s.ID.String(), s.Certificates[0], now); err != nil {
+			return "", err
+		}
+		if msg != "" {
+			msg += "; "
+		}
+		msg += fmt.Sprintf("%s expires %s", s.ID, relTime(s.Certificates[0].NotAfter, now))
+	}
+	return msg, nil
+}
+
+func checkSVIDFile(path string, now time.Time) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	name := path
+	if len(leaf.URIs) > 0 {
+		name = fmt.Sprintf("%s (%s)", path, leaf.URIs[0])
+	}
+	if err := freshness(name, leaf, now); err != nil {
+		return "", fmt.Errorf("%w; is `meshid svid watch` still running and rewriting it?", err)
+	}
+	return fmt.Sprintf("%s expires %s", name, relTime(leaf.NotAfter, now)), nil
+}
+
+// freshness fails for a certificate past renewal or expired.
+func freshness(name string, leaf *x509.Certificate, now time.Time) error {
+	switch {
+	case !now.Before(leaf.NotAfter):
+		return fmt.Errorf("%s expired %s (at %s)", name, relTime(leaf.NotAfter, now), leaf.NotAfter.UTC().Format(time.RFC3339))
+	case pastRenewal(leaf.NotBefore, leaf.NotAfter, now):
+		return fmt.Errorf("%s is past 3/4 of its life and was not renewed (expires %s): rotation has stalled", name, relTime(leaf.NotAfter, now))
+	}
+	return nil
+}
