@@ -20,7 +20,7 @@ type arena struct {
 }
 
 // termChunk is about what one request's document needs outside the caches.
-const termChunk = 32
+const termChunk = 16
 
 var arenas = sync.Pool{New: func() any { return &arena{pairs: make([][2]*ast.Term, 0, 64)} }}
 

@@ -125,6 +125,7 @@ type inputBuilder struct {
 	paths   cache[string, pathTerms]
 	peers   cache[peerKey, *ast.Term]
 	ids     cache[idKey, *ast.Term]
+	spiffes cache[spiffeKey, *ast.Term]
 }
 
 func newInputBuilder(xfcc *xfccTrust, jwt *jwtValidator) *inputBuilder {
@@ -135,6 +136,7 @@ func newInputBuilder(xfcc *xfccTrust, jwt *jwtValidator) *inputBuilder {
 		paths:   newCache[string, pathTerms](pathCacheSize),
 		peers:   newCache[peerKey, *ast.Term](peerCacheSize),
 		ids:     newCache[idKey, *ast.Term](idCacheSize),
+		spiffes: newCache[spiffeKey, *ast.Term](idCacheSize),
 	}
 }
 
@@ -570,7 +572,6 @@ type idKey struct {
 // spiffe is input.spiffe: who is calling (source), who is called
 // (destination) and the JWT-SVID the request carries (jwt).
 func (b *inputBuilder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Term {
-	o := a.begin()
 	headers := attrs.GetRequest().GetHttp().GetHeaders()
 	source, via := attrs.GetSource().GetPrincipal(), viaMTLS
 	if b.xfcc != nil {
@@ -578,18 +579,37 @@ func (b *inputBuilder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Ter
 			source, via = id, viaXFCC
 		}
 	}
-	if t := b.idTerm(source, via); t != nil {
-		a.add(kSource, t)
-	}
-	if t := b.idTerm(attrs.GetDestination().GetPrincipal(), nil); t != nil {
-		a.add(kDestination, t)
-	}
+	var jwt *ast.Term
 	if b.jwt != nil {
-		if t := b.jwt.term(headers["authorization"]); t != nil {
-			a.add(kJWT, t)
+		jwt = b.jwt.term(headers["authorization"])
+	}
+	// Without a JWT the whole object depends on two IDs only: share it.
+	key := spiffeKey{source: source, via: via, destination: attrs.GetDestination().GetPrincipal()}
+	if jwt == nil {
+		if t, ok := b.spiffes.get(key); ok {
+			return t
 		}
 	}
-	return a.end(o)
+	pairs := make([][2]*ast.Term, 0, 3)
+	if t := b.idTerm(source, via); t != nil {
+		pairs = append(pairs, ast.Item(kSource, t))
+	}
+	if t := b.idTerm(key.destination, nil); t != nil {
+		pairs = append(pairs, ast.Item(kDestination, t))
+	}
+	if jwt != nil {
+		return a.term(ast.NewObject(append(pairs, ast.Item(kJWT, jwt))...))
+	}
+	t := ast.ObjectTerm(pairs...)
+	b.spiffes.put(key, t)
+	return t
+}
+
+// spiffeKey identifies an input.spiffe without a JWT.
+type spiffeKey struct {
+	source      string
+	via         *ast.Term
+	destination string
 }
 
 // idTerm describes a principal that is a SPIFFE ID, nil for anything else

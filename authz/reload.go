@@ -76,6 +76,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
+			// The parent is watched for the policy dir itself only.
+			if !r.inTree(ev.Name) {
+				continue
+			}
 			r.log.Debug("authz: policy dir changed", "event", ev.String())
 			settle.Reset(reloadSettle)
 		case err, ok := <-w.Errors:
@@ -143,6 +147,11 @@ func (r *Reloader) watchTree(w *fsnotify.Watcher) {
 		}
 		return nil
 	})
+}
+
+func (r *Reloader) inTree(path string) bool {
+	dir := filepath.Clean(r.cfg.PolicyDir)
+	return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
 }
 
 func isDir(path string) bool {

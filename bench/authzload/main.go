@@ -1,0 +1,173 @@
+// Command authzload drives an ext_authz gRPC server the way Envoy's
+// ext_authz filter does: the same CheckRequest (the demo frontend's GET
+// /hello to the backend, as Envoy 1.40 describes it) from a fixed number
+// of concurrent callers over a few HTTP/2 connections, for a fixed time;
+// each call has its own request id and time, as Envoy's do.
+// It prints one line: concurrency, requests, errors, throughput and the
+// latency percentiles, for bench/authz.sh to tabulate.
+//
+// A call is an error when it fails or when the server does not allow it:
+// both servers of the benchmark must allow this request.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9191", "ext_authz server")
+	concurrency := flag.Int("c", 8, "concurrent callers, each one call at a time")
+	duration := flag.Duration("d", 5*time.Second, "how long to send")
+	warmup := flag.Duration("warmup", time.Second, "calls sent before measuring, not counted")
+	conns := flag.Int("conns", 2, "HTTP/2 connections the callers share (Envoy opens one per worker thread)")
+	flag.Parse()
+	if err := run(*addr, *concurrency, *conns, *warmup, *duration); err != nil {
+		fmt.Fprintln(os.Stderr, "authzload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr string, concurrency, nconns int, warmup, duration time.Duration) error {
+	if concurrency < 1 || nconns < 1 {
+		return fmt.Errorf("-c %d and -conns %d must be at least 1", concurrency, nconns)
+	}
+	clients := make([]authv3.AuthorizationClient, nconns)
+	for i := range clients {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		clients[i] = authv3.NewAuthorizationClient(conn)
+	}
+	req := checkRequest()
+
+	if warmup > 0 {
+		if _, _, err := drive(clients, req, concurrency, warmup); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	lat, errs, err := drive(clients, req, concurrency, duration)
+	if err != nil {
+		return err
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	fmt.Printf("c=%d requests=%d errors=%d rps=%.0f p50_us=%.1f p99_us=%.1f\n",
+		concurrency, len(lat), errs, float64(len(lat))/duration.Seconds(),
+		float64(pct(0.50))/1e3, float64(pct(0.99))/1e3)
+	return nil
+}
+
+// drive calls Check from concurrency goroutines until d has passed and
+// returns the latency of every successful call and the number of errors.
+// The first error is returned too when every call failed.
+func drive(clients []authv3.AuthorizationClient, req *authv3.CheckRequest, concurrency int, d time.Duration) ([]time.Duration, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		all      []time.Duration
+		errs     int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for i := range concurrency {
+		client := clients[i%len(clients)]
+		// Each caller has its own request: like Envoy's, every call
+		// carries a new request id and time.
+		req := proto.Clone(req).(*authv3.CheckRequest)
+		httpReq := req.Attributes.Request.Http
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 1<<16)
+			n := 0
+			var first error
+			for seq := 0; ctx.Err() == nil; seq++ {
+				httpReq.Id = strconv.Itoa(i<<32 | seq)
+				httpReq.Headers["x-request-id"] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, seq)
+				req.Attributes.Request.Time = timestamppb.Now()
+				start := time.Now()
+				resp, err := client.Check(context.Background(), req)
+				took := time.Since(start)
+				switch {
+				case err != nil:
+					n++
+					first = cmpErr(first, err)
+				case codes.Code(resp.GetStatus().GetCode()) != codes.OK:
+					n++
+					first = cmpErr(first, fmt.Errorf("denied: %v", resp.GetStatus()))
+				default:
+					lat = append(lat, took)
+				}
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			errs += n
+			firstErr = cmpErr(firstErr, first)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(all) == 0 && firstErr != nil {
+		return nil, errs, firstErr
+	}
+	return all, errs, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func checkRequest() *authv3.CheckRequest {
+	sock := func(ip string, port uint32) *corev3.Address {
+		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+		}}}
+	}
+	const path = "/hello?lang=fr"
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address:     sock("127.0.0.1", 40112),
+			Principal:   "spiffe://example.org/ns/demo/sa/frontend",
+			Certificate: "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
+		},
+		Destination: &authv3.AttributeContext_Peer{Address: sock("127.0.0.1", 8443), Principal: "spiffe://example.org/ns/demo/sa/backend"},
+		Request: &authv3.AttributeContext_Request{
+			Time: timestamppb.Now(),
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id:     "13461337126245466937",
+				Method: "GET",
+				Headers: map[string]string{
+					":authority": "backend:8443", ":method": "GET", ":path": path, ":scheme": "https",
+					"user-agent": "curl/8.5.0", "accept": "*/*", "x-forwarded-proto": "https",
+					"x-request-id": "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e",
+				},
+				Path: path, Host: "backend:8443", Scheme: "https", Protocol: "HTTP/1.1",
+			},
+		},
+		MetadataContext: &corev3.Metadata{},
+	}}
+}
