@@ -102,7 +102,12 @@ func newAuthzService(ctx context.Context, cfg config.Authz, log *slog.Logger, re
 // useAuthority makes JWT-SVIDs validate against the CA's JWT bundle (the
 // CA is opened after the policies compile, so it arrives late). Until it
 // is called every JWT-SVID is reported invalid.
-func (s *authzService) useAuthority(a *ca.Authority) { s.jwt.a.Store(a) }
+func (s *authzService) useAuthority(a *ca.Authority) {
+	s.jwt.a.Store(a)
+	if len(s.cfg.JWTAudiences) > 0 {
+		s.log.Info("authz: JWT-SVIDs are validated against the CA's JWT bundle", "audiences", s.cfg.JWTAudiences)
+	}
+}
 
 // listen opens the listeners and the decision log file.
 func (s *authzService) listen() (err error) {
