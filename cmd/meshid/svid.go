@@ -283,10 +283,7 @@ func bundlePEM(s *x509svid.SVID, set *x509bundle.Set, federated bool) ([]byte, e
 // directory and a rename, so that a reader sees the old content or the new,
 // never a part; on failure nothing is left behind but the old file.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir, name := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
+	dir, name := filepath.Dir(path), filepath.Base(path)
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w%s", path, unwrapPathError(err), writeHint(dir, err))
