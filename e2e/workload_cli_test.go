@@ -191,7 +191,7 @@ func TestWorkloadCLI(t *testing.T) {
 		}
 		hups, ready := filepath.Join(state, "hups"), filepath.Join(state, "ready")
 		w, err := m.StartCLI(ctx, cliUID, "svid", "watch", "-write", dir, "-unreachable-timeout", "5s",
-			"-cmd", "sh", "-c", hupCounter, "counter", hups, ready, dir)
+			"-jwt-audience", "payments", "-jwt-file", "token", "-cmd", "sh", "-c", hupCounter, "counter", hups, ready, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,8 +200,17 @@ func TestWorkloadCLI(t *testing.T) {
 		if first.URIs[0].String() != cliID {
 			t.Fatalf("svid.pem is %s", first.URIs[0])
 		}
-		if fi, err := os.Stat(filepath.Join(dir, "svid_key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("key file: %v %v", fi.Mode(), err)
+		for _, secret := range []string{"svid_key.pem", "token"} {
+			if fi, err := os.Stat(filepath.Join(dir, secret)); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("%s: %v %v", secret, fi, err)
+			}
+		}
+		token, err := os.ReadFile(filepath.Join(dir, "token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := cli(t, strangerUID, "jwt", "validate", "-audience", "payments", string(token)); !strings.Contains(out, "SPIFFE ID  "+cliID) {
+			t.Fatalf("the helper's JWT-SVID:\n%s", out)
 		}
 
 		waitUntil(t, ctx, "a rotation to reach the program", func() bool { return readCount(hups) >= 1 })
