@@ -143,9 +143,8 @@ func multipartTerm(contentType, body string) (*ast.Term, error) {
 				return nil, fmt.Errorf("part %q is declared JSON but is not: %w", name, err)
 			}
 		} else {
-			if !utf8.Valid(data) {
-				return nil, fmt.Errorf("part %q: %w", name, errInvalidUTF8)
-			}
+			// A file part may be binary: its bytes are passed on as they
+			// are, as OPA-Envoy does.
 			val = ast.StringTerm(string(data))
 		}
 		if _, ok := fields[name]; !ok {
