@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -80,6 +81,15 @@ func TestHealthcheckUnreachable(t *testing.T) {
 	}
 	if strings.Contains(out, "svid") {
 		t.Fatalf("checked the SVID of an unreachable daemon: %q", out)
+	}
+
+	out, _, err = runCmd(t, "healthcheck", "-json", "-daemon-only", "-socket", "unix://"+sock)
+	var r struct {
+		Healthy bool
+		Checks  []healthCheck
+	}
+	if err == nil || json.Unmarshal([]byte(out), &r) != nil || r.Healthy || len(r.Checks) != 1 || r.Checks[0].Name != "daemon" || r.Checks[0].OK {
+		t.Fatalf("healthcheck -json: %v\n%s", err, out)
 	}
 }
 
