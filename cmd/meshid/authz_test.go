@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/meshid/meshid/internal/config"
+)
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestAuthzService runs the daemon's authz front door on a Unix socket
+// and an HTTP address, with reflection and a decision log file, and asks
+// it through each.
+func TestAuthzService(t *testing.T) {
+	dir := t.TempDir()
+	policies := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
+	cfg := config.Default().Authz
+	cfg.Address = "unix://" + filepath.Join(dir, "run", "authz.sock")
+	cfg.HTTPAddress = freeTCPAddr(t)
+	cfg.Reflection = true
+	cfg.PolicyDir = policies
+	cfg.DecisionLog = filepath.Join(dir, "logs", "decisions.jsonl")
+	reg := prometheus.NewRegistry()
+
+	s, err := newAuthzService(context.Background(), cfg, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			stopped = true
+		}
+	}
+	t.Cleanup(stop)
+
+	info, err := os.Stat(strings.TrimPrefix(cfg.Address, "unix://"))
+	if err != nil || info.Mode().Perm() != 0o777 || info.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("authz socket: %v %v, want a socket with mode 0777", info.Mode(), err)
+	}
+	conn, err := grpc.NewClient(cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx, callCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer callCancel()
+
+	for path, want := range map[string]codes.Code{"/hello": codes.OK, "/admin": codes.PermissionDenied} {
+		resp, err := authv3.NewAuthorizationClient(conn).Check(callCtx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path}},
+		}})
+		if err != nil || codes.Code(resp.GetStatus().GetCode()) != want {
+			t.Errorf("Check %s over the Unix socket: %v %v, want %v", path, resp.GetStatus(), err, want)
+		}
+	}
+	if h, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health: %v %v", h, err)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil || !strings.Contains(r.String(), "envoy.service.auth.v3.Authorization") {
+		t.Errorf("reflection lists %v (%v), want the Authorization service", r, err)
+	}
+	stream.CloseSend()
+
+	for path, want := range map[string]int{"/hello": 200, "/admin": 403} {
+		req, _ := http.NewRequestWithContext(callCtx, "GET", "http://"+cfg.HTTPAddress+path, nil)
+		resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("HTTP ext_authz %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+
+	stop() // the decision log is written out before run returns
+	logged, err := os.ReadFile(cfg.DecisionLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(logged), "\n"); n != 4 {
+		t.Errorf("decision log has %d lines, want 4 (two gRPC, two HTTP checks):\n%s", n, logged)
+	}
+}
+
+func TestListenAuthz(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "authz.sock")
+
+	// A stale socket (nobody serves it) is replaced.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	l, err := listenAuthz("authz.address", "unix://"+sock)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+
+	// A live one is not stolen.
+	if _, err := listenAuthz("authz.address", "unix://"+sock); err == nil || !strings.Contains(err.Error(), "authz.address: "+sock+" is in use") {
+		t.Errorf("live socket: %v, want in use", err)
+	}
+	l.Close()
+
+	// Nor is a file that is not a socket deleted.
+	file := filepath.Join(dir, "plain")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenAuthz("authz.http_address", "unix://"+file); err == nil || !strings.Contains(err.Error(), "authz.http_address: "+file+" exists and is not a socket") {
+		t.Errorf("plain file: %v", err)
+	}
+	if _, err := listenAuthz("authz.address", "127.0.0.1:notaport"); err == nil || !strings.HasPrefix(err.Error(), "authz.address: ") {
+		t.Errorf("bad TCP address: %v", err)
+	}
+}
+
+// TestAuthzServiceRefusesBadPolicies: a policy that does not compile
+// stops the start, with its position, before anything is opened.
+func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
+	cfg := config.Default().Authz
+	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": brokenPolicy})
+	cfg.DecisionLog = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
+	_, err := newAuthzService(context.Background(), cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") || !strings.Contains(err.Error(), "authz.rego:4:2: rego_unsafe_var_error") {
+		t.Fatalf("newAuthzService = %v, want the compile error with its position", err)
+	}
+	if _, err := os.Stat(filepath.Dir(cfg.DecisionLog)); err == nil {
+		t.Error("a refused start created the decision log's directory")
+	}
+}
