@@ -133,6 +133,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	if err != nil {
 		return nil, err
 	}
+	authzSvc.useAuthority(authority)
 
 	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: reg}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
