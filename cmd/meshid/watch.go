@@ -67,7 +67,8 @@ Helper mode: keeps this process's SVID, key (0600) and bundle in DIR and
 rewrites them atomically on every rotation meshid pushes. After each rewrite
 it sends -renew-signal to the process whose pid is in -pid-file, or else to
 PROG. -cmd must come last: everything after it is the program to start once
-the files exist, supervise (SIGINT and SIGTERM are forwarded) and exit with.
+the files exist, supervise (SIGINT or SIGTERM to the helper stops it with
+SIGTERM, SIGKILL 10s later) and exit with.
 With -jwt-audience, a JWT-SVID is kept in -jwt-file (0600), refetched at
 half its life. Exits 1 when meshid has been unreachable for longer than
 -unreachable-timeout, and warns when the SVID it holds is past 3/4 of its
@@ -175,7 +176,10 @@ type helper struct {
 	log    *slog.Logger
 	clock  func() time.Time
 	// tick is how often unreachability and stalls are checked; 0 means 1s.
-	tick           time.Duration
+	tick time.Duration
+	// stopGrace is how long a program the helper stops may take to exit
+	// before it is killed; 0 means 10s.
+	stopGrace      time.Duration
 	stdout, stderr io.Writer
 }
 
@@ -228,6 +232,10 @@ func (h *helper) run(ctx context.Context) (int, error) {
 	if tick == 0 {
 		tick = time.Second
 	}
+	stopGrace := h.stopGrace
+	if stopGrace == 0 {
+		stopGrace = 10 * time.Second
+	}
 	watchCtx, cancelWatch := context.WithCancel(ctx)
 	ev := watchEvents{updates: make(chan *workloadapi.X509Context, 1), errs: make(chan error, 1)}
 	watchDone := make(chan struct{})
@@ -274,13 +282,21 @@ func (h *helper) run(ctx context.Context) (int, error) {
 		go func(c *exec.Cmd) { childDone <- c.Wait() }(child)
 		return nil
 	}
-	// stopChild forwards sig and waits for the program's exit status.
+	// stopChild forwards sig and waits for the program's exit status,
+	// killing it if it has not exited within stopGrace.
 	stopChild := func(sig os.Signal) int {
 		if child == nil {
 			return 0
 		}
 		_ = child.Process.Signal(sig)
-		return exitStatus(<-childDone)
+		select {
+		case err := <-childDone:
+			return exitStatus(err)
+		case <-time.After(stopGrace):
+			h.log.Warn("program ignored the signal; killing it", "pid", child.Process.Pid, "signal", sig, "grace", stopGrace)
+			_ = child.Process.Kill()
+			return exitStatus(<-childDone)
+		}
 	}
 	fetchJWT := func() error {
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -371,3 +371,22 @@ func TestParseWatchFlags(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestWatchKillsAProgramThatIgnoresSIGTERM(t *testing.T) {
+	w := newWatchWorld(t, func(c *watchConfig, w *watchWorld) {
+		c.cmd = []string{"sh", "-c", "trap '' TERM; echo ready > " + w.ready + "; while :; do sleep 0.02; done"}
+	})
+	w.h.stopGrace = 200 * time.Millisecond
+	ca := newTestCA(t, "example.org")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := w.start(ctx)
+	w.src.updates <- ca.context(ca.svid(t, "/app", time.Now(), time.Now().Add(time.Hour)))
+	waitFor(t, "the program", func() bool { return fileExists(w.ready) })
+	cancel()
+	if r := <-done; r.err != nil || r.code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("run = %d, %v; want 137", r.code, r.err)
+	}
+	if !strings.Contains(w.log.String(), "program ignored the signal; killing it") {
+		t.Fatalf("log:\n%s", w.log.String())
+	}
+}
