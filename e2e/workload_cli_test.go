@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,16 +215,37 @@ func TestWorkloadCLI(t *testing.T) {
 		}
 
 		waitUntil(t, ctx, "a rotation to reach the program", func() bool { return readCount(hups) >= 1 })
-		fi, _ := os.Stat(filepath.Join(dir, "svid.pem"))
 		second := leafOf(t, filepath.Join(dir, "svid.pem"))
 		if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
 			t.Fatal("SIGHUP without a new SVID on disk")
 		}
-		// meshid backdates NotBefore by 10s: issuance is NotBefore+10s.
-		t.Logf("rotation: serial %x -> %x; svid.pem rewritten %v after issuance; program counted %d SIGHUP(s)",
-			first.SerialNumber, second.SerialNumber, fi.ModTime().Sub(second.NotBefore.Add(10*time.Second)).Round(time.Millisecond), readCount(hups))
+		t.Logf("rotation: serial %x -> %x; helper wrote the files %v after meshid issued the SVID (their logs); program counted %d SIGHUP(s)",
+			first.SerialNumber, second.SerialNumber, logTime(t, w.Logs(), "wrote SVID", second).Sub(logTime(t, m.Logs(), "issued X509-SVID", second)), readCount(hups))
 		if out := cli(t, cliUID, "healthcheck", "-cert-file", filepath.Join(dir, "svid.pem")); !strings.Contains(out, "ok    cert-file") {
 			t.Fatalf("healthcheck -cert-file:\n%s", out)
+		}
+
+		// A helper that stops listening (frozen here) leaves its file to
+		// age: past 3/4 of the SVID's life healthcheck says rotation has
+		// stalled. Thawed, the helper catches up and the check passes.
+		if err := w.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stale := second.NotBefore.Add(second.NotAfter.Sub(second.NotBefore) / 4 * 3)
+		time.Sleep(time.Until(stale) + 200*time.Millisecond)
+		out, err := m.CLI(ctx, cliUID, "healthcheck", "-cert-file", filepath.Join(dir, "svid.pem"))
+		if err == nil || !strings.Contains(out, "FAIL  cert-file") || !strings.Contains(out, "rotation has stalled") {
+			w.Signal(syscall.SIGCONT)
+			t.Fatalf("healthcheck on a stale file: %v\n%s", err, out)
+		}
+		if err := w.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, ctx, "the thawed helper to rewrite the file", func() bool {
+			return leafOf(t, filepath.Join(dir, "svid.pem")).SerialNumber.Cmp(second.SerialNumber) != 0
+		})
+		if out := cli(t, cliUID, "healthcheck", "-cert-file", filepath.Join(dir, "svid.pem")); !strings.Contains(out, "ok    cert-file") {
+			t.Fatalf("healthcheck after the helper caught up:\n%s", out)
 		}
 
 		// meshid restarts: the helper reconnects and keeps the program.
@@ -313,4 +335,22 @@ func leafOf(t *testing.T, path string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// logTime is when a log line with msg and c's serial was written.
+func logTime(t *testing.T, logs, msg string, c *x509.Certificate) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, `msg="`+msg+`"`) || !strings.Contains(line, "serial="+c.SerialNumber.Text(16)) {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		return at
+	}
+	t.Fatalf("no %q log line for serial %x", msg, c.SerialNumber)
+	return time.Time{}
 }
