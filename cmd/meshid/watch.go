@@ -53,6 +53,7 @@ type watchConfig struct {
 	pidFile     string
 	exitAfter   time.Duration
 	unreachable time.Duration
+	timeout     time.Duration // of each JWT-SVID fetch
 }
 
 func parseWatchFlags(args []string, stderr io.Writer) (watchConfig, error) {
@@ -124,7 +125,7 @@ life without renewal.
 	return watchConfig{
 		endpoint: e, files: files, jwtAudience: aud, jwtFile: *jwtFile,
 		cmd: cmd, renewSignal: s, pidFile: *pidFile,
-		exitAfter: *exitAfter, unreachable: *unreachable,
+		exitAfter: *exitAfter, unreachable: *unreachable, timeout: *ep.timeout,
 	}, nil
 }
 
@@ -299,7 +300,7 @@ func (h *helper) run(ctx context.Context) (int, error) {
 		}
 	}
 	fetchJWT := func() error {
-		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		jctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 		defer cancel()
 		svid, err := h.source.FetchJWTSVID(jctx, jwtsvid.Params{Audience: cfg.jwtAudience[0], ExtraAudiences: cfg.jwtAudience[1:]})
 		if err != nil {

@@ -105,6 +105,7 @@ func newWatchWorld(t *testing.T, cfgEdit func(*watchConfig, *watchWorld)) *watch
 		files:       svidFiles{dir: &w.dir, cert: &cert, key: &key, bundle: &bundle, federated: &fed},
 		renewSignal: syscall.SIGHUP,
 		unreachable: time.Minute,
+		timeout:     10 * time.Second,
 	}
 	if cfgEdit != nil {
 		cfgEdit(&cfg, w)
