@@ -274,6 +274,9 @@ func (h *helper) run(ctx context.Context) (int, error) {
 		}
 		child = exec.Command(cfg.cmd[0], cfg.cmd[1:]...)
 		child.Stdin, child.Stdout, child.Stderr = os.Stdin, h.stdout, h.stderr
+		// When stdout is not a file, Wait also waits for whatever inherited
+		// the pipe; the program's exit is what counts.
+		child.WaitDelay = time.Second
 		if err := child.Start(); err != nil {
 			child = nil
 			return fmt.Errorf("-cmd %s: %w", cfg.cmd[0], err)

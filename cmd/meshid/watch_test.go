@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -14,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -26,6 +31,7 @@ import (
 type fakeSource struct {
 	updates chan *workloadapi.X509Context
 	errs    chan error
+	jwt     func() (*jwtsvid.SVID, error) // nil: Unimplemented
 }
 
 func newFakeSource() *fakeSource {
@@ -47,7 +53,35 @@ func (f *fakeSource) WatchX509Context(ctx context.Context, w workloadapi.X509Con
 }
 
 func (f *fakeSource) FetchJWTSVID(context.Context, jwtsvid.Params) (*jwtsvid.SVID, error) {
-	return nil, status.Error(codes.Unimplemented, "not in this test")
+	if f.jwt == nil {
+		return nil, status.Error(codes.Unimplemented, "not in this test")
+	}
+	return f.jwt()
+}
+
+// testJWT signs a JWT-SVID for aud that expires after ttl.
+func testJWT(t *testing.T, sub, aud string, ttl time.Duration) *jwtsvid.SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := josejwt.Signed(signer).Claims(josejwt.Claims{
+		Subject: sub, Audience: josejwt.Audience{aud},
+		Expiry: josejwt.NewNumericDate(time.Now().Add(ttl)), IssuedAt: josejwt.NewNumericDate(time.Now()),
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jwtsvid.ParseInsecure(token, []string{aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // syncBuffer is a bytes.Buffer for a writer and a reader in different
@@ -389,5 +423,46 @@ func TestWatchKillsAProgramThatIgnoresSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(w.log.String(), "program ignored the signal; killing it") {
 		t.Fatalf("log:\n%s", w.log.String())
+	}
+}
+
+func TestWatchKeepsAJWTSVID(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		fetches int
+	)
+	w := newWatchWorld(t, func(c *watchConfig, w *watchWorld) {
+		c.jwtAudience, c.jwtFile = []string{"payments"}, "token"
+		c.cmd = []string{"sh", "-c", "test -s " + w.dir + "/token && echo ready > " + w.ready + "; exec sleep 30"}
+	})
+	w.src.jwt = func() (*jwtsvid.SVID, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fetches++; fetches == 1 { // meshid not ready for JWTs at first
+			return nil, status.Error(codes.Unavailable, "issue JWT-SVID: no key yet")
+		}
+		return testJWT(t, "spiffe://example.org/app", "payments", 2*time.Second), nil
+	}
+	ca := newTestCA(t, "example.org")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := w.start(ctx)
+	w.src.updates <- ca.context(ca.svid(t, "/app", time.Now(), time.Now().Add(time.Hour)))
+	// The program waits for the token, retried 2s after the failure.
+	waitFor(t, "the program to start with its token", func() bool { return fileExists(w.ready) })
+	first, _ := os.ReadFile(filepath.Join(w.dir, "token"))
+	if fi, err := os.Stat(filepath.Join(w.dir, "token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", fi, err)
+	}
+	// A 2s token is refetched after about 1s.
+	waitFor(t, "the token to be refetched at half its life", func() bool {
+		b, _ := os.ReadFile(filepath.Join(w.dir, "token"))
+		return len(b) > 0 && !bytes.Equal(b, first)
+	})
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if fetches < 3 {
+		t.Fatalf("%d fetches, want a failure, a token and a refresh", fetches)
 	}
 }
