@@ -466,3 +466,22 @@ func TestWatchKeepsAJWTSVID(t *testing.T) {
 		t.Fatalf("%d fetches, want a failure, a token and a refresh", fetches)
 	}
 }
+
+func TestWatchExitAfter(t *testing.T) {
+	w := newWatchWorld(t, func(c *watchConfig, w *watchWorld) {
+		c.exitAfter = 300 * time.Millisecond
+		c.cmd = []string{"sh", "-c", counterScript, "counter", w.count, w.ready, w.dir}
+	})
+	ca := newTestCA(t, "example.org")
+	start := time.Now()
+	done := w.start(t.Context())
+	w.src.updates <- ca.context(ca.svid(t, "/app", time.Now(), time.Now().Add(time.Hour)))
+	r := <-done
+	// 7 from its trap, or 143 if SIGTERM came before the trap was set.
+	if r.err != nil || (r.code != 7 && r.code != 128+int(syscall.SIGTERM)) {
+		t.Fatalf("run = %d, %v; want the program stopped by SIGTERM", r.code, r.err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("exited after %v, want about 300ms", took)
+	}
+}
