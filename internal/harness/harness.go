@@ -18,6 +18,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -355,11 +356,19 @@ func reachableByOthers(path string) error {
 }
 
 // usedPorts is process-wide so that two Envs in one test binary (parallel
-// tests) never get the same port either.
+// tests) never get the same port either. Ports come from a window below the
+// kernel's ephemeral range: the kernel never gives those to an outgoing
+// connection, so a port handed out here cannot be taken by some client's
+// connect between a process's stop and its restart on the same address.
 var usedPorts struct {
 	sync.Mutex
-	m map[int]bool
+	m        map[int]bool
+	low, end int // the window [low, end)
+	next     int
 }
+
+// portWindow is how many ports below the ephemeral range the harness uses.
+const portWindow = 10000
 
 // FreeAddr returns "127.0.0.1:PORT" for a port that was free a moment ago
 // and that no Env in this process has handed out before.
@@ -368,17 +377,40 @@ func (e *Env) FreeAddr() string {
 	defer usedPorts.Unlock()
 	if usedPorts.m == nil {
 		usedPorts.m = map[int]bool{}
+		usedPorts.end = ephemeralLow()
+		usedPorts.low = max(usedPorts.end-portWindow, 1024)
+		// Test binaries run side by side: start each at its own place.
+		usedPorts.next = usedPorts.low + rand.IntN(usedPorts.end-usedPorts.low)
 	}
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for range usedPorts.end - usedPorts.low {
+		port := usedPorts.next
+		if usedPorts.next++; usedPorts.next >= usedPorts.end {
+			usedPorts.next = usedPorts.low
+		}
+		if usedPorts.m[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			panic(fmt.Sprintf("harness: no free loopback port: %v", err))
+			continue // in use
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		if !usedPorts.m[port] {
-			usedPorts.m[port] = true
-			return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		}
+		usedPorts.m[port] = true
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	}
+	panic(fmt.Sprintf("harness: no free loopback port in %d-%d", usedPorts.low, usedPorts.end-1))
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(data), &low, &high); err != nil || low <= 1024 {
+		return 32768
+	}
+	return low
 }

@@ -30,6 +30,10 @@ func TestFreeAddrNeverRepeats(t *testing.T) {
 		if !strings.HasPrefix(addr, "127.0.0.1:") {
 			t.Fatalf("FreeAddr = %q, want 127.0.0.1:PORT", addr)
 		}
+		// Below the ephemeral range, where no client's connect can take it.
+		if port, _ := strconv.Atoi(strings.TrimPrefix(addr, "127.0.0.1:")); port >= ephemeralLow() {
+			t.Fatalf("FreeAddr = %q, inside the kernel's ephemeral range (from %d)", addr, ephemeralLow())
+		}
 	}
 }
 
