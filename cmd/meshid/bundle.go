@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/pem"
 	"flag"
 	"fmt"
@@ -52,17 +51,11 @@ reads; default the trust domain of this process's SVID.
 			return fmt.Errorf("-trust-domain %q: %w", *tdFlag, err)
 		}
 	}
-	e, err := parseEndpoint(*ep.socket)
+	ctx, c, e, done, err := ep.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
-	defer cancel()
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer done()
 
 	if *format == "pem" {
 		set, err := c.FetchX509Bundles(ctx)

@@ -37,6 +37,20 @@ func addEndpointFlags(flags *flag.FlagSet) endpointFlags {
 	}
 }
 
+// connect parses -socket and opens a Workload API client whose calls are
+// bounded by -timeout; done releases both.
+func (f endpointFlags) connect() (ctx context.Context, c *workloadapi.Client, e endpoint, done func(), err error) {
+	if e, err = parseEndpoint(*f.socket); err != nil {
+		return nil, nil, endpoint{}, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout)
+	if c, err = e.client(ctx); err != nil {
+		cancel()
+		return nil, nil, endpoint{}, nil, err
+	}
+	return ctx, c, e, func() { c.Close(); cancel() }, nil
+}
+
 // endpoint is a parsed Workload API address.
 type endpoint struct {
 	addr string // as given, for go-spiffe

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -64,17 +63,11 @@ for TOKEN=$(meshid jwt fetch -audience A -token).
 		}
 		params.Subject = sid
 	}
-	e, err := parseEndpoint(*ep.socket)
+	ctx, c, e, done, err := ep.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
-	defer cancel()
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer done()
 	svid, err := c.FetchJWTSVID(ctx, params)
 	if err != nil {
 		return e.explain(err)
@@ -115,17 +108,11 @@ and claims. Exits 1 with meshid's reason when the token is refused.
 		flags.Usage()
 		return errors.New("jwt validate: want -audience A and exactly one TOKEN")
 	}
-	e, err := parseEndpoint(*ep.socket)
+	ctx, c, e, done, err := ep.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
-	defer cancel()
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer done()
 	svid, err := c.ValidateJWTSVID(ctx, strings.TrimSpace(flags.Arg(0)), *audience)
 	if err != nil {
 		return e.explain(err)

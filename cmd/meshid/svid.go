@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -45,17 +44,11 @@ one, never half of one.
 		flags.Usage()
 		return fmt.Errorf("svid fetch: unexpected argument %q", flags.Arg(0))
 	}
-	e, err := parseEndpoint(*ep.socket)
+	ctx, c, e, done, err := ep.connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
-	defer cancel()
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer done()
 	x509ctx, err := c.FetchX509Context(ctx)
 	if err != nil {
 		return e.explain(err)
