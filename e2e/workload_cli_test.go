@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -197,7 +196,7 @@ func TestWorkloadCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitUntil(t, ctx, "the program to start on its files", func() bool { return exists(ready) })
-		first := leafOf(t, filepath.Join(dir, "svid.pem"))
+		first := readCert(t, filepath.Join(dir, "svid.pem"))
 		if first.URIs[0].String() != cliID {
 			t.Fatalf("svid.pem is %s", first.URIs[0])
 		}
@@ -215,7 +214,7 @@ func TestWorkloadCLI(t *testing.T) {
 		}
 
 		waitUntil(t, ctx, "a rotation to reach the program", func() bool { return readCount(hups) >= 1 })
-		second := leafOf(t, filepath.Join(dir, "svid.pem"))
+		second := readCert(t, filepath.Join(dir, "svid.pem"))
 		if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
 			t.Fatal("SIGHUP without a new SVID on disk")
 		}
@@ -242,7 +241,7 @@ func TestWorkloadCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitUntil(t, ctx, "the thawed helper to rewrite the file", func() bool {
-			return leafOf(t, filepath.Join(dir, "svid.pem")).SerialNumber.Cmp(second.SerialNumber) != 0
+			return readCert(t, filepath.Join(dir, "svid.pem")).SerialNumber.Cmp(second.SerialNumber) != 0
 		})
 		if out := cli(t, cliUID, "healthcheck", "-cert-file", filepath.Join(dir, "svid.pem")); !strings.Contains(out, "ok    cert-file") {
 			t.Fatalf("healthcheck after the helper caught up:\n%s", out)
@@ -309,23 +308,6 @@ func readCount(path string) int {
 	b, _ := os.ReadFile(path)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
-}
-
-func leafOf(t *testing.T, path string) *x509.Certificate {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // logTime is when a log line with msg and c's serial was written.
