@@ -172,13 +172,7 @@ func TestDemoMesh(t *testing.T) {
 		if err := mesh.Meshid.Restart(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// SVIDs live in meshid's memory: a new one proves the Envoy fetched
-		// again from the new process.
-		var newSVID, newRoots []string
-		waitFor(t, ctx, "the backend Envoy to receive an SVID from the restarted meshid", func() bool {
-			newSVID, newRoots = envoyCerts(t, ctx, mesh.Backend)
-			return len(newSVID) > 0 && newSVID[0] != oldSVID[0]
-		})
+		newSVID, newRoots := awaitNewSVID(t, ctx, mesh.Backend, oldSVID)
 		if !activeCA(t, mesh.Meshid).Equal(before) || !slices.Equal(newRoots, oldRoots) {
 			t.Fatalf("restart changed the trust root: bundle %v -> %v", oldRoots, newRoots)
 		}
@@ -226,6 +220,19 @@ func envoyCerts(t *testing.T, ctx context.Context, v *harness.Envoy) (own, roots
 			own = append(own, c.SerialNumber)
 		}
 	}
+	return own, roots
+}
+
+// awaitNewSVID waits until the Envoy holds an SVID other than old and
+// returns its certificates as envoyCerts does. SVIDs live in meshid's
+// memory, so after a restart a new one proves the Envoy fetched again from
+// the new process.
+func awaitNewSVID(t *testing.T, ctx context.Context, v *harness.Envoy, old []string) (own, roots []string) {
+	t.Helper()
+	waitFor(t, ctx, v.Name+" to receive an SVID from the new meshid", func() bool {
+		own, roots = envoyCerts(t, ctx, v)
+		return len(own) > 0 && own[0] != old[0]
+	})
 	return own, roots
 }
 

@@ -113,11 +113,7 @@ func TestEnvoySurvivesMeshidCrash(t *testing.T) {
 	if err := mesh.Meshid.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var newSVID, newRoots []string
-	waitFor(t, ctx, "the backend Envoy to reconnect and receive an SVID from the new meshid", func() bool {
-		newSVID, newRoots = envoyCerts(t, ctx, mesh.Backend)
-		return len(newSVID) > 0 && newSVID[0] != oldSVID[0]
-	})
+	newSVID, newRoots := awaitNewSVID(t, ctx, mesh.Backend, oldSVID)
 	if !slices.Equal(newRoots, oldRoots) {
 		t.Fatalf("after the crash the trust bundle changed: %v -> %v", oldRoots, newRoots)
 	}
