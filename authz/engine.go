@@ -9,14 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
@@ -241,28 +239,23 @@ var errUndefined = errors.New("undefined")
 // value. An undefined decision is an error, as are a timeout and any
 // evaluation error.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (ast.Value, error) {
-	// Cancel the evaluation on the timeout, or when the caller gives up,
-	// without the goroutine per evaluation that rego would start to watch
-	// ctx: at tens of thousands of checks a second it shows.
-	cancel := topdown.NewCancel()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(e.timeout, func() {
-		timedOut.Store(true)
-		cancel.Cancel()
-	})
-	defer timer.Stop()
-	defer context.AfterFunc(ctx, cancel.Cancel)()
+	// The deadline cancels the evaluation on the timeout, or when the
+	// caller gives up, without the goroutine per evaluation rego would
+	// start to watch ctx.
+	st := getEvalState(ctx, e.timeout)
+	defer putEvalState(st)
 
 	rs, err := e.query.Eval(ctx,
 		rego.EvalParsedInput(input),
-		rego.EvalExternalCancel(cancel),
+		rego.EvalExternalCancel(&st.deadline),
+		rego.EvalVirtualCache(&st.rules),
 		rego.EvalMetrics(metrics.NoOp()),
 		// Keep the value as a term: the result is mapped to a
 		// CheckResponse from the term, with no Go map in between.
 		rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }),
 	)
 	if err != nil {
-		if timedOut.Load() {
+		if st.deadline.timedOut() {
 			return nil, fmt.Errorf("evaluate %s: not decided within the eval timeout (%v): %w", e.decision, e.timeout, err)
 		}
 		return nil, fmt.Errorf("evaluate %s: %w", e.decision, err)
