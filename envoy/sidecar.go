@@ -65,6 +65,12 @@ type Inbound struct {
 	ListenAddr string // where peer sidecars connect, "IP:PORT"
 	AppAddr    string // the local app, "IP:PORT"
 	AuthzAddr  string // meshid's ext_authz, "IP:PORT" or "unix:///path"
+	// AuthzHTTP makes ext_authz speak Envoy's HTTP protocol (http_service)
+	// instead of gRPC: AuthzAddr is then meshid's authz.http_address, not
+	// authz.address. That protocol carries no peer, so meshid learns the
+	// caller only from the x-forwarded-client-cert header this listener
+	// sets, and only with authz.xfcc.trust.
+	AuthzHTTP bool
 }
 
 // Outbound is the client side: plain HTTP from the local app, mTLS to a peer
@@ -100,7 +106,13 @@ type view struct {
 	Outbound                                  *outboundView
 }
 
-type inboundView struct{ Listen, App, Authz address }
+type inboundView struct {
+	Listen, App, Authz address
+	AuthzHTTP          bool
+	// AuthzURI is http_service.server_uri.uri. Envoy requires one but sends
+	// the request to the cluster, with the original request's Host.
+	AuthzURI string
+}
 
 type outboundView struct {
 	Listen, Peer address
@@ -168,6 +180,13 @@ func (s Sidecar) view() (view, error) {
 			v.Inbound.Authz = address{Pipe: path}
 		} else {
 			v.Inbound.Authz = tcpAddress("Inbound.AuthzAddr", in.AuthzAddr, fail)
+		}
+		if in.AuthzHTTP {
+			v.Inbound.AuthzHTTP = true
+			v.Inbound.AuthzURI = "http://meshid-authz"
+			if a := v.Inbound.Authz; a.Pipe == "" && a.Host != "" {
+				v.Inbound.AuthzURI = "http://" + net.JoinHostPort(a.Host, strconv.Itoa(int(a.Port)))
+			}
 		}
 	}
 	if out := s.Outbound; out != nil {

@@ -150,6 +150,65 @@ func TestRenderContent(t *testing.T) {
 	}
 }
 
+// TestRenderAuthzHTTP checks the HTTP ext_authz filter against what
+// meshid's HTTP handler needs: every request header including the XFCC the
+// listener sets, the path unchanged, the policy's headers passed on, and
+// an HTTP/1.1 cluster (meshid's HTTP server does not speak h2c).
+func TestRenderAuthzHTTP(t *testing.T) {
+	s := valid()
+	s.Inbound.AuthzHTTP = true
+	doc := render(t, s)
+
+	listeners := byName(t, lookup(t, doc, "static_resources.listeners"))
+	hcm := lookup(t, listeners["inbound"], "filter_chains.0.filters.0.typed_config")
+	authz := lookup(t, hcm, "http_filters.0.typed_config").(map[string]any)
+	if _, ok := authz["grpc_service"]; ok {
+		t.Errorf("ext_authz has a grpc_service beside http_service: %v", authz)
+	}
+	for path, want := range map[string]any{
+		"failure_mode_allow":                          false,
+		"http_service.server_uri.cluster":             "meshid_authz",
+		"http_service.server_uri.uri":                 "http://127.0.0.1:10003",
+		"http_service.server_uri.timeout":             "1s",
+		"http_service.path_prefix":                    "",
+		"allowed_headers.patterns.0.safe_regex.regex": ".*",
+		"http_service.authorization_response.allowed_upstream_headers.patterns.0.prefix":          "x-",
+		"http_service.authorization_response.allowed_client_headers_on_success.patterns.0.prefix": "x-",
+	} {
+		if got := lookup(t, authz, path); got != want {
+			t.Errorf("ext_authz %s = %v, want %v", path, got, want)
+		}
+	}
+	// Unset, Envoy passes every header of a deny to the client; set, only
+	// those it names.
+	if _, ok := lookup(t, authz, "http_service.authorization_response").(map[string]any)["allowed_client_headers"]; ok {
+		t.Error("allowed_client_headers is set; a deny would lose the policy's headers")
+	}
+	var disallowed []string
+	for _, p := range lookup(t, authz, "disallowed_headers.patterns").([]any) {
+		disallowed = append(disallowed, lookup(t, p, "exact").(string))
+	}
+	for _, h := range disallowed {
+		if h == "x-forwarded-client-cert" || h == "authorization" {
+			t.Errorf("disallowed_headers holds %s, which policies read", h)
+		}
+	}
+
+	clusters := byName(t, lookup(t, doc, "static_resources.clusters"))
+	if _, ok := clusters["meshid_authz"].(map[string]any)["typed_extension_protocol_options"]; ok {
+		t.Error("meshid_authz is HTTP/2; meshid's HTTP ext_authz server speaks HTTP/1.1")
+	}
+	if got := lookup(t, clusters["meshid_authz"], "load_assignment.endpoints.0.lb_endpoints.0.endpoint.address.socket_address.port_value"); got != 10003 {
+		t.Errorf("meshid_authz port = %v", got)
+	}
+
+	s.Inbound.AuthzAddr = "unix:///run/meshid/authz-http.sock"
+	clusters = byName(t, lookup(t, render(t, s), "static_resources.clusters"))
+	if got := lookup(t, clusters["meshid_authz"], "load_assignment.endpoints.0.lb_endpoints.0.endpoint.address.pipe.path"); got != "/run/meshid/authz-http.sock" {
+		t.Errorf("meshid_authz pipe = %v", got)
+	}
+}
+
 func TestRenderOmitsUnusedSide(t *testing.T) {
 	s := valid()
 	s.Inbound = nil
@@ -185,6 +244,14 @@ func TestEnvoyValidates(t *testing.T) {
 		"authz on a unix socket": func(s *envoy.Sidecar) {
 			s.Outbound = nil
 			s.Inbound.AuthzAddr = "unix:///tmp/meshid/authz.sock"
+		},
+		"authz over HTTP": func(s *envoy.Sidecar) {
+			s.Outbound = nil
+			s.Inbound.AuthzHTTP = true
+		},
+		"authz over HTTP on a unix socket": func(s *envoy.Sidecar) {
+			s.Inbound.AuthzHTTP = true
+			s.Inbound.AuthzAddr = "unix:///tmp/meshid/authz-http.sock"
 		},
 		"delta SDS": func(s *envoy.Sidecar) { s.DeltaSDS = true },
 		"ALL":       func(s *envoy.Sidecar) { s.ValidationName = "ALL" },

@@ -22,6 +22,9 @@ Prints an Envoy bootstrap for a sidecar that takes its certificate and trust
 bundle from meshid over SDS. -inbound terminates mTLS from peers, asks meshid's
 ext_authz and forwards to -app; -outbound takes plain HTTP from the app and
 originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
+With -authz-http, ext_authz uses Envoy's HTTP protocol and -authz is meshid's
+authz.http_address; meshid then reads the caller from x-forwarded-client-cert
+and needs authz.xfcc.trust: true.
 
 `)
 		flags.PrintDefaults()
@@ -40,7 +43,8 @@ originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
 	flags.StringVar(&sc.Node, "node", "", "Envoy node id (informational; default: the SPIFFE ID)")
 	flags.StringVar(&in.ListenAddr, "inbound", "", "mTLS listener for peers")
 	flags.StringVar(&in.AppAddr, "app", "", "the local app behind -inbound")
-	flags.StringVar(&in.AuthzAddr, "authz", "127.0.0.1:9191", "meshid's authz.address (IP:PORT or unix:///path)")
+	flags.StringVar(&in.AuthzAddr, "authz", "127.0.0.1:9191", "meshid's authz.address, or its authz.http_address with -authz-http (IP:PORT or unix:///path)")
+	flags.BoolVar(&in.AuthzHTTP, "authz-http", false, "ask meshid over Envoy's HTTP ext_authz protocol instead of gRPC")
 	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
 	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
 	flags.StringVar(&out.PeerSPIFFEID, "peer-id", "", "the SPIFFE ID the peer must present")
@@ -59,6 +63,8 @@ originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
 	}
 	if in.ListenAddr != "" || in.AppAddr != "" {
 		sc.Inbound = &in
+	} else if in.AuthzHTTP {
+		return fmt.Errorf("envoy bootstrap: -authz-http configures the inbound listener; add -inbound and -app")
 	}
 	if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
 		sc.Outbound = &out

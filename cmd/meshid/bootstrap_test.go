@@ -17,7 +17,12 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 		{
 			name: "inbound sidecar, trust domain from the SPIFFE ID",
 			args: []string{"-spiffe-id", "spiffe://corp.example/ns/a/sa/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-socket", "/run/meshid.sock"},
-			want: []string{`"spiffe://corp.example/ns/a/sa/api"`, `"spiffe://corp.example"`, `"/run/meshid.sock"`, "port_value: 8443", "port_value: 8080", "ext_authz", "port_value: 9191", "api_type: GRPC,"},
+			want: []string{`"spiffe://corp.example/ns/a/sa/api"`, `"spiffe://corp.example"`, `"/run/meshid.sock"`, "port_value: 8443", "port_value: 8080", "ext_authz", "grpc_service:", "port_value: 9191", "api_type: GRPC,"},
+		},
+		{
+			name: "inbound sidecar asking meshid over HTTP",
+			args: []string{"-spiffe-id", "spiffe://example.org/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-authz", "127.0.0.1:9192", "-authz-http"},
+			want: []string{"http_service:", `uri: "http://127.0.0.1:9192"`, "port_value: 9192", `path_prefix: ""`, "allowed_upstream_headers"},
 		},
 		{
 			name: "outbound sidecar pins the peer",
@@ -38,6 +43,11 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 			name:    "half an outbound",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001"},
 			wantErr: "Sidecar.Outbound.PeerAddr is required",
+		},
+		{
+			name:    "HTTP ext_authz without an inbound listener",
+			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api", "-authz-http"},
+			wantErr: "-authz-http configures the inbound listener",
 		},
 		{
 			name:    "stray argument",
