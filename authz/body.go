@@ -20,14 +20,22 @@ import (
 // bound the work per part count, not per byte.
 const maxMultipartParts = 1000
 
-// parseBody is parsed_body and truncated_body, as OPA-Envoy fills them when
-// Envoy sends the body (with_request_body): JSON, form-urlencoded or
-// multipart/form-data by content-type, from body or else raw_body; null
-// for any other type or an empty body. A body Envoy cut short (it says so
-// with x-envoy-auth-partial-body, or content-length is longer than what
-// arrived) is reported truncated and never parsed: half a document could read as a different one.
-// A body that claims a type it does not have is an error, hence a deny.
+// parseBody is parseBodyWith without proto descriptors: gRPC bodies stay
+// unparsed.
 func parseBody(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, err error) {
+	return parseBodyWith(httpReq, nil)
+}
+
+// parseBodyWith is parsed_body and truncated_body, as OPA-Envoy fills them
+// when Envoy sends the body (with_request_body): JSON, form-urlencoded or
+// multipart/form-data by content-type, from body or else raw_body, and
+// gRPC when protos describe its services; null for any other type or an
+// empty body. A body Envoy cut short (it says so with
+// x-envoy-auth-partial-body, or content-length is longer than what
+// arrived) is reported truncated and never parsed: half a document could
+// read as a different one. A body that claims a type it does not have is
+// an error, hence a deny.
+func parseBodyWith(httpReq *authv3.AttributeContext_HttpRequest, protos *ProtoDescriptors) (parsed *ast.Term, truncated bool, err error) {
 	headers := httpReq.GetHeaders()
 	body := httpReq.GetBody()
 	if body == "" {
@@ -42,7 +50,7 @@ func parseBody(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, 
 	}
 	contentType := headers["content-type"]
 	kind := bodyKind(contentType)
-	if kind == "" {
+	if kind == "" || kind == "grpc" && protos == nil {
 		return nullTerm, false, nil
 	}
 	if cl, ok := headers["content-length"]; ok {
@@ -67,6 +75,14 @@ func parseBody(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, 
 			return nil, false, fmt.Errorf("content-type is form-urlencoded but the body is not: %w", err)
 		}
 		return t, false, nil
+	case "grpc":
+		// The same bytes as body, without copying raw_body (pack_as_bytes,
+		// which binary messages need) again.
+		msg := httpReq.GetRawBody()
+		if httpReq.GetBody() != "" {
+			msg = []byte(body)
+		}
+		return protos.parsedBody(httpReq.GetPath(), headers, msg)
 	default:
 		t, err := multipartTerm(contentType, body)
 		if err != nil {
@@ -86,6 +102,8 @@ func bodyKind(contentType string) string {
 		return "form"
 	case strings.Contains(contentType, "multipart/form-data"):
 		return "multipart"
+	case strings.Contains(contentType, "application/grpc"):
+		return "grpc"
 	}
 	return ""
 }

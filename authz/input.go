@@ -120,6 +120,8 @@ var uncachedHeaders = map[string]bool{
 type inputBuilder struct {
 	xfcc *xfccTrust    // nil: input.spiffe.source only from mTLS
 	jwt  *jwtValidator // nil: no input.spiffe.jwt
+	// protos decode gRPC bodies; nil leaves them unparsed.
+	protos *ProtoDescriptors
 
 	strings cache[string, *ast.Term]
 	paths   cache[string, pathTerms]
@@ -165,7 +167,7 @@ func (b *inputBuilder) build(req *authv3.CheckRequest) (ast.Value, error) {
 	a.add(kParsedPath, pt.path)
 	a.add(kParsedQuery, pt.query)
 
-	body, truncated, err := parseBody(httpReq)
+	body, truncated, err := parseBodyWith(httpReq, b.protos)
 	if err != nil {
 		return nil, fmt.Errorf("request body: %w", err)
 	}

@@ -39,6 +39,10 @@ type Options struct {
 	// these audiences.
 	JWTAudiences []string
 	JWTBundles   jwtbundle.Source
+	// ProtoDescriptors decode gRPC request bodies (content-type
+	// application/grpc) into input.parsed_body, as OPA-Envoy's
+	// proto-descriptor does; nil leaves them null.
+	ProtoDescriptors *ProtoDescriptors
 	// DecisionLog receives every decision; nil logs none.
 	DecisionLog *DecisionLog
 	// Metrics registers the authz series; nil registers none.
@@ -100,6 +104,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, s.clock)
 	}
 	s.inputs = newInputBuilder(xfcc, jwt)
+	s.inputs.protos = o.ProtoDescriptors
 	m, err := newServerMetrics(o.Metrics, o.DecisionLog)
 	if err != nil {
 		return nil, err
