@@ -46,6 +46,18 @@ type DemoOptions struct {
 	// ValidationName is both sidecars' SDS name for their trust bundle;
 	// empty means the trust domain ID (see envoy.Sidecar.ValidationName).
 	ValidationName string
+	// AuthzHTTP makes the backend sidecar ask meshid over Envoy's HTTP
+	// ext_authz protocol, on Meshid.AuthzHTTPAddr, instead of gRPC.
+	// StartDemoMesh turns on meshid's authz.http_address for it; a meshid
+	// given to StartDemoWorkloads must have been started with
+	// MeshidOptions.AuthzHTTP. That protocol carries no peer: policies see
+	// the caller only with authz.xfcc.trust (Meshid.ConfigureAuthz).
+	AuthzHTTP bool
+	// BackendAppAddr, if set, is an app already serving there ("IP:PORT")
+	// that the backend sidecar forwards to instead of a demoapp, for tests
+	// that need to see what reached the backend. DemoMesh.BackendApp is
+	// then nil.
+	BackendAppAddr string
 }
 
 // DemoMesh is meshid plus two workloads, each behind its own Envoy:
@@ -56,7 +68,7 @@ type DemoOptions struct {
 type DemoMesh struct {
 	Meshid                  *Meshid
 	Frontend, Backend       *Envoy // Frontend has only an outbound listener, Backend only an inbound one
-	FrontendApp, BackendApp *App
+	FrontendApp, BackendApp *App   // BackendApp is nil with DemoOptions.BackendAppAddr
 	// FrontendURL is "http://<frontend app>/call/": append a backend path,
 	// e.g. FrontendURL+"hello", to send a request across the mesh.
 	FrontendURL string
@@ -73,6 +85,7 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 		Entries:     DemoEntries(),
 		PolicyDir:   o.PolicyDir,
 		X509TTL:     o.X509TTL,
+		AuthzHTTP:   o.AuthzHTTP,
 	})
 	if err != nil {
 		return nil, err
@@ -87,10 +100,22 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 // settings apply (meshid is already running).
 func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o DemoOptions) (*DemoMesh, error) {
 	d := &DemoMesh{Meshid: back, Dir: e.Dir}
-	var err error
-	if d.BackendApp, err = e.StartApp(ctx, "backend", BackendAppUID, ""); err != nil {
-		return nil, err
+	authzAddr := back.AuthzAddr
+	if o.AuthzHTTP {
+		if back.AuthzHTTPAddr == "" {
+			return nil, fmt.Errorf("harness: DemoOptions.AuthzHTTP, but meshid %s serves no authz.http_address (MeshidOptions.AuthzHTTP)", back.Name)
+		}
+		authzAddr = back.AuthzHTTPAddr
 	}
+	appAddr := o.BackendAppAddr
+	if appAddr == "" {
+		app, err := e.StartApp(ctx, "backend", BackendAppUID, "")
+		if err != nil {
+			return nil, err
+		}
+		d.BackendApp, appAddr = app, app.Addr
+	}
+	var err error
 	d.Backend, err = e.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
 		SDSSocket:      back.SocketPath,
 		SPIFFEID:       BackendID,
@@ -99,8 +124,9 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o Dem
 		ValidationName: o.ValidationName,
 		Inbound: &envoy.Inbound{
 			ListenAddr: e.FreeAddr(),
-			AppAddr:    d.BackendApp.Addr,
-			AuthzAddr:  back.AuthzAddr,
+			AppAddr:    appAddr,
+			AuthzAddr:  authzAddr,
+			AuthzHTTP:  o.AuthzHTTP,
 		},
 	}, BackendEnvoyUID)
 	if err != nil {
@@ -146,8 +172,15 @@ func (d *DemoMesh) String() string {
 	row("frontend app", d.FrontendApp.URL, FrontendAppUID, d.FrontendApp.Process)
 	row("frontend envoy", "outbound "+d.Frontend.Sidecar.Outbound.ListenAddr, FrontendEnvoyUID, d.Frontend.Process)
 	row("backend envoy", "inbound "+d.Backend.Sidecar.Inbound.ListenAddr, BackendEnvoyUID, d.Backend.Process)
-	row("backend app", d.BackendApp.URL, BackendAppUID, d.BackendApp.Process)
+	if d.BackendApp != nil {
+		row("backend app", d.BackendApp.URL, BackendAppUID, d.BackendApp.Process)
+	} else {
+		fmt.Fprintf(&b, "  %-15s %s (not started by the harness)\n", "backend app", d.Backend.Sidecar.Inbound.AppAddr)
+	}
 	row("meshid", "authz "+m.AuthzAddr, 0, m.Process)
+	if m.AuthzHTTPAddr != "" {
+		fmt.Fprintf(&b, "  meshid HTTP ext_authz %s\n", m.AuthzHTTPAddr)
+	}
 	fmt.Fprintf(&b, "  meshid socket %s, admin http://%s/readyz\n", m.SocketPath, m.AdminAddr)
 	fmt.Fprintf(&b, "  envoy admin: frontend %s, backend %s\n", d.Frontend.AdminURL, d.Backend.AdminURL)
 	fmt.Fprintf(&b, "try:\n  curl %shello   # allowed by policy: 200 from the backend\n  curl %sadmin   # denied by policy: 403\n", d.FrontendURL, d.FrontendURL)

@@ -21,6 +21,9 @@ type MeshidOptions struct {
 	PolicyDir string
 	// X509TTL of issued SVIDs; zero leaves meshid's default.
 	X509TTL time.Duration
+	// AuthzHTTP also serves Envoy's HTTP ext_authz protocol
+	// (authz.http_address) on a free port: Meshid.AuthzHTTPAddr.
+	AuthzHTTP bool
 	// ExtraConfig is YAML appended verbatim to meshid.yaml, for sections the
 	// harness does not write (federation, ca, ...). It must not repeat a
 	// top-level key the harness writes.
@@ -44,6 +47,9 @@ type Meshid struct {
 	Dir         string // holds meshid.yaml, entries.yaml, data/ and sock/
 	ConfigPath  string
 	EntriesPath string
+	// AuthzHTTPAddr is Envoy's HTTP ext_authz protocol, "127.0.0.1:PORT";
+	// "" unless MeshidOptions.AuthzHTTP.
+	AuthzHTTPAddr string
 
 	env  *Env
 	name string // ProcSpec name, reused by Restart
@@ -60,8 +66,9 @@ type meshidConfig struct {
 		X509TTL string `yaml:"x509_ttl"`
 	} `yaml:"svid,omitempty"`
 	Authz struct {
-		Address   string `yaml:"address"`
-		PolicyDir string `yaml:"policy_dir"`
+		Address     string `yaml:"address"`
+		HTTPAddress string `yaml:"http_address,omitempty"`
+		PolicyDir   string `yaml:"policy_dir"`
 	} `yaml:"authz"`
 	Admin struct {
 		Address string `yaml:"address"`
@@ -119,6 +126,10 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		}{o.X509TTL.String()}
 	}
 	c.Authz.Address = m.AuthzAddr
+	if o.AuthzHTTP {
+		m.AuthzHTTPAddr = e.FreeAddr()
+		c.Authz.HTTPAddress = m.AuthzHTTPAddr
+	}
 	c.Authz.PolicyDir = o.PolicyDir
 	c.Admin.Address = m.AdminAddr
 	c.Log.Level, c.Log.Format = "debug", "text"

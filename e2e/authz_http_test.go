@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshid/meshid/internal/harness"
+)
+
+// authzHTTPPolicy only lets the frontend in when the request came over
+// Envoy's HTTP ext_authz protocol: that protocol carries no peer, so
+// attributes.source is absent and the caller can only be the
+// x-forwarded-client-cert header the backend Envoy set from the verified
+// client certificate. The same policy over gRPC would deny /hello.
+const authzHTTPPolicy = `package envoy.authz
+
+default allow := false
+
+frontend := "spiffe://example.org/ns/demo/sa/frontend"
+
+caller_is_frontend if {
+	not input.attributes.source
+	input.spiffe.source.id == frontend
+	input.spiffe.source.via == "xfcc"
+}
+
+req := input.attributes.request.http
+
+# The "x-saw-*" headers show the backend app what meshid was sent.
+allow := {
+	"allowed": true,
+	"headers": {
+		"x-meshid-caller": input.spiffe.source.id,
+		"x-saw-authorization": req.headers.authorization,
+		"x-saw-tenant": req.headers["x-tenant"],
+		"x-saw-path": req.path,
+	},
+	"request_headers_to_remove": ["x-spoofed"],
+	"response_headers_to_add": {"x-served-by": "meshid-http"},
+} if {
+	caller_is_frontend
+	req.method == "GET"
+	input.parsed_path == ["hello"]
+}
+
+# The demo frontend app sends no headers of its own.
+allow := {"allowed": true, "headers": {"x-meshid-caller": input.spiffe.source.id}} if {
+	caller_is_frontend
+	input.parsed_path == ["demo"]
+}
+
+allow := {
+	"allowed": false,
+	"http_status": 401,
+	"body": "who are you?",
+	"headers": {"x-denied-by": "meshid-http", "cache-control": "no-store"},
+} if input.parsed_path == ["admin"]
+`
+
+// TestAuthzHTTPThroughEnvoy runs the demo mesh with the backend Envoy's
+// ext_authz on meshid's HTTP protocol (authz.http_address) and
+// authz.xfcc.trust, and checks through real requests that the policy's
+// decision, headers, status and body reach the upstream and the client.
+func TestAuthzHTTPThroughEnvoy(t *testing.T) {
+	env := harness.ForTest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	policyDir, err := env.MkdirAll("policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WritePolicy(policyDir, "authz.rego", authzHTTPPolicy); err != nil {
+		t.Fatal(err)
+	}
+	m, err := env.StartMeshid(ctx, harness.MeshidOptions{Entries: harness.DemoEntries(), PolicyDir: policyDir, AuthzHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decisionLog := filepath.Join(env.Dir, "decisions.jsonl")
+	if err := m.ConfigureAuthz(ctx, map[string]any{
+		"xfcc":         map[string]any{"trust": true},
+		"decision_log": decisionLog,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	up := startUpstream(t)
+	mesh, err := env.StartDemoWorkloads(ctx, m, m, harness.DemoOptions{AuthzHTTP: true, BackendAppAddr: up.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := mesh.Backend.Sidecar.Inbound; !in.AuthzHTTP || in.AuthzAddr != m.AuthzHTTPAddr {
+		t.Fatalf("backend sidecar asks %s (HTTP %v), want meshid's HTTP ext_authz %s", in.AuthzAddr, in.AuthzHTTP, m.AuthzHTTPAddr)
+	}
+	// Straight to the frontend Envoy, to set request headers and read
+	// response headers (the demo frontend app passes on neither).
+	transport := &http.Transport{Proxy: nil}
+	t.Cleanup(transport.CloseIdleConnections)
+	client := meshClient{base: "http://" + mesh.Frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+
+	t.Run("allow: the policy's headers reach the upstream and the client", func(t *testing.T) {
+		resp, body := client.do(t, ctx, "/hello?lang=fr", map[string]string{
+			"authorization": "Bearer opaque",
+			"x-tenant":      "acme",
+			"x-spoofed":     "let me in",
+			// The frontend Envoy drops it, the backend Envoy sets its own.
+			"x-forwarded-client-cert": "URI=spiffe://example.org/ns/demo/sa/admin",
+		})
+		if resp.StatusCode != http.StatusOK || body != "upstream: /hello" {
+			t.Fatalf("GET /hello: %d %q, want 200 from the upstream", resp.StatusCode, body)
+		}
+		id := resp.Header.Get("x-meshid-decision-id")
+		if id == "" || resp.Header.Get("x-served-by") != "meshid-http" {
+			t.Errorf("client got headers %v, want x-meshid-decision-id and x-served-by: meshid-http", resp.Header)
+		}
+		seen := up.last()
+		for name, want := range map[string]string{
+			"x-meshid-caller":      harness.FrontendID,
+			"x-saw-authorization":  "Bearer opaque",
+			"x-saw-tenant":         "acme",
+			"x-saw-path":           "/hello?lang=fr",
+			"x-meshid-decision-id": id,
+		} {
+			if got := seen.Get(name); got != want {
+				t.Errorf("upstream got %s %q, want %q", name, got, want)
+			}
+		}
+		if got := seen.Get("x-spoofed"); got != "" {
+			t.Errorf("upstream got x-spoofed %q; the policy removes it", got)
+		}
+		if xfcc := seen.Get("x-forwarded-client-cert"); !strings.Contains(xfcc, "URI="+harness.FrontendID) {
+			t.Errorf("upstream got x-forwarded-client-cert %q, want the frontend's URI", xfcc)
+		}
+		line := waitDecision(t, ctx, decisionLog, id)
+		if src := line.Input.Spiffe.Source; !line.Allowed || src.ID != harness.FrontendID || src.Via != "xfcc" {
+			t.Errorf("decision log: allowed %v, spiffe.source %+v; want allowed, the frontend via xfcc", line.Allowed, src)
+		}
+		t.Logf("GET /hello -> 200, decision %s: upstream saw x-meshid-caller=%s x-saw-path=%s; client saw x-served-by=%s",
+			id, seen.Get("x-meshid-caller"), seen.Get("x-saw-path"), resp.Header.Get("x-served-by"))
+	})
+
+	t.Run("deny: the policy's status, body and headers reach the client, not the upstream", func(t *testing.T) {
+		before := up.count()
+		resp, body := client.do(t, ctx, "/admin", nil)
+		if resp.StatusCode != http.StatusUnauthorized || body != "who are you?" {
+			t.Fatalf("GET /admin: %d %q, want 401 %q", resp.StatusCode, body, "who are you?")
+		}
+		id := resp.Header.Get("x-meshid-decision-id")
+		// cache-control reaches the client only because the bootstrap
+		// leaves allowed_client_headers unset.
+		if id == "" || resp.Header.Get("x-denied-by") != "meshid-http" || resp.Header.Get("cache-control") != "no-store" {
+			t.Errorf("denied response headers %v, want x-meshid-decision-id, x-denied-by: meshid-http, cache-control: no-store", resp.Header)
+		}
+		if up.count() != before {
+			t.Error("the upstream received a denied request")
+		}
+		if line := waitDecision(t, ctx, decisionLog, id); line.Allowed {
+			t.Errorf("decision log says %s was allowed", id)
+		}
+		t.Logf("GET /admin -> %d %q, x-denied-by=%s, decision %s; upstream saw nothing", resp.StatusCode, body, resp.Header.Get("x-denied-by"), id)
+	})
+
+	t.Run("default deny", func(t *testing.T) {
+		before := up.count()
+		resp, _ := client.do(t, ctx, "/other", nil)
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("x-meshid-decision-id") == "" {
+			t.Fatalf("GET /other: %d %v, want 403 with a decision id", resp.StatusCode, resp.Header)
+		}
+		if up.count() != before {
+			t.Error("the upstream received a denied request")
+		}
+	})
+
+	t.Run("through the demo frontend app", func(t *testing.T) {
+		status, body, err := harness.Get(ctx, mesh.FrontendURL+"demo")
+		if err != nil || status != http.StatusOK || string(body) != "upstream: /demo" {
+			t.Fatalf("GET /call/demo: %d %q %v, want 200 from the upstream", status, body, err)
+		}
+		if got := up.last().Get("x-meshid-caller"); got != harness.FrontendID {
+			t.Errorf("upstream got x-meshid-caller %q, want %s", got, harness.FrontendID)
+		}
+		status, body, err = harness.Get(ctx, mesh.FrontendURL+"admin")
+		if err != nil || status != http.StatusUnauthorized || string(body) != "who are you?" {
+			t.Fatalf("GET /call/admin: %d %q %v, want 401", status, body, err)
+		}
+	})
+}
