@@ -59,6 +59,8 @@ allow := {
 	"body": "who are you?",
 	"headers": {"x-denied-by": "meshid-http", "cache-control": "no-store"},
 } if input.parsed_path == ["admin"]
+
+allow := {"allowed": false, "http_status": 503, "body": "down for maintenance"} if input.parsed_path == ["maintenance"]
 `
 
 // TestAuthzHTTPThroughEnvoy runs the demo mesh with the backend Envoy's
@@ -135,6 +137,12 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 		if xfcc := seen.Get("x-forwarded-client-cert"); !strings.Contains(xfcc, "URI="+harness.FrontendID) {
 			t.Errorf("upstream got x-forwarded-client-cert %q, want the frontend's URI", xfcc)
 		}
+		// One set of response headers carries both of the policy's header
+		// sets, so each reaches both sides (docs/envoy.md says so).
+		if resp.Header.Get("x-meshid-caller") != harness.FrontendID || seen.Get("x-served-by") != "meshid-http" {
+			t.Errorf("x-meshid-caller to the client %q, x-served-by upstream %q; want both passed on",
+				resp.Header.Get("x-meshid-caller"), seen.Get("x-served-by"))
+		}
 		line := waitDecision(t, ctx, decisionLog, id)
 		if src := line.Input.Spiffe.Source; !line.Allowed || src.ID != harness.FrontendID || src.Via != "xfcc" {
 			t.Errorf("decision log: allowed %v, spiffe.source %+v; want allowed, the frontend via xfcc", line.Allowed, src)
@@ -172,6 +180,16 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 		}
 		if up.count() != before {
 			t.Error("the upstream received a denied request")
+		}
+	})
+
+	// Envoy takes any 5xx from an HTTP authorization server for a failure
+	// of the server: the client gets status_on_error (403), not the
+	// policy's answer. docs/envoy.md says so; this keeps it true.
+	t.Run("a 5xx deny is Envoy's 403", func(t *testing.T) {
+		resp, body := client.do(t, ctx, "/maintenance", nil)
+		if resp.StatusCode != http.StatusForbidden || strings.Contains(body, "maintenance") {
+			t.Fatalf("GET /maintenance: %d %q, want Envoy's 403 without the policy's body", resp.StatusCode, body)
 		}
 	})
 
