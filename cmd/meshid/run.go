@@ -29,6 +29,7 @@ import (
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/internal/gcfloor"
 	"github.com/meshid/meshid/sds"
 	"github.com/meshid/meshid/workload"
 )
@@ -184,6 +185,10 @@ func (d *daemon) run(ctx context.Context) error {
 	g.Go(func() error { return serveGRPC(ctx, d.agent, d.agentLis) })
 	g.Go(func() error { return d.authz.run(ctx) })
 	g.Go(func() error { return serveHTTP(ctx, d.admin, d.adminLis) })
+	g.Go(func() error {
+		gcfloor.Run(ctx, gcfloor.DefaultFloor, d.log)
+		return nil
+	})
 	d.ready.Store(true)
 	d.log.Info("meshid ready",
 		"trust_domain", d.cfg.TrustDomain,
