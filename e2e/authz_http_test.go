@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshid/meshid/envoy"
 	"github.com/meshid/meshid/internal/harness"
 )
 
@@ -206,4 +207,58 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 			t.Fatalf("GET /call/admin: %d %q %v, want 401", status, body, err)
 		}
 	})
+}
+
+// TestAuthzHTTPOnUnixSocket asks meshid's HTTP ext_authz on a Unix socket:
+// the backend Envoy's meshid_authz cluster is then a pipe.
+func TestAuthzHTTPOnUnixSocket(t *testing.T) {
+	env := harness.ForTest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	policyDir, err := env.MkdirAll("policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WritePolicy(policyDir, "authz.rego", authzHTTPPolicy); err != nil {
+		t.Fatal(err)
+	}
+	m, err := env.StartMeshid(ctx, harness.MeshidOptions{Entries: harness.DemoEntries(), PolicyDir: policyDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := "unix://" + filepath.Join(m.Dir, "authz-http.sock")
+	if err := m.ConfigureAuthz(ctx, map[string]any{"http_address": socket, "xfcc": map[string]any{"trust": true}}); err != nil {
+		t.Fatal(err)
+	}
+	up := startUpstream(t)
+	backend, err := env.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
+		SDSSocket: m.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: m.TrustDomain,
+		Inbound: &envoy.Inbound{ListenAddr: env.FreeAddr(), AppAddr: up.addr, AuthzAddr: socket, AuthzHTTP: true},
+	}, harness.BackendEnvoyUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frontend, err := env.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
+		SDSSocket: m.SocketPath, SPIFFEID: harness.FrontendID, TrustDomain: m.TrustDomain,
+		Outbound: &envoy.Outbound{ListenAddr: env.FreeAddr(), PeerAddr: backend.Sidecar.Inbound.ListenAddr, PeerSPIFFEID: harness.BackendID},
+	}, harness.FrontendEnvoyUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*harness.Envoy{backend, frontend} {
+		if err := v.WaitLive(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	transport := &http.Transport{Proxy: nil}
+	t.Cleanup(transport.CloseIdleConnections)
+	client := meshClient{base: "http://" + frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+
+	if resp, body := client.do(t, ctx, "/demo", nil); resp.StatusCode != http.StatusOK || up.last().Get("x-meshid-caller") != harness.FrontendID {
+		t.Fatalf("GET /demo: %d %q, upstream x-meshid-caller %q; want 200 and the frontend", resp.StatusCode, body, up.last().Get("x-meshid-caller"))
+	}
+	if resp, body := client.do(t, ctx, "/admin", nil); resp.StatusCode != http.StatusUnauthorized || body != "who are you?" {
+		t.Fatalf("GET /admin: %d %q, want 401 %q", resp.StatusCode, body, "who are you?")
+	}
 }
