@@ -98,8 +98,9 @@ func newProtoDescriptors(set *descriptorpb.FileDescriptorSet) (*ProtoDescriptors
 	return d, nil
 }
 
-// Methods are the gRPC methods whose requests are decoded, as request
-// paths (/package.Service/Method), sorted.
+// Methods are the gRPC methods the set describes, as request paths
+// (/package.Service/Method), sorted; for a startup log line. Requests of
+// client-streaming methods among them are not decoded.
 func (d *ProtoDescriptors) Methods() []string {
 	ms := make([]string, 0, len(d.methods))
 	for name := range d.methods {
