@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -41,6 +43,7 @@ type authzService struct {
 	reloader  *authz.Reloader
 	decisions *authz.DecisionLog // nil unless authz.decision_log is set
 	jwt       *authorityJWTBundles
+	self      *selfIdentity // nil unless authz.tls.spiffe_id is set
 
 	lis, httpLis net.Listener
 	logFile      io.WriteCloser
@@ -48,7 +51,8 @@ type authzService struct {
 
 // newAuthzService compiles the policies; it opens no socket or file yet,
 // so a start refused for other reasons leaves nothing to clean up.
-func newAuthzService(ctx context.Context, cfg config.Authz, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
+// selfTTL is the lifetime of meshid's own SVID when authz.tls is on.
+func newAuthzService(ctx context.Context, cfg config.Authz, selfTTL time.Duration, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
 	engineCfg := authz.Config{
 		PolicyDir:   cfg.PolicyDir,
 		Decision:    cfg.Decision,
@@ -84,14 +88,36 @@ func newAuthzService(ctx context.Context, cfg config.Authz, log *slog.Logger, re
 	}
 	s.reloader = authz.NewReloader(s.srv, engineCfg, cfg.ReloadInterval, log)
 
-	s.grpc = grpc.NewServer()
+	var grpcOpts []grpc.ServerOption
+	if cfg.TLS.SPIFFEID != "" {
+		id, err := spiffeid.FromString(cfg.TLS.SPIFFEID)
+		if err != nil {
+			return nil, fmt.Errorf("authz.tls.spiffe_id: %w", err)
+		}
+		s.self = newSelfIdentity(id, selfTTL)
+	}
+	tlsCfg, err := authzTLSConfig(cfg.TLS, s.self)
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	s.srv.Register(s.grpc)
 	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
 	if cfg.Reflection {
 		reflection.Register(s.grpc)
 	}
 	if cfg.HTTPAddress != "" {
-		s.http = &http.Server{Handler: s.srv.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.http = &http.Server{
+			Handler:           s.srv.HTTPHandler(),
+			ReadHeaderTimeout: 5 * time.Second,
+			TLSConfig:         tlsCfg,
+			// Refused handshakes and broken requests are the operator's
+			// to see, in meshid's log rather than on bare stderr.
+			ErrorLog: slog.NewLogLogger(log.With("server", "authz.http_address").Handler(), slog.LevelWarn),
+		}
 	}
 	if cfg.DryRun {
 		log.Warn("authz: dry run: every request is allowed; the decision log and the debug log say what the policy decided")
@@ -104,6 +130,10 @@ func newAuthzService(ctx context.Context, cfg config.Authz, log *slog.Logger, re
 // is called every JWT-SVID is reported invalid.
 func (s *authzService) useAuthority(a *ca.Authority) {
 	s.jwt.a.Store(a)
+	if s.self != nil {
+		s.self.authority.Store(a)
+		s.log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", s.self.id, "client_ids", s.cfg.TLS.ClientIDs)
+	}
 	if len(s.cfg.JWTAudiences) > 0 {
 		s.log.Info("authz: JWT-SVIDs are validated against the CA's JWT bundle", "audiences", s.cfg.JWTAudiences)
 	}
@@ -122,6 +152,9 @@ func (s *authzService) listen() (err error) {
 	if s.http != nil {
 		if s.httpLis, err = listenAuthz("authz.http_address", s.cfg.HTTPAddress); err != nil {
 			return err
+		}
+		if s.http.TLSConfig != nil {
+			s.httpLis = tls.NewListener(s.httpLis, s.http.TLSConfig)
 		}
 	}
 	switch s.cfg.DecisionLog {

@@ -47,7 +47,7 @@ func TestAuthzService(t *testing.T) {
 	cfg.DecisionLog = filepath.Join(dir, "logs", "decisions.jsonl")
 	reg := prometheus.NewRegistry()
 
-	s, err := newAuthzService(context.Background(), cfg, slog.New(slog.DiscardHandler), reg)
+	s, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": brokenPolicy})
 	cfg.DecisionLog = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
-	_, err := newAuthzService(context.Background(), cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	_, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") || !strings.Contains(err.Error(), "authz.rego:4:2: rego_unsafe_var_error") {
 		t.Fatalf("newAuthzService = %v, want the compile error with its position", err)
 	}

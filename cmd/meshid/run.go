@@ -116,7 +116,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	authzSvc, err := newAuthzService(ctx, cfg.Authz, log, reg)
+	authzSvc, err := newAuthzService(ctx, cfg.Authz, cfg.SVID.X509TTL, log, reg)
 	if err != nil {
 		return nil, err
 	}

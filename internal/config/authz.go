@@ -36,6 +36,19 @@ type Authz struct {
 	// JWTAudiences turns on input.spiffe.jwt; a JWT-SVID must name one.
 	JWTAudiences []string `yaml:"jwt_audiences"`
 	XFCC         XFCC     `yaml:"xfcc"`
+	TLS          AuthzTLS `yaml:"tls"`
+}
+
+// AuthzTLS serves address and http_address over mutual TLS with an
+// X509-SVID meshid's CA mints for meshid itself, so Envoys on other hosts
+// can reach the authz server safely.
+type AuthzTLS struct {
+	// SPIFFEID is meshid's own ID on the authz listeners, in its trust
+	// domain; empty serves them in plaintext.
+	SPIFFEID string `yaml:"spiffe_id"`
+	// ClientIDs are the SPIFFE IDs allowed to ask for decisions; empty
+	// allows any X509-SVID of the trust domain.
+	ClientIDs []string `yaml:"client_ids"`
 }
 
 // XFCC says whether input.spiffe.source may come from the
@@ -76,7 +89,7 @@ func (a *Authz) paths() []*string {
 	return ps
 }
 
-func (a Authz) validate(bad func(path []any, format string, args ...any)) {
+func (a Authz) validate(trustDomain string, bad func(path []any, format string, args ...any)) {
 	if err := checkListenAddress(a.Address); err != nil {
 		bad(at("authz", "address"), "authz.address: %v", err)
 	}
@@ -127,6 +140,29 @@ func (a Authz) validate(bad func(path []any, format string, args ...any)) {
 	for i, p := range a.XFCC.Proxies {
 		if _, err := spiffeid.FromString(p); err != nil {
 			bad(at("authz", "xfcc", "proxies", i), "authz.xfcc.proxies: %q is not a SPIFFE ID: %v", p, err)
+		}
+	}
+	a.TLS.validate(trustDomain, bad)
+}
+
+func (t AuthzTLS) validate(trustDomain string, bad func(path []any, format string, args ...any)) {
+	if t.SPIFFEID == "" {
+		if len(t.ClientIDs) > 0 {
+			bad(at("authz", "tls", "client_ids"), "authz.tls.client_ids is set but authz.tls.spiffe_id is empty: the listeners are plaintext and see no client certificate")
+		}
+		return
+	}
+	td, tdErr := spiffeid.TrustDomainFromString(trustDomain)
+	if id, err := spiffeid.FromString(t.SPIFFEID); err != nil {
+		bad(at("authz", "tls", "spiffe_id"), "authz.tls.spiffe_id %q is not a SPIFFE ID: %v", t.SPIFFEID, err)
+	} else if tdErr == nil && !id.MemberOf(td) {
+		bad(at("authz", "tls", "spiffe_id"), "authz.tls.spiffe_id %q is outside the trust domain %q: meshid's CA can only mint its own", t.SPIFFEID, trustDomain)
+	}
+	for i, c := range t.ClientIDs {
+		if id, err := spiffeid.FromString(c); err != nil {
+			bad(at("authz", "tls", "client_ids", i), "authz.tls.client_ids: %q is not a SPIFFE ID: %v", c, err)
+		} else if tdErr == nil && !id.MemberOf(td) {
+			bad(at("authz", "tls", "client_ids", i), "authz.tls.client_ids: %q is outside the trust domain %q, whose CA is the only one the listeners trust", c, trustDomain)
 		}
 	}
 }

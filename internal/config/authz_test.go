@@ -35,6 +35,9 @@ func TestLoadAuthz(t *testing.T) {
   decision_log_sample_rate: 0.5
   jwt_audiences: [backend]
   xfcc: {trust: true, proxies: ["spiffe://example.org/gateway"]}
+  tls:
+    spiffe_id: spiffe://example.org/meshid/authz
+    client_ids: [spiffe://example.org/ns/demo/sa/backend]
 `)
 	cfg, err := Load(path)
 	if err != nil {
@@ -47,7 +50,8 @@ func TestLoadAuthz(t *testing.T) {
 		a.EvalTimeout != 50*time.Millisecond || a.ReloadInterval != 0 || a.DenyStatus != 401 || !a.DryRun ||
 		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
 		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
-		!a.XFCC.Trust || !slices.Equal(a.XFCC.Proxies, []string{"spiffe://example.org/gateway"}) {
+		!a.XFCC.Trust || !slices.Equal(a.XFCC.Proxies, []string{"spiffe://example.org/gateway"}) ||
+		a.TLS.SPIFFEID != "spiffe://example.org/meshid/authz" || !slices.Equal(a.TLS.ClientIDs, []string{"spiffe://example.org/ns/demo/sa/backend"}) {
 		t.Errorf("authz = %+v", a)
 	}
 }
@@ -81,6 +85,10 @@ func TestLoadAuthzRejects(t *testing.T) {
 		{"proxy not a SPIFFE ID", "authz:\n  xfcc:\n    trust: true\n    proxies:\n      - gateway\n", []string{`meshid.yaml:5: authz.xfcc.proxies: "gateway" is not a SPIFFE ID`}},
 		{"unknown xfcc key", "authz:\n  xfcc:\n    trusted: true\n", []string{`meshid.yaml:3: unknown key "trusted"`}},
 		{"negative timeout", "authz:\n  eval_timeout: -1s\n", []string{"meshid.yaml:2: authz.eval_timeout must be positive"}},
+		{"tls id not SPIFFE", "authz:\n  tls:\n    spiffe_id: meshid\n", []string{`meshid.yaml:3: authz.tls.spiffe_id "meshid" is not a SPIFFE ID`}},
+		{"tls id elsewhere", "authz:\n  tls:\n    spiffe_id: spiffe://other.org/meshid\n", []string{`meshid.yaml:3: authz.tls.spiffe_id "spiffe://other.org/meshid" is outside the trust domain "example.org"`}},
+		{"tls clients without id", "authz:\n  tls:\n    client_ids: [spiffe://example.org/a]\n", []string{"meshid.yaml:3: authz.tls.client_ids is set but authz.tls.spiffe_id is empty"}},
+		{"tls client elsewhere", "authz:\n  tls:\n    spiffe_id: spiffe://example.org/meshid\n    client_ids:\n      - spiffe://example.org/a\n      - spiffe://other.org/b\n", []string{`meshid.yaml:6: authz.tls.client_ids: "spiffe://other.org/b" is outside the trust domain`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,7 +190,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 			}
 		}
 	}
-	c.Authz.validate(bad)
+	c.Authz.validate(c.TrustDomain, bad)
 	c.validateAttest(bad)
 	c.Federation.validate(c.TrustDomain, bad)
 	if err := checkHostPort(c.Admin.Address); err != nil {
