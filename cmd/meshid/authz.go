@@ -63,6 +63,12 @@ func newAuthzService(ctx context.Context, cfg config.Authz, selfTTL time.Duratio
 	if err != nil {
 		return nil, fmt.Errorf("authz.policy_dir: %w", err)
 	}
+	var protos *authz.ProtoDescriptors
+	if cfg.ProtoDescriptor != "" {
+		if protos, err = authz.LoadProtoDescriptors(cfg.ProtoDescriptor); err != nil {
+			return nil, fmt.Errorf("authz.proto_descriptor: %w", err)
+		}
+	}
 	s := &authzService{cfg: cfg, log: log, jwt: &authorityJWTBundles{}}
 	if cfg.DecisionLog != "" {
 		s.decisions = authz.NewDecisionLog(authz.DecisionLogOptions{
@@ -73,15 +79,16 @@ func newAuthzService(ctx context.Context, cfg config.Authz, selfTTL time.Duratio
 		})
 	}
 	s.srv, err = authz.NewServer(engine, authz.Options{
-		Log:          log,
-		DenyStatus:   cfg.DenyStatus,
-		DryRun:       cfg.DryRun,
-		TrustXFCC:    cfg.XFCC.Trust,
-		XFCCProxies:  cfg.XFCC.Proxies,
-		JWTAudiences: cfg.JWTAudiences,
-		JWTBundles:   s.jwt,
-		DecisionLog:  s.decisions,
-		Metrics:      reg,
+		Log:              log,
+		DenyStatus:       cfg.DenyStatus,
+		DryRun:           cfg.DryRun,
+		TrustXFCC:        cfg.XFCC.Trust,
+		XFCCProxies:      cfg.XFCC.Proxies,
+		JWTAudiences:     cfg.JWTAudiences,
+		JWTBundles:       s.jwt,
+		ProtoDescriptors: protos,
+		DecisionLog:      s.decisions,
+		Metrics:          reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)

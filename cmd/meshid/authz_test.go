@@ -177,3 +177,18 @@ func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 		t.Error("a refused start created the decision log's directory")
 	}
 }
+
+// TestAuthzServiceRefusesBadProtoDescriptor: a descriptor set that cannot
+// be read stops the start and names the key and the file.
+func TestAuthzServiceRefusesBadProtoDescriptor(t *testing.T) {
+	cfg := config.Default().Authz
+	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": testPolicy})
+	cfg.ProtoDescriptor = filepath.Join(t.TempDir(), "api.pb")
+	if err := os.WriteFile(cfg.ProtoDescriptor, []byte("syntax = \"proto3\";\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err == nil || !strings.HasPrefix(err.Error(), "authz.proto_descriptor: ") || !strings.Contains(err.Error(), cfg.ProtoDescriptor) {
+		t.Fatalf("newAuthzService = %v, want an authz.proto_descriptor error naming the file", err)
+	}
+}

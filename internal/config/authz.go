@@ -33,6 +33,9 @@ type Authz struct {
 	DecisionLogMask       []string `yaml:"decision_log_mask"`
 	DecisionLogQueue      int      `yaml:"decision_log_queue"`
 	DecisionLogSampleRate float64  `yaml:"decision_log_sample_rate"`
+	// ProtoDescriptor is a binary FileDescriptorSet that decodes gRPC
+	// request bodies into input.parsed_body; empty leaves them unparsed.
+	ProtoDescriptor string `yaml:"proto_descriptor"`
 	// JWTAudiences turns on input.spiffe.jwt; a JWT-SVID must name one.
 	JWTAudiences []string `yaml:"jwt_audiences"`
 	XFCC         XFCC     `yaml:"xfcc"`
@@ -83,6 +86,9 @@ const UnixPrefix = "unix://"
 // config file's directory.
 func (a *Authz) paths() []*string {
 	ps := []*string{&a.PolicyDir}
+	if a.ProtoDescriptor != "" {
+		ps = append(ps, &a.ProtoDescriptor)
+	}
 	if a.DecisionLog != DecisionLogStderr {
 		ps = append(ps, &a.DecisionLog)
 	}

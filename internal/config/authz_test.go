@@ -34,6 +34,7 @@ func TestLoadAuthz(t *testing.T) {
   decision_log_queue: 10
   decision_log_sample_rate: 0.5
   jwt_audiences: [backend]
+  proto_descriptor: protos/api.pb
   xfcc: {trust: true, proxies: ["spiffe://example.org/gateway"]}
   tls:
     spiffe_id: spiffe://example.org/meshid/authz
@@ -51,6 +52,7 @@ func TestLoadAuthz(t *testing.T) {
 		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
 		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
 		!a.XFCC.Trust || !slices.Equal(a.XFCC.Proxies, []string{"spiffe://example.org/gateway"}) ||
+		a.ProtoDescriptor != filepath.Join(dir, "protos/api.pb") ||
 		a.TLS.SPIFFEID != "spiffe://example.org/meshid/authz" || !slices.Equal(a.TLS.ClientIDs, []string{"spiffe://example.org/ns/demo/sa/backend"}) {
 		t.Errorf("authz = %+v", a)
 	}
