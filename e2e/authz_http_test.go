@@ -184,6 +184,26 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 		}
 	})
 
+	// Go's HTTP server answers a request line it cannot parse with 400
+	// before meshid's handler sees it; Envoy passes that on as a deny.
+	// Fail closed either way.
+	t.Run("a path meshid cannot read is denied", func(t *testing.T) {
+		before := up.count()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, client.base+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = "/hello%zz" // sent as is: a bad % escape
+		resp, err := client.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || up.count() != before {
+			t.Fatalf("GET /hello%%zz: %d, upstream requests %d -> %d; want a 4xx the upstream never saw", resp.StatusCode, before, up.count())
+		}
+	})
+
 	// Envoy takes any 5xx from an HTTP authorization server for a failure
 	// of the server: the client gets status_on_error (403), not the
 	// policy's answer. docs/envoy.md says so; this keeps it true.
