@@ -125,10 +125,10 @@ const grpcPrefixLen = 5
 // the path names and written as protojson writes it (camelCase names,
 // 64-bit integers as strings, bytes as base64, enums by name).
 //
-// What is not there to decode is null, as in OPA-Envoy: a codec other than
-// protobuf, grpc-web-text, a method the set does not know, a client-
-// streaming method (the body holds many messages, possibly cut), a
-// compressed message. A body that is not what it claims to be is an
+// What meshid cannot decode is null, as in OPA-Envoy: a method the set
+// does not know, a client-streaming method (the body holds many messages,
+// possibly cut), a compressed message, a codec other than protobuf
+// (application/grpc+json) or gRPC-Web's base64 text. A body that is not what it claims to be is an
 // error, hence a deny: no gRPC frame, a compressed flag that is neither 0
 // nor 1 or set without a grpc-encoding, bytes after the message (a unary
 // request has one), a message that does not decode as its type, a path

@@ -128,7 +128,7 @@ func kindsFiles() []*descriptorpb.FileDescriptorProto {
 		Name:       proto.String("test/v1/kinds.proto"),
 		Package:    proto.String("test.v1"),
 		Syntax:     proto.String("proto3"),
-		Dependency: []string{"google/protobuf/timestamp.proto"},
+		Dependency: []string{"google/protobuf/timestamp.proto", "test/v1/legacy.proto"},
 		EnumType: []*descriptorpb.EnumDescriptorProto{{Name: proto.String("Color"), Value: []*descriptorpb.EnumValueDescriptorProto{
 			{Name: proto.String("COLOR_UNSPECIFIED"), Number: proto.Int32(0)}, {Name: proto.String("GREEN"), Number: proto.Int32(1)},
 		}}},
@@ -172,7 +172,6 @@ func kindsFiles() []*descriptorpb.FileDescriptorProto {
 		EnumType:  []*descriptorpb.EnumDescriptorProto{{Name: proto.String("Shade"), Value: []*descriptorpb.EnumValueDescriptorProto{{Name: proto.String("DARK"), Number: proto.Int32(1)}}}},
 		Extension: []*descriptorpb.FieldDescriptorProto{{Name: proto.String("tag"), Number: proto.Int32(100), Type: str.Enum(), Label: optional.Enum(), Extendee: proto.String(".test.v1.Legacy")}},
 	}
-	kinds.Dependency = append(kinds.Dependency, "test/v1/legacy.proto")
 	return []*descriptorpb.FileDescriptorProto{legacy, kinds}
 }
 

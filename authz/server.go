@@ -39,9 +39,9 @@ type Options struct {
 	// these audiences.
 	JWTAudiences []string
 	JWTBundles   jwtbundle.Source
-	// ProtoDescriptors decode gRPC request bodies (content-type
-	// application/grpc) into input.parsed_body, as OPA-Envoy's
-	// proto-descriptor does; nil leaves them null.
+	// ProtoDescriptors (LoadProtoDescriptors) decode gRPC request bodies
+	// (content-type application/grpc) into input.parsed_body, as
+	// OPA-Envoy's proto-descriptor does; nil leaves them null.
 	ProtoDescriptors *ProtoDescriptors
 	// DecisionLog receives every decision; nil logs none.
 	DecisionLog *DecisionLog
