@@ -71,6 +71,11 @@ type Inbound struct {
 	// caller only from the x-forwarded-client-cert header this listener
 	// sets, and only with authz.xfcc.trust.
 	AuthzHTTP bool
+	// AuthzSPIFFEID is meshid's authz.tls.spiffe_id. When set, Envoy
+	// reaches the authz server over mutual TLS: it presents this sidecar's
+	// own SVID and accepts only a server presenting this ID, so a remote
+	// meshid can be asked safely.
+	AuthzSPIFFEID string
 }
 
 // Outbound is the client side: plain HTTP from the local app, mTLS to a peer
@@ -112,11 +117,20 @@ type inboundView struct {
 	// AuthzURI is http_service.server_uri.uri. Envoy requires one but sends
 	// the request to the cluster, with the original request's Host.
 	AuthzURI string
+	// AuthzTLS, if set, is the mutual TLS to meshid's authz listener.
+	AuthzTLS *upstreamTLS
+}
+
+// upstreamTLS is an upstream mTLS context: the sidecar's own certificate
+// and bundle from SDS, and the one SPIFFE ID the server may present.
+type upstreamTLS struct {
+	Sidecar *view // for the SDS names and API type
+	PeerID  string
 }
 
 type outboundView struct {
 	Listen, Peer address
-	PeerSPIFFEID string
+	TLS          upstreamTLS
 }
 
 // address is either a TCP socket (Host, Port) or a Unix socket (Pipe).
@@ -181,6 +195,10 @@ func (s Sidecar) view() (view, error) {
 		} else {
 			v.Inbound.Authz = tcpAddress("Inbound.AuthzAddr", in.AuthzAddr, fail)
 		}
+		if in.AuthzSPIFFEID != "" {
+			spiffeID("Inbound.AuthzSPIFFEID", in.AuthzSPIFFEID, fail)
+			v.Inbound.AuthzTLS = &upstreamTLS{Sidecar: &v, PeerID: in.AuthzSPIFFEID}
+		}
 		if in.AuthzHTTP {
 			v.Inbound.AuthzHTTP = true
 			v.Inbound.AuthzURI = "http://meshid-authz"
@@ -191,9 +209,9 @@ func (s Sidecar) view() (view, error) {
 	}
 	if out := s.Outbound; out != nil {
 		v.Outbound = &outboundView{
-			Listen:       tcpAddress("Outbound.ListenAddr", out.ListenAddr, fail),
-			Peer:         tcpAddress("Outbound.PeerAddr", out.PeerAddr, fail),
-			PeerSPIFFEID: out.PeerSPIFFEID,
+			Listen: tcpAddress("Outbound.ListenAddr", out.ListenAddr, fail),
+			Peer:   tcpAddress("Outbound.PeerAddr", out.PeerAddr, fail),
+			TLS:    upstreamTLS{Sidecar: &v, PeerID: out.PeerSPIFFEID},
 		}
 		spiffeID("Outbound.PeerSPIFFEID", out.PeerSPIFFEID, fail)
 	}

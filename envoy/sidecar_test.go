@@ -209,6 +209,37 @@ func TestRenderAuthzHTTP(t *testing.T) {
 	}
 }
 
+// TestRenderAuthzTLS: with meshid's authz ID, the authz cluster is mTLS
+// with the sidecar's own SVID and accepts that one server ID; without it,
+// plaintext.
+func TestRenderAuthzTLS(t *testing.T) {
+	s := valid()
+	clusters := byName(t, lookup(t, render(t, s), "static_resources.clusters"))
+	if ts, ok := clusters["meshid_authz"].(map[string]any)["transport_socket"]; ok {
+		t.Errorf("plaintext authz cluster has a transport socket: %v", ts)
+	}
+
+	s.Inbound.AuthzSPIFFEID = "spiffe://example.org/meshid/authz"
+	clusters = byName(t, lookup(t, render(t, s), "static_resources.clusters"))
+	tls := lookup(t, clusters["meshid_authz"], "transport_socket.typed_config.common_tls_context")
+	checkSDS(t, "authz cert", lookup(t, tls, "tls_certificate_sds_secret_configs.0"), s.SPIFFEID)
+	checkSDS(t, "authz bundle", lookup(t, tls, "combined_validation_context.validation_context_sds_secret_config"), "spiffe://example.org")
+	san := lookup(t, tls, "combined_validation_context.default_validation_context.match_typed_subject_alt_names.0")
+	if lookup(t, san, "san_type") != "URI" || lookup(t, san, "matcher.exact") != s.Inbound.AuthzSPIFFEID {
+		t.Errorf("authz SAN matcher = %v, want URI exact %s", san, s.Inbound.AuthzSPIFFEID)
+	}
+	// The peer cluster keeps its own server ID.
+	peerSAN := lookup(t, clusters["peer"], "transport_socket.typed_config.common_tls_context.combined_validation_context.default_validation_context.match_typed_subject_alt_names.0.matcher.exact")
+	if peerSAN != s.Outbound.PeerSPIFFEID {
+		t.Errorf("peer SAN = %v, want %s", peerSAN, s.Outbound.PeerSPIFFEID)
+	}
+
+	s.Inbound.AuthzSPIFFEID = "meshid"
+	if _, err := s.Render(); err == nil || !strings.Contains(err.Error(), "Sidecar.Inbound.AuthzSPIFFEID") {
+		t.Errorf("Render with a bad authz ID: %v", err)
+	}
+}
+
 func TestRenderOmitsUnusedSide(t *testing.T) {
 	s := valid()
 	s.Inbound = nil
@@ -252,6 +283,14 @@ func TestEnvoyValidates(t *testing.T) {
 		"authz over HTTP on a unix socket": func(s *envoy.Sidecar) {
 			s.Inbound.AuthzHTTP = true
 			s.Inbound.AuthzAddr = "unix:///tmp/meshid/authz-http.sock"
+		},
+		"authz over mTLS": func(s *envoy.Sidecar) {
+			s.Inbound.AuthzSPIFFEID = "spiffe://example.org/meshid/authz"
+		},
+		"authz over HTTP and mTLS": func(s *envoy.Sidecar) {
+			s.Inbound.AuthzHTTP = true
+			s.Inbound.AuthzSPIFFEID = "spiffe://example.org/meshid/authz"
+			s.DeltaSDS = true
 		},
 		"delta SDS": func(s *envoy.Sidecar) { s.DeltaSDS = true },
 		"ALL":       func(s *envoy.Sidecar) { s.ValidationName = "ALL" },

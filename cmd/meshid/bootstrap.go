@@ -24,7 +24,9 @@ ext_authz and forwards to -app; -outbound takes plain HTTP from the app and
 originates mTLS to -peer, which must present -peer-id. Addresses are IP:PORT.
 With -authz-http, ext_authz uses Envoy's HTTP protocol and -authz is meshid's
 authz.http_address; meshid then reads the caller from x-forwarded-client-cert
-and needs authz.xfcc.trust: true.
+and needs authz.xfcc.trust: true. With -authz-tls-id, Envoy reaches meshid's
+authz over mutual TLS and accepts only a server presenting that ID (meshid's
+authz.tls.spiffe_id).
 
 `)
 		flags.PrintDefaults()
@@ -45,6 +47,7 @@ and needs authz.xfcc.trust: true.
 	flags.StringVar(&in.AppAddr, "app", "", "the local app behind -inbound")
 	flags.StringVar(&in.AuthzAddr, "authz", "127.0.0.1:9191", "meshid's authz.address, or its authz.http_address with -authz-http (IP:PORT or unix:///path)")
 	flags.BoolVar(&in.AuthzHTTP, "authz-http", false, "ask meshid over Envoy's HTTP ext_authz protocol instead of gRPC")
+	flags.StringVar(&in.AuthzSPIFFEID, "authz-tls-id", "", "meshid's authz.tls.spiffe_id: reach the authz server over mTLS, accepting only this ID")
 	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
 	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
 	flags.StringVar(&out.PeerSPIFFEID, "peer-id", "", "the SPIFFE ID the peer must present")
@@ -63,8 +66,8 @@ and needs authz.xfcc.trust: true.
 	}
 	if in.ListenAddr != "" || in.AppAddr != "" {
 		sc.Inbound = &in
-	} else if in.AuthzHTTP {
-		return fmt.Errorf("envoy bootstrap: -authz-http configures the inbound listener; add -inbound and -app")
+	} else if in.AuthzHTTP || in.AuthzSPIFFEID != "" {
+		return fmt.Errorf("envoy bootstrap: -authz-http and -authz-tls-id configure the inbound listener; add -inbound and -app")
 	}
 	if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
 		sc.Outbound = &out

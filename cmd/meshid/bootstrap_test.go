@@ -25,6 +25,11 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 			want: []string{"http_service:", `uri: "http://127.0.0.1:9192"`, "port_value: 9192", `path_prefix: ""`, "allowed_upstream_headers"},
 		},
 		{
+			name: "inbound sidecar asking meshid over mTLS",
+			args: []string{"-spiffe-id", "spiffe://example.org/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-authz", "10.0.0.5:9191", "-authz-tls-id", "spiffe://example.org/meshid/authz"},
+			want: []string{"grpc_service:", `address: "10.0.0.5"`, "UpstreamTlsContext", `exact: "spiffe://example.org/meshid/authz"`},
+		},
+		{
 			name: "outbound sidecar pins the peer",
 			args: []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api"},
 			want: []string{"match_typed_subject_alt_names", `exact: "spiffe://example.org/api"`, "port_value: 15001"},
@@ -47,7 +52,7 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 		{
 			name:    "HTTP ext_authz without an inbound listener",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api", "-authz-http"},
-			wantErr: "-authz-http configures the inbound listener",
+			wantErr: "-authz-http and -authz-tls-id configure the inbound listener",
 		},
 		{
 			name:    "stray argument",
