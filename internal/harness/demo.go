@@ -53,6 +53,11 @@ type DemoOptions struct {
 	// MeshidOptions.AuthzHTTP. That protocol carries no peer: policies see
 	// the caller only with authz.xfcc.trust (Meshid.ConfigureAuthz).
 	AuthzHTTP bool
+	// AuthzTLSID makes StartDemoMesh's meshid serve authz over mutual TLS
+	// with this ID (MeshidOptions.AuthzTLSID). Whatever starts meshid, the
+	// backend sidecar reaches a meshid that does so over mTLS, accepting
+	// only its ID.
+	AuthzTLSID string
 	// BackendAppAddr, if set, is an app already serving there ("IP:PORT")
 	// that the backend sidecar forwards to instead of a demoapp, for tests
 	// that need to see what reached the backend. DemoMesh.BackendApp is
@@ -86,6 +91,7 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 		PolicyDir:   o.PolicyDir,
 		X509TTL:     o.X509TTL,
 		AuthzHTTP:   o.AuthzHTTP,
+		AuthzTLSID:  o.AuthzTLSID,
 	})
 	if err != nil {
 		return nil, err
@@ -127,6 +133,8 @@ func (e *Env) StartDemoWorkloads(ctx context.Context, front, back *Meshid, o Dem
 			AppAddr:    appAddr,
 			AuthzAddr:  authzAddr,
 			AuthzHTTP:  o.AuthzHTTP,
+			// meshid's authz listeners speak only mTLS when it has an ID.
+			AuthzSPIFFEID: back.AuthzTLSID,
 		},
 	}, BackendEnvoyUID)
 	if err != nil {

@@ -24,6 +24,9 @@ type MeshidOptions struct {
 	// AuthzHTTP also serves Envoy's HTTP ext_authz protocol
 	// (authz.http_address) on a free port: Meshid.AuthzHTTPAddr.
 	AuthzHTTP bool
+	// AuthzTLSID serves both authz listeners over mutual TLS with an SVID
+	// for this ID (authz.tls.spiffe_id): Meshid.AuthzTLSID.
+	AuthzTLSID string
 	// ExtraConfig is YAML appended verbatim to meshid.yaml, for sections the
 	// harness does not write (federation, ca, ...). It must not repeat a
 	// top-level key the harness writes.
@@ -50,6 +53,9 @@ type Meshid struct {
 	// AuthzHTTPAddr is Envoy's HTTP ext_authz protocol, "127.0.0.1:PORT";
 	// "" unless MeshidOptions.AuthzHTTP.
 	AuthzHTTPAddr string
+	// AuthzTLSID is meshid's own ID on its authz listeners, which then speak
+	// only mutual TLS; "" unless MeshidOptions.AuthzTLSID.
+	AuthzTLSID string
 
 	env  *Env
 	name string // ProcSpec name, reused by Restart
@@ -69,6 +75,9 @@ type meshidConfig struct {
 		Address     string `yaml:"address"`
 		HTTPAddress string `yaml:"http_address,omitempty"`
 		PolicyDir   string `yaml:"policy_dir"`
+		TLS         *struct {
+			SPIFFEID string `yaml:"spiffe_id"`
+		} `yaml:"tls,omitempty"`
 	} `yaml:"authz"`
 	Admin struct {
 		Address string `yaml:"address"`
@@ -129,6 +138,12 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	if o.AuthzHTTP {
 		m.AuthzHTTPAddr = e.FreeAddr()
 		c.Authz.HTTPAddress = m.AuthzHTTPAddr
+	}
+	if o.AuthzTLSID != "" {
+		m.AuthzTLSID = o.AuthzTLSID
+		c.Authz.TLS = &struct {
+			SPIFFEID string `yaml:"spiffe_id"`
+		}{o.AuthzTLSID}
 	}
 	c.Authz.PolicyDir = o.PolicyDir
 	c.Admin.Address = m.AdminAddr
