@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
@@ -69,24 +70,39 @@ func checkRequestFromHTTP(r *http.Request) (*authv3.CheckRequest, error) {
 	}
 	path := r.URL.RequestURI()
 	headers[":method"], headers[":path"], headers[":authority"] = r.Method, path, r.Host
+	httpReq := &authv3.AttributeContext_HttpRequest{
+		Method:   r.Method,
+		Path:     path,
+		Host:     r.Host,
+		Headers:  headers,
+		Protocol: r.Proto,
+		Size:     int64(len(body)),
+	}
+	// A body that is not text goes where Envoy's gRPC protocol puts it
+	// with pack_as_bytes, so binary uploads and gRPC messages reach the
+	// policy as they do over gRPC instead of failing as invalid UTF-8.
+	if utf8.Valid(body) {
+		httpReq.Body = string(body)
+	} else {
+		httpReq.RawBody = body
+	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method:   r.Method,
-			Path:     path,
-			Host:     r.Host,
-			Headers:  headers,
-			Protocol: r.Proto,
-			Body:     string(body),
-			Size:     int64(len(body)),
-		}},
+		Request: &authv3.AttributeContext_Request{Http: httpReq},
 	}}, nil
 }
 
 func writeHTTPResponse(w http.ResponseWriter, resp *authv3.CheckResponse) {
 	h := w.Header()
 	if ok := resp.GetOkResponse(); ok != nil {
+		// Both lists share the one set of headers this protocol has; a
+		// header in both (the decision id always is) is written once.
+		seen := make(map[[2]string]bool, len(ok.GetHeaders())+len(ok.GetResponseHeadersToAdd()))
 		for _, o := range append(ok.GetHeaders(), ok.GetResponseHeadersToAdd()...) {
-			h.Add(o.GetHeader().GetKey(), o.GetHeader().GetValue())
+			kv := [2]string{http.CanonicalHeaderKey(o.GetHeader().GetKey()), o.GetHeader().GetValue()}
+			if !seen[kv] {
+				seen[kv] = true
+				h.Add(kv[0], kv[1])
+			}
 		}
 		if len(ok.GetHeadersToRemove()) > 0 {
 			h.Set(headersToRemoveHeader, strings.Join(ok.GetHeadersToRemove(), ","))

@@ -34,6 +34,12 @@ allow if {
 	input.attributes.request.http.method == "POST"
 	input.parsed_body == {"n": 1}
 }
+
+allow if {
+	input.parsed_path == ["upload"]
+	input.attributes.request.http.rawBody == "/wBiaW5hcnk=" # base64 of the body
+	not input.attributes.request.http.body
+}
 `
 	srv := newServer(t, engine(t, policy, authz.Config{}), authz.Options{TrustXFCC: true, DenyStatus: 404})
 	ts := httptest.NewServer(srv.HTTPHandler())
@@ -62,6 +68,7 @@ allow if {
 		{name: "query mutation cannot be carried", method: "GET", path: "/query", status: 404},
 		{name: "body", method: "POST", path: "/form", body: `{"n": 1}`, headers: map[string]string{"Content-Type": "application/json"}, status: 200},
 		{name: "bad body", method: "POST", path: "/form", body: `{"n": `, headers: map[string]string{"Content-Type": "application/json"}, status: 404},
+		{name: "binary body as rawBody", method: "POST", path: "/upload", body: "\xff\x00binary", headers: map[string]string{"Content-Type": "application/octet-stream"}, status: 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,8 +100,8 @@ allow if {
 					t.Errorf("header %s = %q, want %q", k, got, v)
 				}
 			}
-			if !decisionIDPattern.MatchString(resp.Header.Get(authz.DecisionIDHeader)) {
-				t.Errorf("no decision id header in %v", resp.Header)
+			if ids := resp.Header.Values(authz.DecisionIDHeader); len(ids) != 1 || !decisionIDPattern.MatchString(ids[0]) {
+				t.Errorf("decision id headers %q, want exactly one", ids)
 			}
 			if string(body) != tt.wantBody {
 				t.Errorf("body %q, want %q", body, tt.wantBody)
