@@ -203,7 +203,7 @@ func dynamicOracle(t testing.TB, files *protoregistry.Files, name protoreflect.F
 	if err != nil {
 		return "", false
 	}
-	return canonicalJSON(t, string(bs)), true
+	return authz.CanonicalJSON(t, string(bs)), true
 }
 
 func TestLoadProtoDescriptors(t *testing.T) {
@@ -297,22 +297,7 @@ func protoJSON(t testing.TB, m proto.Message) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return canonicalJSON(t, string(bs))
-}
-
-func canonicalJSON(t testing.TB, s string) string {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		t.Fatalf("%v in %s", err, s)
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
+	return authz.CanonicalJSON(t, string(bs))
 }
 
 // richCheckRequest exercises what protojson writes specially.
@@ -419,7 +404,7 @@ func TestGRPCBodies(t *testing.T) {
 				}
 			case err != nil:
 				t.Fatalf("denied: %v", err)
-			case canonicalJSON(t, parsed) != canonicalJSON(t, tt.parsed) || truncated != tt.truncated:
+			case authz.CanonicalJSON(t, parsed) != authz.CanonicalJSON(t, tt.parsed) || truncated != tt.truncated:
 				t.Fatalf("parsed_body %s, truncated_body %v\nwant %s, %v", parsed, truncated, tt.parsed, tt.truncated)
 			}
 
@@ -505,7 +490,7 @@ func TestGRPCBodyKinds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := canonicalJSON(t, parsed); got != want {
+			if got := authz.CanonicalJSON(t, parsed); got != want {
 				t.Fatalf("parsed_body %s\nwant        %s", got, want)
 			}
 		})
@@ -583,7 +568,7 @@ func FuzzGRPCBody(f *testing.F) {
 		switch {
 		case wellFormed && err != nil:
 			t.Fatalf("denied a message protojson writes as %s: %v", want, err)
-		case wellFormed && canonicalJSON(t, parsed) != want:
+		case wellFormed && authz.CanonicalJSON(t, parsed) != want:
 			t.Fatalf("parsed_body %s\nwant        %s", parsed, want)
 		case !wellFormed && err == nil && parsed != "null":
 			t.Fatalf("parsed_body %s of a body that is not one message of %s", parsed, m.path)
@@ -641,7 +626,7 @@ func TestGRPCBodyAnyFromTheSet(t *testing.T) {
 	}
 
 	parsed, _, err := bodyOf(t, srv, request("type.googleapis.com/test.v1.Inner"))
-	if want := `{"a":{"@type":"type.googleapis.com/test.v1.Inner","userName":"ada"}}`; err != nil || canonicalJSON(t, parsed) != want {
+	if want := `{"a":{"@type":"type.googleapis.com/test.v1.Inner","userName":"ada"}}`; err != nil || authz.CanonicalJSON(t, parsed) != want {
 		t.Errorf("parsed_body %s (%v), want %s", parsed, err, want)
 	}
 	if _, _, err := bodyOf(t, srv, request("type.googleapis.com/test.v1.Nope")); err == nil || !strings.Contains(err.Error(), "test.v1.Nope") {

@@ -252,25 +252,7 @@ func TestAuthzHTTPOnUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := startUpstream(t)
-	backend, err := env.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket: m.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: m.TrustDomain,
-		Inbound: &envoy.Inbound{ListenAddr: env.FreeAddr(), AppAddr: up.addr, AuthzAddr: socket, AuthzHTTP: true},
-	}, harness.BackendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frontend, err := env.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket: m.SocketPath, SPIFFEID: harness.FrontendID, TrustDomain: m.TrustDomain,
-		Outbound: &envoy.Outbound{ListenAddr: env.FreeAddr(), PeerAddr: backend.Sidecar.Inbound.ListenAddr, PeerSPIFFEID: harness.BackendID},
-	}, harness.FrontendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []*harness.Envoy{backend, frontend} {
-		if err := v.WaitLive(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, frontend := startEnvoyPair(t, ctx, env, m, envoy.Inbound{AppAddr: up.addr, AuthzAddr: socket, AuthzHTTP: true})
 	transport := &http.Transport{Proxy: nil}
 	t.Cleanup(transport.CloseIdleConnections)
 	client := meshClient{base: "http://" + frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}

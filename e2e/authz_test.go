@@ -77,6 +77,33 @@ type authzUpstream struct {
 	addr string
 }
 
+// startEnvoyPair starts the demo's two sidecars on meshid m without the
+// demo apps: the backend Envoy with in (its listen address chosen here)
+// and the frontend Envoy calling it, and waits until both are live.
+func startEnvoyPair(t *testing.T, ctx context.Context, env *harness.Env, m *harness.Meshid, in envoy.Inbound) (backend, frontend *harness.Envoy) {
+	t.Helper()
+	in.ListenAddr = env.FreeAddr()
+	backend, err := env.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
+		SDSSocket: m.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: m.TrustDomain, Inbound: &in,
+	}, harness.BackendEnvoyUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frontend, err = env.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
+		SDSSocket: m.SocketPath, SPIFFEID: harness.FrontendID, TrustDomain: m.TrustDomain,
+		Outbound: &envoy.Outbound{ListenAddr: env.FreeAddr(), PeerAddr: in.ListenAddr, PeerSPIFFEID: harness.BackendID},
+	}, harness.FrontendEnvoyUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*harness.Envoy{backend, frontend} {
+		if err := v.WaitLive(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return backend, frontend
+}
+
 func startUpstream(t *testing.T) *authzUpstream {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -168,25 +195,7 @@ func TestAuthzThroughEnvoy(t *testing.T) {
 	}
 
 	up := startUpstream(t)
-	backend, err := env.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket: m.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: m.TrustDomain,
-		Inbound: &envoy.Inbound{ListenAddr: env.FreeAddr(), AppAddr: up.addr, AuthzAddr: m.AuthzAddr},
-	}, harness.BackendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frontend, err := env.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket: m.SocketPath, SPIFFEID: harness.FrontendID, TrustDomain: m.TrustDomain,
-		Outbound: &envoy.Outbound{ListenAddr: env.FreeAddr(), PeerAddr: backend.Sidecar.Inbound.ListenAddr, PeerSPIFFEID: harness.BackendID},
-	}, harness.FrontendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []*harness.Envoy{backend, frontend} {
-		if err := v.WaitLive(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, frontend := startEnvoyPair(t, ctx, env, m, envoy.Inbound{AppAddr: up.addr, AuthzAddr: m.AuthzAddr})
 	transport := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
 	t.Cleanup(transport.CloseIdleConnections)
 	client := meshClient{base: "http://" + frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
