@@ -72,12 +72,14 @@ func Run(ctx context.Context, floor uint64, log *slog.Logger) {
 		if sample[0].Value.Kind() != metrics.KindUint64 {
 			return
 		}
-		want := Percent(floor, sample[0].Value.Uint64())
+		live := sample[0].Value.Uint64()
+		want := Percent(floor, live)
 		// SetGCPercent stops the world for a moment: only call it for a
 		// change that matters.
 		if want*10 < current*9 || want*10 > current*11 {
 			debug.SetGCPercent(want)
 			current = want
+			log.Debug("gc: heap floor", "floor_bytes", floor, "live_bytes", live, "gogc", want)
 		}
 	}
 	apply()
