@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -12,6 +14,24 @@ import (
 )
 
 // envoyBootstrap prints (or writes) the bootstrap of one meshid sidecar.
+// flagNames rewrites the generator's errors, which name envoy.Sidecar's
+// fields, in terms of this command's flags, so they say what to type.
+var flagNames = strings.NewReplacer(
+	"envoy: invalid sidecar: ", "envoy bootstrap: ",
+	"Sidecar.Inbound and Sidecar.Outbound are both nil; a sidecar needs at least one", "neither -inbound nor -outbound is set; a sidecar needs at least one",
+	"Sidecar.Inbound.AuthzSPIFFEID", "-authz-tls-id",
+	"Sidecar.Inbound.AuthzAddr", "-authz",
+	"Sidecar.Inbound.AppAddr", "-app",
+	"Sidecar.Inbound.ListenAddr", "-inbound",
+	"Sidecar.Outbound.ListenAddr", "-outbound",
+	"Sidecar.Outbound.PeerAddr", "-peer",
+	"Sidecar.Outbound.PeerSPIFFEID", "-peer-id",
+	"Sidecar.AdminAddr", "-admin",
+	"Sidecar.SDSSocket", "-socket",
+	"Sidecar.SPIFFEID", "-spiffe-id",
+	"Sidecar.TrustDomain", "-trust-domain",
+)
+
 func envoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("envoy bootstrap", flag.ContinueOnError)
 	flags.SetOutput(stderr)
@@ -74,7 +94,7 @@ authz.tls.spiffe_id).
 	}
 	config, err := sc.Render()
 	if err != nil {
-		return err
+		return errors.New(flagNames.Replace(err.Error()))
 	}
 	if outFile == "" {
 		_, err = stdout.Write(config)

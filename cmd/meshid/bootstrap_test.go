@@ -42,17 +42,22 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 		{
 			name:    "neither side",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web"},
-			wantErr: "Inbound",
+			wantErr: "envoy bootstrap: neither -inbound nor -outbound is set",
 		},
 		{
 			name:    "half an outbound",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001"},
-			wantErr: "Sidecar.Outbound.PeerAddr is required",
+			wantErr: "envoy bootstrap: -peer is required",
 		},
 		{
 			name:    "HTTP ext_authz without an inbound listener",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api", "-authz-http"},
 			wantErr: "-authz-http and -authz-tls-id configure the inbound listener",
+		},
+		{
+			name:    "errors name flags",
+			args:    []string{"-spiffe-id", "web", "-inbound", "127.0.0.1:8443", "-app", "localhost:8080", "-authz-tls-id", "meshid", "-socket", "agent.sock"},
+			wantErr: "-spiffe-id \"web\" is not a SPIFFE ID",
 		},
 		{
 			name:    "stray argument",
