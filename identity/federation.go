@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 )
 
 // CheckFederation reports, at each entry's file:line, a federates_with
 // naming a trust domain no bundle is configured for: the entry would
 // silently not get it.
-func CheckFederation(entries []Entry, federated *x509bundle.Set) error {
+func CheckFederation(entries []Entry, federated *spiffebundle.Set) error {
 	var errs []error
 	for _, e := range entries {
 		for _, td := range e.FederatesWith {

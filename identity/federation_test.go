@@ -7,25 +7,41 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/meshid/meshid/ca"
 )
 
 var partner = spiffeid.RequireTrustDomainFromString("partner.example")
 
-// partnerBundle is another trust domain's bundle, from a real CA of its own.
-func partnerBundle(t *testing.T) *x509bundle.Bundle {
+// partnerCA is another trust domain's CA, real keys of its own, so tests
+// can both federate with its bundle and mint its JWT-SVIDs.
+func partnerCA(t *testing.T) *ca.Authority {
 	t.Helper()
 	other, err := ca.Open(ca.Options{TrustDomain: partner, Dir: t.TempDir(), TTL: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return other.X509Bundle()
+	return other
+}
+
+// partnerBundle is partnerCA's bundle as a SPIFFE bundle file would give
+// it: X.509 roots and JWT keys.
+func partnerBundle(t *testing.T, other *ca.Authority) *spiffebundle.Bundle {
+	t.Helper()
+	b := spiffebundle.FromX509Bundle(other.X509Bundle())
+	b.SetJWTAuthorities(other.JWTBundle().JWTAuthorities())
+	return b
 }
 
 func federatedManager(t *testing.T, entriesYAML string) (*Manager, string) {
+	t.Helper()
+	return federatedManagerWith(t, entriesYAML, spiffebundle.NewSet(partnerBundle(t, partnerCA(t))))
+}
+
+func federatedManagerWith(t *testing.T, entriesYAML string, federated *spiffebundle.Set) (*Manager, string) {
 	t.Helper()
 	authority, err := ca.Open(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour})
 	if err != nil {
@@ -41,7 +57,7 @@ func federatedManager(t *testing.T, entriesYAML string) (*Manager, string) {
 	}
 	m := NewManager(Options{Entries: entries, DefaultTTL: time.Hour, DefaultJWTTTL: 5 * time.Minute,
 		Minter: authority, Attestor: uidAttestor{}, EntriesFile: path, TrustDomain: td,
-		Federated: x509bundle.NewSet(partnerBundle(t))})
+		Federated: federated})
 	return m, path
 }
 
@@ -93,7 +109,7 @@ func TestFederationWithoutABundleIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = CheckFederation(entries, x509bundle.NewSet(partnerBundle(t)))
+	err = CheckFederation(entries, spiffebundle.NewSet(partnerBundle(t, partnerCA(t))))
 	if err == nil || !strings.Contains(err.Error(), `entries.yaml:2: federates_with "stranger.example", but federation.bundles has no bundle for it`) {
 		t.Fatalf("err = %v", err)
 	}
@@ -122,5 +138,96 @@ func TestParseFederatesWith(t *testing.T) {
 	entries, err := ParseEntries("entries.yaml", []byte("entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    federates_with: [partner.example]\n"), td)
 	if err != nil || len(entries[0].FederatesWith) != 1 || entries[0].FederatesWith[0] != partner {
 		t.Fatalf("entries = %+v, %v", entries, err)
+	}
+}
+
+// twoCallersYAML: uid 1101 federates with partner.example, uid 1102 does
+// not; uid 1103 has no entry at all.
+const twoCallersYAML = `entries:
+  - spiffe_id: spiffe://example.org/backend
+    selectors: ["unix:uid:1101"]
+    federates_with: [partner.example]
+  - spiffe_id: spiffe://example.org/frontend
+    selectors: ["unix:uid:1102"]
+`
+
+func TestFederatedJWTBundlesGoToEntriesThatFederate(t *testing.T) {
+	other := partnerCA(t)
+	m, _ := federatedManagerWith(t, twoCallersYAML, spiffebundle.NewSet(partnerBundle(t, other)))
+	// go-spiffe validates against the real clock, and so mints the partner.
+	token, err := other.MintJWTSVID(ca.JWTRequest{ID: spiffeid.RequireFromString("spiffe://partner.example/client"), Audience: []string{"api"}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uid, want := range map[uint32]bool{1101: true, 1102: false, 1103: false} {
+		sub, err := m.Watch(callerCtx(uid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := sub.JWTBundles()
+		sub.Close()
+		if !set.Has(td) {
+			t.Errorf("uid %d: no JWT bundle of its own trust domain", uid)
+		}
+		b, got := set.Get(partner)
+		if got != want {
+			t.Errorf("uid %d: has partner JWT bundle = %v, want %v", uid, got, want)
+		}
+		if got && len(b.JWTAuthorities()) != 1 {
+			t.Errorf("uid %d: partner JWT bundle has %d keys, want the partner CA's one", uid, len(b.JWTAuthorities()))
+		}
+		svid, err := jwtsvid.ParseAndValidate(token.Token, set, []string{"api"})
+		if (err == nil) != want {
+			t.Errorf("uid %d: partner JWT-SVID validates against its JWT bundles: %v (err %v), want %v", uid, err == nil, err, want)
+		}
+		if err == nil && svid.ID.String() != "spiffe://partner.example/client" {
+			t.Errorf("uid %d: validated subject %s", uid, svid.ID)
+		}
+	}
+}
+
+// A trust domain may come with only JWT keys (its JWT-SVIDs are accepted,
+// its X.509-SVIDs are not) or only X.509 roots (a PEM file): a caller
+// federating with it gets only the kind there is, never an empty bundle of
+// the other.
+func TestFederationWithOneKindOfKey(t *testing.T) {
+	other := partnerCA(t)
+	jwtOnly := spiffebundle.FromJWTBundle(other.JWTBundle())
+	x509Only := spiffebundle.FromX509Bundle(other.X509Bundle())
+	for _, tc := range []struct {
+		name              string
+		bundle            *spiffebundle.Bundle
+		wantX509, wantJWT bool
+	}{
+		{"JWT keys only", jwtOnly, false, true},
+		{"X.509 roots only", x509Only, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := federatedManagerWith(t, twoCallersYAML, spiffebundle.NewSet(tc.bundle))
+			entries, _ := ParseEntries("entries.yaml", []byte(twoCallersYAML), td)
+			if err := CheckFederation(entries, spiffebundle.NewSet(tc.bundle)); err != nil {
+				t.Fatalf("federating with a bundle of one kind of key was refused: %v", err)
+			}
+			sub, err := m.Watch(callerCtx(1101))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			x, err := sub.Current()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := x.Bundles.Has(partner); got != tc.wantX509 {
+				t.Errorf("X.509 bundle for partner.example: %v, want %v", got, tc.wantX509)
+			}
+			for _, b := range x.Bundles.Bundles() {
+				if len(b.X509Authorities()) == 0 {
+					t.Errorf("an empty X.509 bundle is served for %s", b.TrustDomain())
+				}
+			}
+			if got := sub.JWTBundles().Has(partner); got != tc.wantJWT {
+				t.Errorf("JWT bundle for partner.example: %v, want %v", got, tc.wantJWT)
+			}
+		})
 	}
 }

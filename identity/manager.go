@@ -17,9 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -67,8 +67,10 @@ type Options struct {
 	// Metrics, when set, receives the manager's metrics.
 	Metrics prometheus.Registerer
 	// Federated holds other trust domains' bundles; a caller gets those its
-	// entries federate with. Nil means none.
-	Federated *x509bundle.Set
+	// entries federate with: their X.509 roots (SDS, FetchX509SVID) and
+	// their JWT keys (FetchJWTBundles, ValidateJWTSVID), whichever the
+	// bundle has. Nil means none.
+	Federated *spiffebundle.Set
 }
 
 // maxCachedJWTs bounds the JWT-SVID cache: audiences come from callers, so
@@ -89,7 +91,9 @@ type Manager struct {
 
 	entriesFile    string
 	trustDomain    spiffeid.TrustDomain
-	federated      *x509bundle.Set // never nil
+	federated      *spiffebundle.Set // never nil; every configured trust domain
+	federatedX509  *x509bundle.Set   // those of federated with X.509 roots
+	federatedJWT   *jwtbundle.Set    // those of federated with JWT keys
 	reloadInterval time.Duration
 	reload         reloadState
 	metrics        metrics
@@ -124,7 +128,7 @@ func NewManager(o Options) *Manager {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Federated == nil {
-		o.Federated = x509bundle.NewSet()
+		o.Federated = spiffebundle.NewSet()
 	}
 	if o.Jitter == nil {
 		o.Jitter = func() float64 { return rand.Float64()*2 - 1 }
@@ -148,8 +152,22 @@ func NewManager(o Options) *Manager {
 		entriesFile:    o.EntriesFile,
 		trustDomain:    o.TrustDomain,
 		federated:      o.Federated,
+		federatedX509:  x509bundle.NewSet(),
+		federatedJWT:   jwtbundle.NewSet(),
 		reloadInterval: o.ReloadInterval,
 		metrics:        newMetrics(o.Metrics),
+	}
+	// A trust domain may come with only one kind of key (a partner whose
+	// JWT-SVIDs alone are accepted has no roots here): split them once, so
+	// no caller is ever handed an empty bundle, which SDS would serve as a
+	// validation context trusting nothing and go-spiffe clients refuse.
+	for _, b := range o.Federated.Bundles() {
+		if len(b.X509Authorities()) > 0 {
+			m.federatedX509.Add(b.X509Bundle())
+		}
+		if len(b.JWTAuthorities()) > 0 {
+			m.federatedJWT.Add(b.JWTBundle())
+		}
 	}
 	m.metrics.entries.Set(float64(len(o.Entries)))
 	return m
@@ -405,12 +423,6 @@ func (m *Manager) jwtFor(e Entry, audience []string) (*ca.JWTSVID, error) {
 	return svid, nil
 }
 
-// ValidateJWTSVID checks a JWT-SVID's signature against the trust
-// domain's JWT bundle, its expiry, and that audience is among its own.
-func (m *Manager) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
-	return jwtsvid.ParseAndValidate(token, m.minter.JWTBundle(), []string{audience})
-}
-
 func (m *Manager) unsubscribe(s *Subscription) {
 	m.mu.Lock()
 	delete(m.subs, s)
@@ -456,7 +468,7 @@ func (s *Subscription) Current() (*workloadapi.X509Context, error) {
 		}
 		x.SVIDs = append(x.SVIDs, svid)
 		for _, td := range e.FederatesWith {
-			if b, ok := s.m.federated.Get(td); ok {
+			if b, ok := s.m.federatedX509.Get(td); ok {
 				x.Bundles.Add(b)
 			}
 		}
@@ -482,8 +494,21 @@ func (s *Subscription) JWTSVIDs(audience []string) ([]*ca.JWTSVID, error) {
 	return out, nil
 }
 
-// JWTBundles returns the JWT bundles the caller may validate with.
-func (s *Subscription) JWTBundles() *jwtbundle.Set { return jwtbundle.NewSet(s.m.minter.JWTBundle()) }
+// JWTBundles returns the JWT bundles the caller may validate with: its own
+// trust domain's and those of the trust domains its entries federate with,
+// the same rule as for X.509 roots. A caller no entry matches gets the own
+// one only.
+func (s *Subscription) JWTBundles() *jwtbundle.Set {
+	set := jwtbundle.NewSet(s.m.minter.JWTBundle())
+	for _, e := range s.matched() {
+		for _, td := range e.FederatesWith {
+			if b, ok := s.m.federatedJWT.Get(td); ok {
+				set.Add(b)
+			}
+		}
+	}
+	return set
+}
 
 // Close ends the subscription.
 func (s *Subscription) Close() { s.m.unsubscribe(s) }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/peer"
 
@@ -288,7 +289,9 @@ func TestJWTSVIDsAreCachedPerAudienceSetUntilHalfLife(t *testing.T) {
 	}
 }
 
-func TestValidateJWTSVID(t *testing.T) {
+// A caller's JWT-SVIDs validate against the JWT bundles it is given, and
+// only for their audience and with their signature intact.
+func TestJWTSVIDsValidateAgainstJWTBundles(t *testing.T) {
 	// go-spiffe validates against the real clock, so mint at real time.
 	m := newManager(t, &clock{now: time.Now()}, nil)
 	sub, _ := m.Watch(callerCtx(1101))
@@ -297,17 +300,18 @@ func TestValidateJWTSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.ValidateJWTSVID(svids[0].Token, "api")
+	bundles := sub.JWTBundles()
+	got, err := jwtsvid.ParseAndValidate(svids[0].Token, bundles, []string{"api"})
 	if err != nil || got.ID.String() != "spiffe://example.org/backend" {
-		t.Fatalf("ValidateJWTSVID = %v, %v", got, err)
+		t.Fatalf("ParseAndValidate = %v, %v", got, err)
 	}
-	if _, err := m.ValidateJWTSVID(svids[0].Token, "billing"); err == nil {
+	if _, err := jwtsvid.ParseAndValidate(svids[0].Token, bundles, []string{"billing"}); err == nil {
 		t.Error("validated a token for another audience")
 	}
-	if _, err := m.ValidateJWTSVID(svids[0].Token+"x", "api"); err == nil {
+	if _, err := jwtsvid.ParseAndValidate(svids[0].Token+"x", bundles, []string{"api"}); err == nil {
 		t.Error("validated a token with a broken signature")
 	}
-	if b := sub.JWTBundles().Bundles(); len(b) != 1 || len(b[0].JWTAuthorities()) != 1 {
+	if b := bundles.Bundles(); len(b) != 1 || len(b[0].JWTAuthorities()) != 1 {
 		t.Errorf("JWT bundles = %v", b)
 	}
 }

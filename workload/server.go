@@ -30,9 +30,6 @@ import (
 // Identities subscribes the gRPC caller found in ctx to its identities.
 type Identities interface {
 	Watch(ctx context.Context) (Subscription, error)
-	// ValidateJWTSVID checks a token's signature, expiry and audience
-	// against the bundles of this node.
-	ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error)
 }
 
 // Subscription is one caller's live view of its identities.
@@ -42,6 +39,10 @@ type Subscription interface {
 	Changed() <-chan struct{}
 	Current() (*workloadapi.X509Context, error)
 	JWTSVIDs(audience []string) ([]JWTSVID, error)
+	// JWTBundles is every JWT bundle the caller may use: its own trust
+	// domain's and the federated ones its entries grant. FetchJWTBundles
+	// sends them and ValidateJWTSVID validates against them, so the two
+	// never disagree.
 	JWTBundles() *jwtbundle.Set
 	Close()
 }
@@ -167,9 +168,11 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 	return resp, nil
 }
 
-// ValidateJWTSVID checks a token against this node's bundles for the
-// audience and returns its SPIFFE ID and claims. Any attested caller may
-// validate; it needs no identity of its own.
+// ValidateJWTSVID checks a token for the audience against the JWT bundles
+// the caller may use (FetchJWTBundles' set) and returns its SPIFFE ID and
+// claims: a token of a federated trust domain validates only for a caller
+// that federates with it. Any attested caller may validate; it needs no
+// identity of its own, and then gets only this node's trust domain.
 func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJWTSVIDRequest) (*workloadpb.ValidateJWTSVIDResponse, error) {
 	if err := checkHeader(ctx); err != nil {
 		return nil, err
@@ -184,8 +187,9 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 	if err != nil {
 		return nil, err
 	}
+	bundles := sub.JWTBundles()
 	sub.Close()
-	svid, err := s.ids.ValidateJWTSVID(req.Svid, req.Audience)
+	svid, err := jwtsvid.ParseAndValidate(req.Svid, bundles, []string{req.Audience})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %v", err)
 	}

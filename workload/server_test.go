@@ -20,7 +20,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"go.uber.org/goleak"
@@ -45,6 +44,9 @@ type fake struct {
 	x       *workloadapi.X509Context
 	jwtKey  *ecdsa.PrivateKey
 	changed chan struct{}
+	// federated, when set, is another trust domain's JWT bundle the caller
+	// is granted (its entries federate with it).
+	federated *jwtbundle.Bundle
 }
 
 func (f *fake) Watch(context.Context) (Subscription, error) { return f, nil }
@@ -57,7 +59,11 @@ func (f *fake) Current() (*workloadapi.X509Context, error) {
 }
 
 func (f *fake) JWTBundles() *jwtbundle.Set {
-	return jwtbundle.NewSet(jwtbundle.FromJWTAuthorities(td, map[string]crypto.PublicKey{"k1": f.jwtKey.Public()}))
+	set := jwtbundle.NewSet(jwtbundle.FromJWTAuthorities(td, map[string]crypto.PublicKey{"k1": f.jwtKey.Public()}))
+	if f.federated != nil {
+		set.Add(f.federated)
+	}
+	return set
 }
 
 func (f *fake) JWTSVIDs(audience []string) ([]JWTSVID, error) {
@@ -68,12 +74,12 @@ func (f *fake) JWTSVIDs(audience []string) ([]JWTSVID, error) {
 	return out, nil
 }
 
-func (f *fake) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
-	return jwtsvid.ParseAndValidate(token, f.JWTBundles(), []string{audience})
+func (f *fake) sign(sub string, aud []string, exp time.Time) string {
+	return signJWT(f.jwtKey, "k1", sub, aud, exp)
 }
 
-func (f *fake) sign(sub string, aud []string, exp time.Time) string {
-	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: f.jwtKey, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+func signJWT(key *ecdsa.PrivateKey, kid, sub string, aud []string, exp time.Time) string {
+	signer, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
 	token, _ := jwt.Signed(signer).Claims(jwt.Claims{Subject: sub, Audience: aud, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(time.Now())}).Serialize()
 	return token
 }
@@ -206,6 +212,49 @@ func TestValidateJWTSVID(t *testing.T) {
 	} {
 		if _, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "billing", Svid: token}); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s token: err = %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+// A federated trust domain's JWT keys reach a caller granted them, in
+// FetchJWTBundles and in ValidateJWTSVID alike, and only such a caller.
+func TestFederatedJWTBundles(t *testing.T) {
+	partner := spiffeid.RequireTrustDomainFromString("partner.example")
+	partnerKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	partnerBundle := jwtbundle.FromJWTAuthorities(partner, map[string]crypto.PublicKey{"p1": partnerKey.Public()})
+	token := signJWT(partnerKey, "p1", "spiffe://partner.example/client", []string{"api"}, time.Now().Add(time.Minute))
+	for _, granted := range []bool{true, false} {
+		f := newFake(t, webID)
+		if granted {
+			f.federated = partnerBundle
+		}
+		c, ctx := client(t, f)
+
+		stream, err := c.FetchJWTBundles(ctx, &workloadpb.JWTBundlesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwks, got := resp.Bundles[partner.IDString()]
+		if _, own := resp.Bundles[td.IDString()]; !own || got != granted || len(resp.Bundles) != map[bool]int{true: 2, false: 1}[granted] {
+			t.Errorf("granted %v: FetchJWTBundles sent %d bundles, partner's: %v, own: %v", granted, len(resp.Bundles), got, own)
+		}
+		if got {
+			b, err := jwtbundle.Parse(partner, jwks)
+			if err != nil || !b.HasJWTAuthority("p1") {
+				t.Errorf("partner JWKS %s: %v", jwks, err)
+			}
+		}
+
+		v, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "api", Svid: token})
+		switch {
+		case granted && (err != nil || v.SpiffeId != "spiffe://partner.example/client"):
+			t.Errorf("a caller federating with partner.example: validate its JWT-SVID: %v, %v", v, err)
+		case !granted && status.Code(err) != codes.InvalidArgument:
+			t.Errorf("a caller not federating with partner.example: validate its JWT-SVID: %v, %v; want InvalidArgument", v, err)
 		}
 	}
 }

@@ -265,8 +265,14 @@ func listenAuthz(key, addr string) (net.Listener, error) {
 }
 
 // authorityJWTBundles is the JWT bundle source authz validates against:
-// the CA's own bundle, once the CA is open.
-type authorityJWTBundles struct{ a atomic.Pointer[ca.Authority] }
+// the CA's own bundle, once the CA is open, and the JWT keys of every
+// federated trust domain. Authz serves the whole node, not one caller, so
+// no entry's federates_with narrows the federated ones down.
+type authorityJWTBundles struct {
+	a atomic.Pointer[ca.Authority]
+	// federated is set once before anything is served and only read after.
+	federated *jwtbundle.Set
+}
 
 var errNoAuthority = errors.New("meshid's CA is not open yet")
 
@@ -276,8 +282,13 @@ func (b *authorityJWTBundles) GetJWTBundleForTrustDomain(td spiffeid.TrustDomain
 		return nil, errNoAuthority
 	}
 	bundle := a.JWTBundle()
-	if bundle.TrustDomain() != td {
-		return nil, fmt.Errorf("no JWT bundle for trust domain %q (meshid's is %q)", td, bundle.TrustDomain())
+	if bundle.TrustDomain() == td {
+		return bundle, nil
 	}
-	return bundle, nil
+	if b.federated != nil {
+		if fb, ok := b.federated.Get(td); ok {
+			return fb, nil
+		}
+	}
+	return nil, fmt.Errorf("no JWT bundle for trust domain %q: neither meshid's own (%q) nor federated with JWT keys", td, bundle.TrustDomain())
 }

@@ -115,6 +115,10 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	if err := identity.CheckFederation(entries, federated); err != nil {
 		return nil, err
 	}
+	for _, b := range federated.Bundles() {
+		log.Info("federated trust domain loaded", "trust_domain", b.TrustDomain().Name(),
+			"x509_roots", len(b.X509Authorities()), "jwt_keys", len(b.JWTAuthorities()))
+	}
 	reg := prometheus.NewRegistry()
 	authzSvc, err := newAuthzService(ctx, cfg.Authz, cfg.SVID.X509TTL, log, reg)
 	if err != nil {
@@ -134,6 +138,7 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 	if err != nil {
 		return nil, err
 	}
+	authzSvc.jwt.federated = federatedJWTBundles(federated)
 	authzSvc.useAuthority(authority)
 
 	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: reg}

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
-
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/workload"
 )
@@ -19,10 +17,6 @@ func (w workloadIdentities) Watch(ctx context.Context) (workload.Subscription, e
 		return nil, err
 	}
 	return workloadSubscription{sub}, nil
-}
-
-func (w workloadIdentities) ValidateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
-	return w.m.ValidateJWTSVID(token, audience)
 }
 
 type workloadSubscription struct{ *identity.Subscription }

@@ -8,7 +8,10 @@ type Federation struct {
 	Bundles []FederatedBundle `yaml:"bundles"`
 }
 
-// FederatedBundle is one other trust domain's X.509 bundle, from a file.
+// FederatedBundle is one other trust domain's bundle, from a file: PEM
+// X.509 roots, or a SPIFFE bundle (JWKS) with X.509 roots, JWT keys or
+// both. The file's content is read, and its format told, when meshid
+// starts (cmd/meshid's loadFederation), not here.
 type FederatedBundle struct {
 	TrustDomain string `yaml:"trust_domain"`
 	BundleFile  string `yaml:"bundle_file"`
