@@ -185,8 +185,9 @@ allow if {
 	if err := m.ConfigureAuthz(ctx, map[string]any{"jwt_audiences": []string{"backend"}}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(m.Logs(), "trust_domain=partner.example x509_roots=0 jwt_keys=1") {
-		t.Errorf("meshid did not log the partner's bundle as one JWT key and no roots:\n%s", m.Logs())
+	if logs := m.Logs(); !strings.Contains(logs, "trust_domain=partner.example x509_roots=0 jwt_keys=1") ||
+		!strings.Contains(logs, "JWT-SVIDs of federated trust domains are validated against their JWT keys too") {
+		t.Errorf("meshid did not log the partner's bundle (one JWT key, no roots) and its use by authz:\n%s", logs)
 	}
 	cli := func(uid uint32, args ...string) (string, error) {
 		t.Helper()

@@ -23,7 +23,8 @@ type Entry struct {
 	JWTTTL    time.Duration // 0 means the daemon's default
 	DNSNames  []string
 	// FederatesWith lists other trust domains whose bundles the caller may
-	// use to validate peers (from federation.bundles).
+	// use to validate peers: their X.509 roots and JWT keys, whichever
+	// federation.bundles has for them.
 	FederatesWith []spiffeid.TrustDomain
 	Source        string // "entries.yaml:12", for messages
 }

@@ -139,6 +139,9 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		return nil, err
 	}
 	authzSvc.jwt.federated = federatedJWTBundles(federated)
+	if n := authzSvc.jwt.federated.Len(); n > 0 && len(cfg.Authz.JWTAudiences) > 0 {
+		log.Info("authz: JWT-SVIDs of federated trust domains are validated against their JWT keys too", "trust_domains", n)
+	}
 	authzSvc.useAuthority(authority)
 
 	d := &daemon{cfg: cfg, log: log, authz: authzSvc, reg: reg}
