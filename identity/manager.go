@@ -159,8 +159,10 @@ func NewManager(o Options) *Manager {
 	}
 	// A trust domain may come with only one kind of key (a partner whose
 	// JWT-SVIDs alone are accepted has no roots here): split them once, so
-	// no caller is ever handed an empty bundle, which SDS would serve as a
-	// validation context trusting nothing and go-spiffe clients refuse.
+	// no caller is ever handed an empty bundle. SDS would put an empty one
+	// in a validation context (an empty trusted_ca or SPIFFE trust bundle,
+	// for Envoy to reject or trust nothing with) and the Workload API would
+	// send a federated domain without roots.
 	for _, b := range o.Federated.Bundles() {
 		if len(b.X509Authorities()) > 0 {
 			m.federatedX509.Add(b.X509Bundle())
