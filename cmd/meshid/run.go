@@ -35,7 +35,8 @@ import (
 )
 
 // shutdownGrace bounds how long in-flight calls may finish after SIGTERM.
-// SDS streams never finish by themselves, so they are cut after it.
+// The agent's streams (SDS, Workload API) are ended at once instead: they
+// never finish by themselves.
 const shutdownGrace = 2 * time.Second
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -91,6 +92,7 @@ type daemon struct {
 
 	authz    *authzService
 	agent    *grpc.Server
+	streams  *streamEnder // ends agent's streams at shutdown
 	agentLis net.Listener
 	admin    *http.Server
 	adminLis net.Listener
@@ -159,7 +161,8 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 		Federated:     federated,
 	})
 
-	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
+	d.streams = newStreamEnder()
+	d.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()), grpc.StreamInterceptor(d.streams.interceptor()))
 	sds.New(sds.Options{Identities: sdsIdentities{d.ids}, Log: log, Registerer: d.reg}).Register(d.agent)
 	workload.New(workloadIdentities{d.ids}, log).Register(d.agent)
 	healthpb.RegisterHealthServer(d.agent, health.NewServer())
@@ -185,6 +188,9 @@ func newDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*daemo
 // run serves until ctx ends or a part fails, then stops every part.
 func (d *daemon) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	// SDS and Workload API streams never end by themselves: end them as
+	// soon as meshid stops, so that GracefulStop need not wait them out.
+	defer context.AfterFunc(ctx, d.streams.End)()
 	g.Go(func() error { return d.ids.Run(ctx) })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
