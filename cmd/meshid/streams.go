@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // streamEnder ends the agent socket's long-lived streams (SDS, Workload API
@@ -22,13 +24,22 @@ func newStreamEnder() *streamEnder {
 	return &streamEnder{ctx: ctx, end: cancel}
 }
 
+// errShuttingDown ends the streams: Unavailable is what clients (Envoy,
+// go-spiffe) take for "this server went away, reconnect", not for an end
+// they asked for (Canceled) or a normal end (OK).
+var errShuttingDown = status.Error(codes.Unavailable, "meshid is shutting down; reconnect")
+
 // interceptor gives every stream a context that also ends with End.
 func (e *streamEnder) interceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, cancel := context.WithCancel(ss.Context())
 		defer cancel()
 		defer context.AfterFunc(e.ctx, cancel)()
-		return handler(srv, ctxStream{ServerStream: ss, ctx: ctx})
+		err := handler(srv, ctxStream{ServerStream: ss, ctx: ctx})
+		if e.ctx.Err() != nil && ss.Context().Err() == nil {
+			return errShuttingDown
+		}
+		return err
 	}
 }
 
