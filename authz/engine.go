@@ -123,35 +123,23 @@ func LoadPolicies(dir string, version ast.RegoVersion) (*Policies, error) {
 
 	p := &Policies{Modules: map[string]*ast.Module{}, Data: map[string]any{}}
 	var errs []error
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if path != dir && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		switch {
-		case d.IsDir():
-			return nil
-		case filepath.Ext(path) == ".rego":
-			src, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			m, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: version})
-			if err != nil {
-				errs = append(errs, located(err))
-				return nil
-			}
-			p.Modules[path] = m
-		case slices.Contains(dataFiles, d.Name()):
+	err = walkPolicyFiles(dir, func(path string) error {
+		if filepath.Ext(path) != ".rego" {
 			if err := p.addData(dir, path); err != nil {
 				errs = append(errs, err)
 			}
+			return nil
 		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		m, err := ast.ParseModuleWithOpts(path, string(src), ast.ParserOptions{RegoVersion: version})
+		if err != nil {
+			errs = append(errs, located(err))
+			return nil
+		}
+		p.Modules[path] = m
 		return nil
 	})
 	if err != nil {
@@ -164,6 +152,28 @@ func LoadPolicies(dir string, version ast.RegoVersion) (*Policies, error) {
 		return nil, fmt.Errorf("policy dir %s holds no .rego files", dir)
 	}
 	return p, nil
+}
+
+// walkPolicyFiles calls fn with every file of the policy dir the engine
+// reads: .rego files and data documents, in directories whose names do not
+// start with "." (a ConfigMap mount's second copy lives in one). Loading
+// and the reload fingerprint share it, so they always agree on the set.
+func walkPolicyFiles(dir string, fn func(path string) error) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if path != dir && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || (filepath.Ext(path) != ".rego" && !slices.Contains(dataFiles, d.Name())) {
+			return nil
+		}
+		return fn(path)
+	})
 }
 
 // addData mounts the document in path at the data path of its directory.

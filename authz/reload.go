@@ -165,19 +165,7 @@ func isDir(path string) bool {
 // ConfigMap update changes one of them.
 func fingerprint(dir string) (string, error) {
 	var lines []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if path != dir && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || (filepath.Ext(path) != ".rego" && !slices.Contains(dataFiles, d.Name())) {
-			return nil
-		}
+	err := walkPolicyFiles(dir, func(path string) error {
 		fi, err := os.Stat(path)
 		if err != nil {
 			return err
