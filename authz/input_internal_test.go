@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshid/meshid/internal/authztest"
 )
 
 // referenceInput is the input document the slow, obvious way OPA-Envoy
@@ -125,43 +127,9 @@ func assertSameInput(t testing.TB, b *inputBuilder, req *authv3.CheckRequest) {
 	}
 }
 
-func sock(ip string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-	}}}
-}
-
-// envoyLike is what Envoy 1.40 sends from a sidecar's inbound listener.
-func envoyLike() *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{
-			Address:     sock("10.0.0.7", 40112),
-			Principal:   "spiffe://example.org/ns/demo/sa/frontend",
-			Certificate: "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
-		},
-		Destination: &authv3.AttributeContext_Peer{
-			Address:   sock("10.0.0.8", 8443),
-			Principal: "spiffe://example.org/ns/demo/sa/backend",
-		},
-		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)),
-			Http: &authv3.AttributeContext_HttpRequest{
-				Id:     "13461337126245466937",
-				Method: "GET",
-				Headers: map[string]string{
-					":authority": "backend:8443", ":method": "GET", ":path": "/hello?lang=fr&lang=en", ":scheme": "https",
-					"user-agent": "curl/8.5.0", "accept": "*/*", "x-forwarded-proto": "https",
-					"x-request-id": "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e",
-				},
-				Path:     "/hello?lang=fr&lang=en",
-				Host:     "backend:8443",
-				Scheme:   "https",
-				Protocol: "HTTP/1.1",
-			},
-		},
-		MetadataContext: &corev3.Metadata{},
-	}}
-}
+// envoyLike is what Envoy 1.40 sends from the demo backend's inbound
+// listener, with a query that repeats a key.
+func envoyLike() *authv3.CheckRequest { return authztest.DemoCheck("/hello?lang=fr&lang=en") }
 
 func TestInputMatchesProtoJSON(t *testing.T) {
 	full := envoyLike()

@@ -20,13 +20,14 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/meshid/meshid/internal/authztest"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func run(addr string, concurrency, nconns int, warmup, duration time.Duration) e
 		defer conn.Close()
 		clients[i] = authv3.NewAuthorizationClient(conn)
 	}
-	req := checkRequest()
+	req := authztest.DemoCheck("/hello?lang=fr")
 
 	if warmup > 0 {
 		if _, _, err := drive(clients, req, concurrency, warmup); err != nil {
@@ -139,35 +140,4 @@ func cmpErr(a, b error) error {
 		return a
 	}
 	return b
-}
-
-func checkRequest() *authv3.CheckRequest {
-	sock := func(ip string, port uint32) *corev3.Address {
-		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-		}}}
-	}
-	const path = "/hello?lang=fr"
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{
-			Address:     sock("127.0.0.1", 40112),
-			Principal:   "spiffe://example.org/ns/demo/sa/frontend",
-			Certificate: "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
-		},
-		Destination: &authv3.AttributeContext_Peer{Address: sock("127.0.0.1", 8443), Principal: "spiffe://example.org/ns/demo/sa/backend"},
-		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.Now(),
-			Http: &authv3.AttributeContext_HttpRequest{
-				Id:     "13461337126245466937",
-				Method: "GET",
-				Headers: map[string]string{
-					":authority": "backend:8443", ":method": "GET", ":path": path, ":scheme": "https",
-					"user-agent": "curl/8.5.0", "accept": "*/*", "x-forwarded-proto": "https",
-					"x-request-id": "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e",
-				},
-				Path: path, Host: "backend:8443", Scheme: "https", Protocol: "HTTP/1.1",
-			},
-		},
-		MetadataContext: &corev3.Metadata{},
-	}}
 }
