@@ -73,13 +73,7 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
-	policyDir, err := env.MkdirAll("policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := harness.WritePolicy(policyDir, "authz.rego", authzHTTPPolicy); err != nil {
-		t.Fatal(err)
-	}
+	policyDir := writePolicies(t, env, map[string]string{"authz.rego": authzHTTPPolicy})
 	m, err := env.StartMeshid(ctx, harness.MeshidOptions{Entries: harness.DemoEntries(), PolicyDir: policyDir, AuthzHTTP: true})
 	if err != nil {
 		t.Fatal(err)
@@ -99,11 +93,7 @@ func TestAuthzHTTPThroughEnvoy(t *testing.T) {
 	if in := mesh.Backend.Sidecar.Inbound; !in.AuthzHTTP || in.AuthzAddr != m.AuthzHTTPAddr {
 		t.Fatalf("backend sidecar asks %s (HTTP %v), want meshid's HTTP ext_authz %s", in.AuthzAddr, in.AuthzHTTP, m.AuthzHTTPAddr)
 	}
-	// Straight to the frontend Envoy, to set request headers and read
-	// response headers (the demo frontend app passes on neither).
-	transport := &http.Transport{Proxy: nil}
-	t.Cleanup(transport.CloseIdleConnections)
-	client := meshClient{base: "http://" + mesh.Frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+	client := newMeshClient(t, mesh.Frontend)
 
 	t.Run("allow: the policy's headers reach the upstream and the client", func(t *testing.T) {
 		resp, body := client.do(t, ctx, "/hello?lang=fr", map[string]string{
@@ -236,13 +226,7 @@ func TestAuthzHTTPOnUnixSocket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
-	policyDir, err := env.MkdirAll("policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := harness.WritePolicy(policyDir, "authz.rego", authzHTTPPolicy); err != nil {
-		t.Fatal(err)
-	}
+	policyDir := writePolicies(t, env, map[string]string{"authz.rego": authzHTTPPolicy})
 	m, err := env.StartMeshid(ctx, harness.MeshidOptions{Entries: harness.DemoEntries(), PolicyDir: policyDir})
 	if err != nil {
 		t.Fatal(err)
@@ -253,9 +237,7 @@ func TestAuthzHTTPOnUnixSocket(t *testing.T) {
 	}
 	up := startUpstream(t)
 	_, frontend := startEnvoyPair(t, ctx, env, m, envoy.Inbound{AppAddr: up.addr, AuthzAddr: socket, AuthzHTTP: true})
-	transport := &http.Transport{Proxy: nil}
-	t.Cleanup(transport.CloseIdleConnections)
-	client := meshClient{base: "http://" + frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+	client := newMeshClient(t, frontend)
 
 	if resp, body := client.do(t, ctx, "/demo", nil); resp.StatusCode != http.StatusOK || up.last().Get("x-meshid-caller") != harness.FrontendID {
 		t.Fatalf("GET /demo: %d %q, upstream x-meshid-caller %q; want 200 and the frontend", resp.StatusCode, body, up.last().Get("x-meshid-caller"))

@@ -144,6 +144,34 @@ type meshClient struct {
 	c    *http.Client
 }
 
+// writePolicies writes files (name → content) into a policies dir of env
+// and returns its path.
+func writePolicies(t *testing.T, env *harness.Env, files map[string]string) string {
+	t.Helper()
+	dir, err := env.MkdirAll("policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := harness.WritePolicy(dir, name, content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// newMeshClient sends requests straight to a frontend Envoy's outbound
+// listener, to set request headers and read response headers (the demo
+// frontend app passes on neither). Its connections close with the test.
+func newMeshClient(t *testing.T, frontend *harness.Envoy) meshClient {
+	transport := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+	t.Cleanup(transport.CloseIdleConnections)
+	return meshClient{
+		base: "http://" + frontend.Sidecar.Outbound.ListenAddr,
+		c:    &http.Client{Transport: transport, Timeout: 10 * time.Second},
+	}
+}
+
 func (m meshClient) do(t *testing.T, ctx context.Context, path string, headers map[string]string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+path, nil)
@@ -171,15 +199,7 @@ func TestAuthzThroughEnvoy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	policyDir, err := env.MkdirAll("policies")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, content := range map[string]string{"authz.rego": authzPolicy, "data.json": `{"version": "v1"}`} {
-		if err := harness.WritePolicy(policyDir, name, content); err != nil {
-			t.Fatal(err)
-		}
-	}
+	policyDir := writePolicies(t, env, map[string]string{"authz.rego": authzPolicy, "data.json": `{"version": "v1"}`})
 	m, err := env.StartMeshid(ctx, harness.MeshidOptions{Entries: harness.DemoEntries(), PolicyDir: policyDir})
 	if err != nil {
 		t.Fatal(err)
@@ -196,9 +216,7 @@ func TestAuthzThroughEnvoy(t *testing.T) {
 
 	up := startUpstream(t)
 	_, frontend := startEnvoyPair(t, ctx, env, m, envoy.Inbound{AppAddr: up.addr, AuthzAddr: m.AuthzAddr})
-	transport := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
-	t.Cleanup(transport.CloseIdleConnections)
-	client := meshClient{base: "http://" + frontend.Sidecar.Outbound.ListenAddr, c: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+	client := newMeshClient(t, frontend)
 
 	t.Run("allow injects headers upstream, strips one, answers with the decision id", func(t *testing.T) {
 		resp, body := client.do(t, ctx, "/hello", map[string]string{
