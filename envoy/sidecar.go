@@ -71,6 +71,10 @@ type Inbound struct {
 	// caller only from the x-forwarded-client-cert header this listener
 	// sets, and only with authz.xfcc.trust.
 	AuthzHTTP bool
+	// AuthzBodyBytes, if not zero, sends meshid up to this many bytes of
+	// each request's body, for policies that read input.parsed_body; a
+	// longer body arrives cut and marked truncated.
+	AuthzBodyBytes uint32
 	// AuthzSPIFFEID is meshid's authz.tls.spiffe_id. When set, Envoy
 	// reaches the authz server over mutual TLS: it presents this sidecar's
 	// own SVID and accepts only a server presenting this ID, so a remote
@@ -118,7 +122,8 @@ type inboundView struct {
 	// the request to the cluster, with the original request's Host.
 	AuthzURI string
 	// AuthzTLS, if set, is the mutual TLS to meshid's authz listener.
-	AuthzTLS *upstreamTLS
+	AuthzTLS       *upstreamTLS
+	AuthzBodyBytes uint32
 }
 
 // upstreamTLS is an upstream mTLS context: the sidecar's own certificate
@@ -195,6 +200,7 @@ func (s Sidecar) view() (view, error) {
 		} else {
 			v.Inbound.Authz = tcpAddress("Inbound.AuthzAddr", in.AuthzAddr, fail)
 		}
+		v.Inbound.AuthzBodyBytes = in.AuthzBodyBytes
 		if in.AuthzSPIFFEID != "" {
 			spiffeID("Inbound.AuthzSPIFFEID", in.AuthzSPIFFEID, fail)
 			v.Inbound.AuthzTLS = &upstreamTLS{Sidecar: &v, PeerID: in.AuthzSPIFFEID}

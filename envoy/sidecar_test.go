@@ -240,6 +240,26 @@ func TestRenderAuthzTLS(t *testing.T) {
 	}
 }
 
+// TestRenderAuthzBody: bodies go to meshid only when asked for, as bytes,
+// cut at the limit and marked so.
+func TestRenderAuthzBody(t *testing.T) {
+	extAuthz := func(s envoy.Sidecar) any {
+		listeners := byName(t, lookup(t, render(t, s), "static_resources.listeners"))
+		return lookup(t, listeners["inbound"], "filter_chains.0.filters.0.typed_config.http_filters.0.typed_config")
+	}
+	s := valid()
+	if body, ok := extAuthz(s).(map[string]any)["with_request_body"]; ok {
+		t.Errorf("with_request_body set by default: %v", body)
+	}
+	s.Inbound.AuthzBodyBytes = 4096
+	body := lookup(t, extAuthz(s), "with_request_body")
+	for path, want := range map[string]any{"max_request_bytes": 4096, "allow_partial_message": true, "pack_as_bytes": true} {
+		if got := lookup(t, body, path); got != want {
+			t.Errorf("with_request_body.%s = %v, want %v", path, got, want)
+		}
+	}
+}
+
 func TestRenderOmitsUnusedSide(t *testing.T) {
 	s := valid()
 	s.Inbound = nil
@@ -286,6 +306,13 @@ func TestEnvoyValidates(t *testing.T) {
 		},
 		"authz over mTLS": func(s *envoy.Sidecar) {
 			s.Inbound.AuthzSPIFFEID = "spiffe://example.org/meshid/authz"
+		},
+		"request bodies to authz": func(s *envoy.Sidecar) {
+			s.Inbound.AuthzBodyBytes = 8192
+		},
+		"request bodies to authz over HTTP": func(s *envoy.Sidecar) {
+			s.Inbound.AuthzBodyBytes = 8192
+			s.Inbound.AuthzHTTP = true
 		},
 		"authz over HTTP and mTLS": func(s *envoy.Sidecar) {
 			s.Inbound.AuthzHTTP = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -67,6 +68,14 @@ authz.tls.spiffe_id).
 	flags.StringVar(&in.AppAddr, "app", "", "the local app behind -inbound")
 	flags.StringVar(&in.AuthzAddr, "authz", "127.0.0.1:9191", "meshid's authz.address, or its authz.http_address with -authz-http (IP:PORT or unix:///path)")
 	flags.BoolVar(&in.AuthzHTTP, "authz-http", false, "ask meshid over Envoy's HTTP ext_authz protocol instead of gRPC")
+	flags.Func("authz-body", "send meshid up to this many bytes of each request body, for input.parsed_body (default: none)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("want a positive number of bytes")
+		}
+		in.AuthzBodyBytes = uint32(n)
+		return nil
+	})
 	flags.StringVar(&in.AuthzSPIFFEID, "authz-tls-id", "", "meshid's authz.tls.spiffe_id: reach the authz server over mTLS, accepting only this ID")
 	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
 	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
@@ -86,8 +95,8 @@ authz.tls.spiffe_id).
 	}
 	if in.ListenAddr != "" || in.AppAddr != "" {
 		sc.Inbound = &in
-	} else if in.AuthzHTTP || in.AuthzSPIFFEID != "" {
-		return fmt.Errorf("envoy bootstrap: -authz-http and -authz-tls-id configure the inbound listener; add -inbound and -app")
+	} else if in.AuthzHTTP || in.AuthzSPIFFEID != "" || in.AuthzBodyBytes != 0 {
+		return fmt.Errorf("envoy bootstrap: -authz-http, -authz-body and -authz-tls-id configure the inbound listener; add -inbound and -app")
 	}
 	if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
 		sc.Outbound = &out

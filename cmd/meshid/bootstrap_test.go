@@ -30,6 +30,16 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 			want: []string{"grpc_service:", `address: "10.0.0.5"`, "UpstreamTlsContext", `exact: "spiffe://example.org/meshid/authz"`},
 		},
 		{
+			name: "inbound sidecar sending bodies to meshid",
+			args: []string{"-spiffe-id", "spiffe://example.org/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-authz-body", "8192"},
+			want: []string{"with_request_body: {max_request_bytes: 8192, allow_partial_message: true, pack_as_bytes: true}"},
+		},
+		{
+			name:    "a body limit that is not a size",
+			args:    []string{"-spiffe-id", "spiffe://example.org/api", "-inbound", "127.0.0.1:8443", "-app", "127.0.0.1:8080", "-authz-body", "8k"},
+			wantErr: "want a positive number of bytes",
+		},
+		{
 			name: "outbound sidecar pins the peer",
 			args: []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api"},
 			want: []string{"match_typed_subject_alt_names", `exact: "spiffe://example.org/api"`, "port_value: 15001"},
@@ -52,7 +62,7 @@ func TestEnvoyBootstrapCommand(t *testing.T) {
 		{
 			name:    "HTTP ext_authz without an inbound listener",
 			args:    []string{"-spiffe-id", "spiffe://example.org/web", "-outbound", "127.0.0.1:15001", "-peer", "127.0.0.1:8443", "-peer-id", "spiffe://example.org/api", "-authz-http"},
-			wantErr: "-authz-http and -authz-tls-id configure the inbound listener",
+			wantErr: "-authz-http, -authz-body and -authz-tls-id configure the inbound listener",
 		},
 		{
 			name:    "errors name flags",
