@@ -21,8 +21,8 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/meshid ./cmd/meshid
-	$(GO) build -o $(BIN)/demoapp ./internal/cmd/demoapp
-	$(GO) build -o $(BIN)/demo ./internal/cmd/demo
+	$(GO) build -o $(BIN)/demoapp ./test/demoapp
+	$(GO) build -o $(BIN)/demo ./test/demo
 
 tools: $(ENVOY_STAMP)
 

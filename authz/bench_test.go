@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshid/meshid/authz"
-	"github.com/meshid/meshid/internal/authztest"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 // BenchmarkCheck is one ext_authz Check as Envoy sends it from the demo

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshid/meshid/internal/authztest"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 // referenceInput is the input document the slow, obvious way OPA-Envoy

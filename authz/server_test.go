@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/grpctest"
+	"github.com/meshid/meshid/test/grpctest"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"

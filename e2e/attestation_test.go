@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestAttestationSelectors runs the real daemon with unix:sha256 and the

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // authzBodyPolicy decides on input.parsed_body, for each kind of body

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // authzHTTPPolicy only lets the frontend in when the request came over

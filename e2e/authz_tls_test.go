@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestAuthzOverMTLS runs the demo mesh with meshid's authz listener on

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestDaemonRefusesBadInput starts the real meshid binary on broken

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestEntriesHotReload changes entries.yaml under a running mesh: an Envoy

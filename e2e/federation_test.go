@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestALLAcrossTrustDomains: a frontend of trust domain partner.example

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestDemoMesh is the walking skeleton: an SVID from meshid reaches two real

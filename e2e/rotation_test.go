@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestRotationUnderLoad keeps requests crossing the mesh while meshid

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestSPIREStyleNames runs the mesh with the SPIRE agent's aliases for the

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // TestTwoNodesUnderOneRoot runs the demo mesh across two meshid daemons,

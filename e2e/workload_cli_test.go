@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 // uids of the CLI test: one with an entry, one without.

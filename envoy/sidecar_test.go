@@ -10,7 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshid/meshid/envoy"
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 func inbound() *envoy.Inbound {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/grpctest"
+	"github.com/meshid/meshid/test/grpctest"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/internal/grpctest"
+	"github.com/meshid/meshid/test/grpctest"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"

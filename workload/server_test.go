@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshid/meshid/internal/grpctest"
+	"github.com/meshid/meshid/test/grpctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/meshid/meshid/internal/authztest"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 func main() {

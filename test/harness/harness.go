@@ -33,7 +33,7 @@ import (
 // Packages of the binaries an Env runs, relative to the repository root.
 const (
 	MeshidPkg  = "./cmd/meshid"
-	DemoappPkg = "./internal/cmd/demoapp"
+	DemoappPkg = "./test/demoapp"
 )
 
 // DefaultReadyTimeout bounds each wait for a started process to become

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshid/meshid/internal/harness"
+	"github.com/meshid/meshid/test/harness"
 )
 
 func main() {

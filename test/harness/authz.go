@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshid/meshid/internal/atomicfile"
 )
 
 // ConfigureAuthz sets keys of meshid.yaml's authz section, beside the
@@ -35,11 +37,7 @@ func (m *Meshid) ConfigureAuthz(ctx context.Context, keys map[string]any) error 
 	if err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
-	tmp := filepath.Join(m.Dir, ".meshid.yaml.tmp")
-	if err := os.WriteFile(tmp, out, 0o644); err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	if err := os.Rename(tmp, m.ConfigPath); err != nil {
+	if err := atomicfile.Write(m.ConfigPath, out, 0o644); err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
 	return m.Restart(ctx)
@@ -53,11 +51,7 @@ func WritePolicy(dir, name, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(name)+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, []byte(content), 0o644); err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
 	return nil

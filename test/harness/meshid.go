@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshid/meshid/internal/atomicfile"
 )
 
 // MeshidOptions configures StartMeshid. Zero values get the defaults noted.
@@ -178,7 +180,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 }
 
 // WriteEntries replaces entries.yaml (meshid hot-reloads it). The file is
-// written to a temporary name and renamed, so meshid never reads half of it.
+// written atomically, so meshid never reads half of it.
 func (m *Meshid) WriteEntries(entries []Entry) error {
 	if entries == nil {
 		entries = []Entry{}
@@ -189,11 +191,7 @@ func (m *Meshid) WriteEntries(entries []Entry) error {
 	if err != nil {
 		return err
 	}
-	tmp := m.EntriesPath + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	if err := os.Rename(tmp, m.EntriesPath); err != nil {
+	if err := atomicfile.Write(m.EntriesPath, b, 0o644); err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
 	return nil
