@@ -14,9 +14,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/node"
 )
 
 // entryLint checks an entries file for what meshid would refuse and for
@@ -43,7 +43,7 @@ finding is an error.
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := node.LoadConfig(*configPath)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ each entry, whether it matches or which of its selectors the process lacks.
 		return errors.New("entry explain: -pid is required")
 	}
 	if *admin == "" {
-		cfg, err := loadConfig(*configPath)
+		cfg, err := node.LoadConfig(*configPath)
 		if err != nil {
 			return err
 		}
@@ -169,34 +169,4 @@ func printExplanation(w io.Writer, x identity.Explanation) {
 	if matched == 0 {
 		fmt.Fprintln(w, "no entry matches: this process gets no identity")
 	}
-}
-
-// explainHandler serves GET /explain?pid=N on the admin endpoint.
-func explainHandler(ids *identity.Manager) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pid, err := strconv.ParseInt(r.URL.Query().Get("pid"), 10, 32)
-		if err != nil || pid <= 0 {
-			http.Error(w, "explain: want ?pid=N with N a positive process id", http.StatusBadRequest)
-			return
-		}
-		x, err := explainPID(r, ids, int32(pid))
-		if err != nil {
-			status := http.StatusInternalServerError
-			if attestor.Reason(err) == attestor.ReasonExited {
-				status = http.StatusNotFound
-			}
-			http.Error(w, "explain: "+err.Error(), status)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(x)
-	})
-}
-
-func explainPID(r *http.Request, ids *identity.Manager, pid int32) (identity.Explanation, error) {
-	c, err := attestor.LookupCaller(pid)
-	if err != nil {
-		return identity.Explanation{}, err
-	}
-	return ids.Explain(r.Context(), c)
 }

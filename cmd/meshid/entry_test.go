@@ -18,6 +18,7 @@ import (
 	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/node"
 )
 
 func TestEntryLint(t *testing.T) {
@@ -102,7 +103,7 @@ func TestEntryExplain(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /explain", explainHandler(ids))
+	mux.Handle("GET /explain", node.ExplainHandler(ids))
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(lis)
 	defer srv.Close()

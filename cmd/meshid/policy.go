@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/node"
 )
 
 // errPolicyTestsFailed makes `meshid policy test` exit non-zero after it
@@ -153,10 +155,11 @@ func policyEval(args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("policy eval", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshid policy eval -input check.json [-policy DIR] [-decision REF] [-rego-version v1|v0] [-show-input]\n\nDecide one request. check.json is an Envoy CheckRequest in proto-JSON, e.g.\n  {\"attributes\": {\"source\": {\"principal\": \"spiffe://example.org/ns/demo/sa/frontend\"},\n                  \"request\": {\"http\": {\"method\": \"GET\", \"path\": \"/hello\"}}}}")
+		fmt.Fprintln(stderr, "usage: meshid policy eval -input check.json [-config meshid.yaml] [-policy DIR] [-decision REF] [-rego-version v1|v0] [-show-input]\n\nDecide one request. check.json is an Envoy CheckRequest in proto-JSON, e.g.\n  {\"attributes\": {\"source\": {\"principal\": \"spiffe://example.org/ns/demo/sa/frontend\"},\n                  \"request\": {\"http\": {\"method\": \"GET\", \"path\": \"/hello\"}}}}")
 		flags.PrintDefaults()
 	}
 	input := flags.String("input", "", "file holding the CheckRequest in proto-JSON; - reads stdin")
+	configPath := flags.String("config", "", "decide as `meshid run -config` would: the authz section's settings, which the flags below override")
 	dir := flags.String("policy", "policies", "policy directory (authz.policy_dir)")
 	decision := flags.String("decision", authz.DefaultDecision, "the rule that decides (authz.decision)")
 	timeout := flags.Duration("eval-timeout", authz.DefaultEvalTimeout, "time limit of the evaluation (authz.eval_timeout)")
@@ -186,11 +189,31 @@ func policyEval(args []string, stdout, stderr io.Writer) error {
 	if err := protojson.Unmarshal(data, &req); err != nil {
 		return fmt.Errorf("-input %s is not a CheckRequest in proto-JSON: %w", *input, err)
 	}
-	e, err := authz.NewEngine(context.Background(), authz.Config{PolicyDir: *dir, Decision: *decision, EvalTimeout: *timeout, RegoV0: *version == "v0"})
+	authzCfg := config.Default().Authz
+	if *configPath != "" {
+		cfg, err := node.LoadConfig(*configPath)
+		if err != nil {
+			return err
+		}
+		authzCfg = cfg.Authz
+	}
+	flags.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "policy":
+			authzCfg.PolicyDir = *dir
+		case "decision":
+			authzCfg.Decision = *decision
+		case "eval-timeout":
+			authzCfg.EvalTimeout = *timeout
+		case "rego-version":
+			authzCfg.RegoVersion = *version
+		}
+	})
+	e, err := authz.NewEngine(context.Background(), node.EngineConfig(authzCfg))
 	if err != nil {
 		return err
 	}
-	srv, err := authz.NewServer(e, authz.Options{})
+	srv, err := authz.NewServer(e, node.ServerOptions(authzCfg, nil))
 	if err != nil {
 		return err
 	}

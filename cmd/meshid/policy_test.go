@@ -9,37 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshid/meshid/test/authztest"
 )
 
-// policyFiles writes a policy dir and returns its path.
-func policyFiles(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 const (
-	testPolicy = `package envoy.authz
-
-default allow := false
-
-allow if {
-	input.attributes.request.http.method in data.methods
-	input.parsed_path == ["hello"]
-}
-
-allow := {"allowed": false, "http_status": 401, "body": "who?"} if input.parsed_path == ["private"]
-`
-	testData      = `{"methods": ["GET", "HEAD"]}`
 	testPolicyV0  = "package envoy.authz\n\ndefault allow = false\n\nallow {\n  input.parsed_path[0] == \"hello\"\n}\n"
 	passingTests  = "package envoy.authz_test\n\nimport data.envoy.authz\n\ntest_get if authz.allow with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"GET\"}}}, \"parsed_path\": [\"hello\"]}\n\ntest_post_denied if not authz.allow with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"POST\"}}}, \"parsed_path\": [\"hello\"]}\n"
 	failingTests  = "package envoy.authz_test\n\nimport data.envoy.authz\n\ntest_post_allowed if authz.allow with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"POST\"}}}, \"parsed_path\": [\"hello\"]}\n"
@@ -55,10 +29,10 @@ func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
 }
 
 func TestPolicyCheck(t *testing.T) {
-	good := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
-	broken := policyFiles(t, map[string]string{"authz.rego": brokenPolicy})
-	unparsable := policyFiles(t, map[string]string{"a/authz.rego": unparsablePol})
-	v0 := policyFiles(t, map[string]string{"authz.rego": testPolicyV0})
+	good := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
+	broken := authztest.PolicyDir(t, map[string]string{"authz.rego": brokenPolicy})
+	unparsable := authztest.PolicyDir(t, map[string]string{"a/authz.rego": unparsablePol})
+	v0 := authztest.PolicyDir(t, map[string]string{"authz.rego": testPolicyV0})
 	tests := []struct {
 		name    string
 		args    []string
@@ -92,9 +66,9 @@ func TestPolicyCheck(t *testing.T) {
 }
 
 func TestPolicyTest(t *testing.T) {
-	passing := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData, "authz_test.rego": passingTests})
-	failing := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData, "authz_test.rego": passingTests, "more_test.rego": failingTests})
-	none := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
+	passing := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData, "authz_test.rego": passingTests})
+	failing := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData, "authz_test.rego": passingTests, "more_test.rego": failingTests})
+	none := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
 	tests := []struct {
 		name    string
 		args    []string
@@ -130,7 +104,7 @@ func TestPolicyTest(t *testing.T) {
 }
 
 func TestPolicyEval(t *testing.T) {
-	dir := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
+	dir := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
 	input := func(method, path string) string {
 		p := filepath.Join(t.TempDir(), "check.json")
 		body := `{"attributes": {"source": {"principal": "spiffe://example.org/ns/demo/sa/frontend"}, "request": {"http": {"method": "` + method + `", "path": "` + path + `", "headers": {"x-a": "b"}}}}}`
@@ -155,7 +129,7 @@ func TestPolicyEval(t *testing.T) {
 		{name: "show input", args: []string{"-input", input("GET", "/hello"), "-policy", dir, "-show-input"}, allowed: true, result: "true", response: `"okResponse"`},
 		{name: "not a CheckRequest", args: []string{"-input", dir + "/data.json", "-policy", dir}, wantErr: "is not a CheckRequest in proto-JSON"},
 		{name: "no input", args: []string{"-policy", dir}, wantErr: "-input is required"},
-		{name: "policies do not compile", args: []string{"-input", input("GET", "/"), "-policy", policyFiles(t, map[string]string{"a.rego": brokenPolicy})}, wantErr: "rego_unsafe_var_error"},
+		{name: "policies do not compile", args: []string{"-input", input("GET", "/"), "-policy", authztest.PolicyDir(t, map[string]string{"a.rego": brokenPolicy})}, wantErr: "rego_unsafe_var_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

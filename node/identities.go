@@ -1,9 +1,10 @@
-package main
+package node
 
 import (
 	"context"
 
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/sds"
 	"github.com/meshid/meshid/workload"
 )
 
@@ -31,4 +32,15 @@ func (s workloadSubscription) JWTSVIDs(audience []string) ([]workload.JWTSVID, e
 		out[i] = workload.JWTSVID{ID: svid.ID, Token: svid.Token}
 	}
 	return out, nil
+}
+
+// sdsIdentities adapts the identity manager to the interface sds declares.
+type sdsIdentities struct{ m *identity.Manager }
+
+func (a sdsIdentities) Watch(ctx context.Context) (sds.Subscription, error) {
+	sub, err := a.m.Watch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
 }

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -81,7 +81,7 @@ func TestLoadFederationReadsBothFormats(t *testing.T) {
 		{"full.example", fullCA, 1, 1, true},
 		{"jwt.example", jwtCA, 0, 1, true},
 	} {
-		b, ok := set.Get(spiffeid.RequireTrustDomainFromString(tc.td))
+		b, ok := set.set.Get(spiffeid.RequireTrustDomainFromString(tc.td))
 		if !ok {
 			t.Errorf("%s: no bundle loaded", tc.td)
 			continue
@@ -97,7 +97,7 @@ func TestLoadFederationReadsBothFormats(t *testing.T) {
 				t.Errorf("%s: JWT key %s of the CA not loaded", tc.td, kid)
 			}
 		}
-		if got := federatedJWTBundles(set).Has(b.TrustDomain()); got != tc.jwtBundle {
+		if got := set.jwt.Has(b.TrustDomain()); got != tc.jwtBundle {
 			t.Errorf("%s: in the federated JWT bundles: %v, want %v", tc.td, got, tc.jwtBundle)
 		}
 	}
@@ -176,11 +176,7 @@ func TestAuthorityJWTBundles(t *testing.T) {
 		}
 		return svid.Token
 	}
-	src := &authorityJWTBundles{federated: federatedJWTBundles(federated)}
-	if _, err := src.GetJWTBundleForTrustDomain(spiffeid.RequireTrustDomainFromString("partner.example")); !errors.Is(err, errNoAuthority) {
-		t.Errorf("before the CA is open: err = %v, want %q", err, errNoAuthority)
-	}
-	src.a.Store(own)
+	src := &nodeJWTBundles{ca: own, federated: federated.jwt}
 	for td, want := range map[string]string{
 		"example.org":      "",
 		"partner.example":  "",

@@ -1,10 +1,9 @@
-package main
+package node
 
 import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -21,29 +20,21 @@ import (
 
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 // TestAuthzServiceTLS serves both authz protocols over mutual TLS with
 // meshid's own SVID and asks as callers with and without the right SVID.
 func TestAuthzServiceTLS(t *testing.T) {
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	authority, err := ca.Open(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
 	serverID := spiffeid.RequireFromString("spiffe://example.org/meshid/authz")
 	allowed := spiffeid.RequireFromString("spiffe://example.org/ns/demo/sa/backend")
 
 	cfg := config.Default().Authz
 	cfg.Address = freeTCPAddr(t)
 	cfg.HTTPAddress = freeTCPAddr(t)
-	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
+	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
 	cfg.TLS = config.AuthzTLS{SPIFFEID: serverID.String(), ClientIDs: []string{allowed.String()}}
-	s, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.useAuthority(authority)
+	s, authority := newTestAuthz(t, cfg, prometheus.NewRegistry())
 	if err := s.listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -147,12 +138,8 @@ func TestSelfIdentityRenewsAtHalfLife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self := newSelfIdentity(spiffeid.RequireFromString("spiffe://example.org/meshid/authz"), time.Hour)
+	self := newSelfIdentity(spiffeid.RequireFromString("spiffe://example.org/meshid/authz"), time.Hour, authority)
 	self.clock = clock
-	if _, err := self.GetX509SVID(); err == nil {
-		t.Fatal("an SVID before the CA is open")
-	}
-	self.authority.Store(authority)
 
 	first, err := self.GetX509SVID()
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -14,22 +14,30 @@ import (
 	"github.com/meshid/meshid/internal/config"
 )
 
+// federation is the federated trust domains' bundles.
+type federation struct {
+	set *spiffebundle.Set
+	// jwt holds the JWT keys of those that have any, for the consumers
+	// that are node-wide rather than per caller (authz).
+	jwt *jwtbundle.Set
+}
+
 // loadFederation reads the federated trust domains' bundle files. They are
 // read once at start; following their changes is federation's own issue.
-func loadFederation(cfg config.Federation) (*spiffebundle.Set, error) {
+func loadFederation(cfg config.Federation) (federation, error) {
 	set := spiffebundle.NewSet()
 	for i, b := range cfg.Bundles {
 		td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
 		if err != nil {
-			return nil, err // config validation already said where
+			return federation{}, err // config validation already said where
 		}
 		bundle, err := loadBundleFile(td, b.BundleFile)
 		if err != nil {
-			return nil, fmt.Errorf("federation.bundles[%d] (%s): %s: %w", i, b.TrustDomain, b.BundleFile, err)
+			return federation{}, fmt.Errorf("federation.bundles[%d] (%s): %s: %w", i, b.TrustDomain, b.BundleFile, err)
 		}
 		set.Add(bundle)
 	}
-	return set, nil
+	return federation{set: set, jwt: federatedJWTBundles(set)}, nil
 }
 
 // loadBundleFile reads one trust domain's bundle in either format a

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -14,13 +14,17 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 func freeTCPAddr(t *testing.T) string {
@@ -33,12 +37,35 @@ func freeTCPAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// newTestAuthz builds the authz front door the way New does, over a CA of
+// its own, which it returns too.
+func newTestAuthz(t *testing.T, cfg config.Authz, reg prometheus.Registerer) (*authzService, *ca.Authority) {
+	t.Helper()
+	p, err := compilePolicies(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority, err := ca.Open(ca.Options{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), Dir: t.TempDir(), TTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := authzIdentity{jwtBundles: &nodeJWTBundles{ca: authority, federated: jwtbundle.NewSet()}}
+	if p.selfID != (spiffeid.ID{}) {
+		id.self = newSelfIdentity(p.selfID, time.Hour, authority)
+	}
+	s, err := newAuthzService(cfg, p, id, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, authority
+}
+
 // TestAuthzService runs the daemon's authz front door on a Unix socket
 // and an HTTP address, with reflection and a decision log file, and asks
 // it through each.
 func TestAuthzService(t *testing.T) {
 	dir := t.TempDir()
-	policies := policyFiles(t, map[string]string{"authz.rego": testPolicy, "data.json": testData})
+	policies := authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
 	cfg := config.Default().Authz
 	cfg.Address = "unix://" + filepath.Join(dir, "run", "authz.sock")
 	cfg.HTTPAddress = freeTCPAddr(t)
@@ -47,10 +74,7 @@ func TestAuthzService(t *testing.T) {
 	cfg.DecisionLog = filepath.Join(dir, "logs", "decisions.jsonl")
 	reg := prometheus.NewRegistry()
 
-	s, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := newTestAuthz(t, cfg, reg)
 	if err := s.listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +163,13 @@ func TestListenAuthz(t *testing.T) {
 	}
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
-	l, err := listenAuthz("authz.address", "unix://"+sock)
+	l, err := listenAddr("authz.address", "unix://"+sock)
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
 
 	// A live one is not stolen.
-	if _, err := listenAuthz("authz.address", "unix://"+sock); err == nil || !strings.Contains(err.Error(), "authz.address: "+sock+" is in use") {
+	if _, err := listenAddr("authz.address", "unix://"+sock); err == nil || !strings.Contains(err.Error(), "authz.address: "+sock+" is in use") {
 		t.Errorf("live socket: %v, want in use", err)
 	}
 	l.Close()
@@ -155,10 +179,10 @@ func TestListenAuthz(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := listenAuthz("authz.http_address", "unix://"+file); err == nil || !strings.Contains(err.Error(), "authz.http_address: "+file+" exists and is not a socket") {
+	if _, err := listenAddr("authz.http_address", "unix://"+file); err == nil || !strings.Contains(err.Error(), "authz.http_address: "+file+" exists and is not a socket") {
 		t.Errorf("plain file: %v", err)
 	}
-	if _, err := listenAuthz("authz.address", "127.0.0.1:notaport"); err == nil || !strings.HasPrefix(err.Error(), "authz.address: ") {
+	if _, err := listenAddr("authz.address", "127.0.0.1:notaport"); err == nil || !strings.HasPrefix(err.Error(), "authz.address: ") {
 		t.Errorf("bad TCP address: %v", err)
 	}
 }
@@ -167,11 +191,11 @@ func TestListenAuthz(t *testing.T) {
 // stops the start, with its position, before anything is opened.
 func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 	cfg := config.Default().Authz
-	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": brokenPolicy})
+	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": "package envoy.authz\n\nallow if {\n\tinput.x == y\n}\n"})
 	cfg.DecisionLog = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
-	_, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	_, err := compilePolicies(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") || !strings.Contains(err.Error(), "authz.rego:4:2: rego_unsafe_var_error") {
-		t.Fatalf("newAuthzService = %v, want the compile error with its position", err)
+		t.Fatalf("compilePolicies = %v, want the compile error with its position", err)
 	}
 	if _, err := os.Stat(filepath.Dir(cfg.DecisionLog)); err == nil {
 		t.Error("a refused start created the decision log's directory")
@@ -182,13 +206,13 @@ func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 // be read stops the start and names the key and the file.
 func TestAuthzServiceRefusesBadProtoDescriptor(t *testing.T) {
 	cfg := config.Default().Authz
-	cfg.PolicyDir = policyFiles(t, map[string]string{"authz.rego": testPolicy})
+	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy})
 	cfg.ProtoDescriptor = filepath.Join(t.TempDir(), "api.pb")
 	if err := os.WriteFile(cfg.ProtoDescriptor, []byte("syntax = \"proto3\";\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newAuthzService(context.Background(), cfg, time.Hour, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	_, err := compilePolicies(context.Background(), cfg)
 	if err == nil || !strings.HasPrefix(err.Error(), "authz.proto_descriptor: ") || !strings.Contains(err.Error(), cfg.ProtoDescriptor) {
-		t.Fatalf("newAuthzService = %v, want an authz.proto_descriptor error naming the file", err)
+		t.Fatalf("compilePolicies = %v, want an authz.proto_descriptor error naming the file", err)
 	}
 }

@@ -1,10 +1,9 @@
-package main
+package node
 
 import (
 	"crypto/tls"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -31,24 +30,21 @@ type selfIdentity struct {
 	ttl   time.Duration
 	clock func() time.Time
 
-	authority atomic.Pointer[ca.Authority]
+	authority *ca.Authority
 
 	mu      sync.Mutex
 	svid    *x509svid.SVID
 	renewAt time.Time
 }
 
-func newSelfIdentity(id spiffeid.ID, ttl time.Duration) *selfIdentity {
-	return &selfIdentity{id: id, ttl: ttl, clock: time.Now}
+func newSelfIdentity(id spiffeid.ID, ttl time.Duration, a *ca.Authority) *selfIdentity {
+	return &selfIdentity{id: id, ttl: ttl, clock: time.Now, authority: a}
 }
 
 // GetX509SVID returns the current SVID, minting a new one when there is
 // none yet or it is past half its life.
 func (s *selfIdentity) GetX509SVID() (*x509svid.SVID, error) {
-	a := s.authority.Load()
-	if a == nil {
-		return nil, errNoAuthority
-	}
+	a := s.authority
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
@@ -72,11 +68,7 @@ func (s *selfIdentity) GetX509SVID() (*x509svid.SVID, error) {
 // GetX509BundleForTrustDomain returns the CA's bundle: callers must hold an
 // SVID of meshid's own trust domain.
 func (s *selfIdentity) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	a := s.authority.Load()
-	if a == nil {
-		return nil, errNoAuthority
-	}
-	return a.X509Bundle().GetX509BundleForTrustDomain(td)
+	return s.authority.X509Bundle().GetX509BundleForTrustDomain(td)
 }
 
 // authzTLSConfig is the mutual TLS configuration of the authz listeners:

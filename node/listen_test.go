@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"net"
@@ -12,7 +12,7 @@ func TestListenWorkloadSocket(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "meshid")
 	path := filepath.Join(dir, "agent.sock")
 
-	lis, err := listenWorkloadSocket(path)
+	lis, err := listenUnix("socket_path", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestListenWorkloadSocket(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if _, err := listenWorkloadSocket(path); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := listenUnix("socket_path", path); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second listen: err = %v, want 'in use'", err)
 	}
 	lis.Close()
@@ -52,7 +52,7 @@ func TestListenWorkloadSocketReplacesAStaleSocket(t *testing.T) {
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
 
-	lis, err := listenWorkloadSocket(path)
+	lis, err := listenUnix("socket_path", path)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -64,7 +64,7 @@ func TestListenWorkloadSocketKeepsOtherFiles(t *testing.T) {
 	if err := os.WriteFile(path, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := listenWorkloadSocket(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := listenUnix("socket_path", path); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("err = %v, want a refusal to touch a regular file", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "precious" {

@@ -1,0 +1,261 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/internal/config"
+)
+
+// authzService is meshid's ext_authz front door: the compiled policies,
+// the gRPC server (and optionally the HTTP one) that answer Envoy with
+// them, the policy dir watch and the decision log.
+type authzService struct {
+	cfg       config.Authz
+	log       *slog.Logger
+	srv       *authz.Server
+	grpc      *grpc.Server
+	http      *http.Server // nil unless authz.http_address is set
+	reloader  *authz.Reloader
+	decisions *authz.DecisionLog // nil unless authz.decision_log is set
+
+	lis, httpLis net.Listener
+	logFile      io.WriteCloser
+}
+
+// policies is the read-only part of authz, checked before anything is
+// written: the compiled policy set, the proto descriptors gRPC bodies are
+// decoded with, and the SPIFFE ID authz.tls asks meshid to present.
+type policies struct {
+	engineCfg authz.Config
+	engine    *authz.Engine
+	protos    *authz.ProtoDescriptors // nil unless authz.proto_descriptor is set
+	selfID    spiffeid.ID             // zero unless authz.tls.spiffe_id is set
+}
+
+// EngineConfig maps the authz section to the policy engine's settings, the
+// same for `meshid run` and `meshid policy eval`.
+func EngineConfig(c config.Authz) authz.Config {
+	return authz.Config{
+		PolicyDir:   c.PolicyDir,
+		Decision:    c.Decision,
+		EvalTimeout: c.EvalTimeout,
+		RegoV0:      c.RegoVersion == "v0",
+	}
+}
+
+func compilePolicies(ctx context.Context, cfg config.Authz) (policies, error) {
+	p := policies{engineCfg: EngineConfig(cfg)}
+	var err error
+	if p.engine, err = authz.NewEngine(ctx, p.engineCfg); err != nil {
+		return p, fmt.Errorf("authz.policy_dir: %w", err)
+	}
+	if cfg.ProtoDescriptor != "" {
+		if p.protos, err = authz.LoadProtoDescriptors(cfg.ProtoDescriptor); err != nil {
+			return p, fmt.Errorf("authz.proto_descriptor: %w", err)
+		}
+	}
+	if cfg.TLS.SPIFFEID != "" {
+		if p.selfID, err = spiffeid.FromString(cfg.TLS.SPIFFEID); err != nil {
+			return p, fmt.Errorf("authz.tls.spiffe_id: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// authzIdentity is what authz takes from meshid's identities.
+type authzIdentity struct {
+	jwtBundles jwtbundle.Source // JWT-SVIDs of the node's callers validate against it
+	self       *selfIdentity    // nil unless authz.tls.spiffe_id is set
+}
+
+// ServerOptions maps the authz section to the decision server's options,
+// the same for `meshid run` and `meshid policy eval`; what only a running
+// node has (JWT bundles, the decision log, metrics) is left to the caller.
+func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
+	return authz.Options{
+		Log:          log,
+		DenyStatus:   c.DenyStatus,
+		DryRun:       c.DryRun,
+		TrustXFCC:    c.XFCC.Trust,
+		XFCCProxies:  c.XFCC.Proxies,
+		JWTAudiences: c.JWTAudiences,
+	}
+}
+
+// newAuthzService builds the servers over compiled policies; it opens no
+// socket or file yet, so a start refused for other reasons leaves nothing
+// to clean up.
+func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
+	s := &authzService{cfg: cfg, log: log}
+	if cfg.DecisionLog != "" {
+		s.decisions = authz.NewDecisionLog(authz.DecisionLogOptions{
+			MaskHeaders: cfg.DecisionLogMask,
+			QueueSize:   cfg.DecisionLogQueue,
+			SampleRate:  cfg.DecisionLogSampleRate,
+			Log:         log,
+		})
+	}
+	opts := ServerOptions(cfg, log)
+	opts.JWTBundles = id.jwtBundles
+	opts.ProtoDescriptors = p.protos
+	opts.DecisionLog = s.decisions
+	opts.Metrics = reg
+	var err error
+	if s.srv, err = authz.NewServer(p.engine, opts); err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
+	s.reloader = authz.NewReloader(s.srv, p.engineCfg, cfg.ReloadInterval, log)
+
+	tlsCfg, err := authzTLSConfig(cfg.TLS, id.self)
+	if err != nil {
+		return nil, err
+	}
+	var grpcOpts []grpc.ServerOption
+	if tlsCfg != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", id.self.id, "client_ids", cfg.TLS.ClientIDs)
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
+	s.srv.Register(s.grpc)
+	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
+	if cfg.Reflection {
+		reflection.Register(s.grpc)
+	}
+	if cfg.HTTPAddress != "" {
+		s.http = &http.Server{
+			Handler:           s.srv.HTTPHandler(),
+			ReadHeaderTimeout: 5 * time.Second,
+			TLSConfig:         tlsCfg,
+			// Refused handshakes and broken requests are the operator's
+			// to see, in meshid's log rather than on bare stderr.
+			ErrorLog: slog.NewLogLogger(log.With("server", "authz.http_address").Handler(), slog.LevelWarn),
+		}
+	}
+	if len(cfg.JWTAudiences) > 0 {
+		log.Info("authz: JWT-SVIDs are validated against the CA's JWT bundle and federated JWT keys", "audiences", cfg.JWTAudiences)
+	}
+	if cfg.DryRun {
+		log.Warn("authz: dry run: every request is allowed; the decision log and the debug log say what the policy decided")
+	}
+	return s, nil
+}
+
+// listen opens the listeners and the decision log file.
+func (s *authzService) listen() (err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.lis, err = listenAddr("authz.address", s.cfg.Address); err != nil {
+		return err
+	}
+	if s.http != nil {
+		if s.httpLis, err = listenAddr("authz.http_address", s.cfg.HTTPAddress); err != nil {
+			return err
+		}
+		if s.http.TLSConfig != nil {
+			s.httpLis = tls.NewListener(s.httpLis, s.http.TLSConfig)
+		}
+	}
+	switch s.cfg.DecisionLog {
+	case "":
+	case config.DecisionLogStderr:
+		s.logFile = nopCloser{os.Stderr}
+	default:
+		if err := os.MkdirAll(filepath.Dir(s.cfg.DecisionLog), 0o755); err != nil {
+			return fmt.Errorf("authz.decision_log: %w", err)
+		}
+		f, err := os.OpenFile(s.cfg.DecisionLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("authz.decision_log: %w", err)
+		}
+		s.logFile = f
+	}
+	return nil
+}
+
+// run serves until ctx ends.
+func (s *authzService) run(ctx context.Context) error {
+	// The decision log outlives the servers: it writes what the last
+	// requests queued while the servers were draining.
+	logDone := make(chan error, 1)
+	logCtx, stopLog := context.WithCancel(context.Background())
+	if s.decisions != nil {
+		go func() { logDone <- s.decisions.Run(logCtx, s.logFile) }()
+	} else {
+		logDone <- nil
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveGRPC(ctx, s.grpc, s.lis) })
+	if s.http != nil {
+		g.Go(func() error { return serveHTTP(ctx, s.http, s.httpLis) })
+	}
+	g.Go(func() error { return s.reloader.Run(ctx) })
+	err := g.Wait()
+	stopLog()
+	if logErr := <-logDone; err == nil && logErr != nil {
+		err = fmt.Errorf("authz.decision_log: %w", logErr)
+	}
+	s.close()
+	return err
+}
+
+func (s *authzService) addr() string { return s.lis.Addr().String() }
+
+func (s *authzService) close() {
+	for _, l := range []net.Listener{s.lis, s.httpLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// nodeJWTBundles is the JWT bundle source authz validates against: the
+// CA's own bundle and the JWT keys of every federated trust domain. Authz
+// serves the whole node, not one caller, so no entry's federates_with
+// narrows the federated ones down.
+type nodeJWTBundles struct {
+	ca        *ca.Authority
+	federated *jwtbundle.Set
+}
+
+func (b *nodeJWTBundles) GetJWTBundleForTrustDomain(td spiffeid.TrustDomain) (*jwtbundle.Bundle, error) {
+	bundle := b.ca.JWTBundle()
+	if bundle.TrustDomain() == td {
+		return bundle, nil
+	}
+	if fb, ok := b.federated.Get(td); ok {
+		return fb, nil
+	}
+	return nil, fmt.Errorf("no JWT bundle for trust domain %q: neither meshid's own (%q) nor federated with JWT keys", td, bundle.TrustDomain())
+}

@@ -1,0 +1,264 @@
+// Package node builds and runs the meshid daemon of one node: it reads the
+// configuration's inputs, opens the CA, starts the identity manager, and
+// serves the workload socket (SDS, Workload API, health), the ext_authz
+// listeners and the admin endpoint until its context ends. It is the only
+// package that wires meshid's parts together; it never parses flags or
+// prints for people (cmd/meshid does), and it holds no logic of the parts
+// it wires.
+//
+// Build order is the dependency order, so nothing is bound late: inputs
+// that are only read (entries, federated bundles, policies, attestor
+// settings) → the CA, which writes data_dir → the identity manager → the
+// servers → the listeners. A start refused for bad input leaves nothing
+// behind on disk, and once a socket exists everything behind it is ready.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/internal/gcfloor"
+	"github.com/meshid/meshid/sds"
+	"github.com/meshid/meshid/workload"
+)
+
+// shutdownGrace bounds how long in-flight calls may finish after SIGTERM.
+// The agent's streams (SDS, Workload API) are ended at once instead: they
+// never finish by themselves.
+const shutdownGrace = 2 * time.Second
+
+// LoadConfig reads meshid.yaml, or returns the built-in demo settings when
+// path is empty.
+func LoadConfig(path string) (config.Config, error) {
+	if path == "" {
+		cfg := config.Default()
+		return cfg, cfg.Validate()
+	}
+	return config.Load(path)
+}
+
+// NewLogger is the daemon's logger as the log section asks for it.
+func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	level, err := c.SlogLevel()
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// Node is everything `meshid run` holds: built in full before anything is
+// served, so a bad config, entries file or policy stops the start.
+type Node struct {
+	cfg   config.Config
+	log   *slog.Logger
+	reg   *prometheus.Registry // every part registers its metrics here
+	ca    *ca.Authority
+	ids   *identity.Manager
+	ready atomic.Bool
+
+	authz    *authzService
+	agent    *grpc.Server
+	streams  *streamEnder // ends agent's streams at shutdown
+	agentLis net.Listener
+	admin    *http.Server
+	adminLis net.Listener
+}
+
+// New builds the node from a validated configuration and opens its
+// listeners; Run serves them.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error) {
+	in, err := readInputs(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if n.ca, err = ca.Open(caOptions(cfg, in.trustDomain, log)); err != nil {
+		return nil, err
+	}
+	n.ids = identity.NewManager(identity.Options{
+		Entries:       in.entries,
+		DefaultTTL:    cfg.SVID.X509TTL,
+		DefaultJWTTTL: cfg.SVID.JWTTTL,
+		Minter:        n.ca,
+		Attestor:      in.attestor,
+		Log:           log,
+		EntriesFile:   cfg.EntriesFile,
+		TrustDomain:   in.trustDomain,
+		Metrics:       n.reg,
+		Federated:     in.federated.set,
+	})
+	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in), log, n.reg); err != nil {
+		return nil, err
+	}
+
+	n.streams = newStreamEnder()
+	n.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()), grpc.StreamInterceptor(n.streams.interceptor()))
+	sds.New(sds.Options{Identities: sdsIdentities{n.ids}, Log: log, Registerer: n.reg}).Register(n.agent)
+	workload.New(workloadIdentities{n.ids}, log).Register(n.agent)
+	healthpb.RegisterHealthServer(n.agent, health.NewServer())
+
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	if err := n.listen(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// inputs are what the configuration points at that meshid only reads.
+type inputs struct {
+	trustDomain spiffeid.TrustDomain
+	entries     []identity.Entry
+	federated   federation
+	policies    policies
+	attestor    *attestor.Attestor
+}
+
+// readInputs reads and checks every input before anything is written.
+func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (inputs, error) {
+	var in inputs
+	var err error
+	if in.trustDomain, err = spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
+		return in, err // config validation already said where
+	}
+	in.entries, err = identity.LoadEntries(cfg.EntriesFile, in.trustDomain)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && cfg.EntriesOptional:
+		log.Warn("no entries file: no workload will get an identity until one exists", "entries_file", cfg.EntriesFile)
+	case err != nil:
+		return in, err
+	}
+	if in.federated, err = loadFederation(cfg.Federation); err != nil {
+		return in, err
+	}
+	if err := identity.CheckFederation(in.entries, in.federated.set); err != nil {
+		return in, err
+	}
+	for _, b := range in.federated.set.Bundles() {
+		log.Info("federated trust domain loaded", "trust_domain", b.TrustDomain().Name(),
+			"x509_roots", len(b.X509Authorities()), "jwt_keys", len(b.JWTAuthorities()))
+	}
+	if in.policies, err = compilePolicies(ctx, cfg.Authz); err != nil {
+		return in, err
+	}
+	if in.attestor, err = newAttestor(cfg); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// caOptions maps the ca section to the CA's options.
+func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger) ca.Options {
+	o := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log}
+	if u := cfg.CA.Upstream; u != nil {
+		o.Upstream = &ca.Upstream{CertFile: u.CertFile, KeyFile: u.KeyFile, BundleFile: u.BundleFile}
+	}
+	return o
+}
+
+// authzIdentity is what authz needs of meshid's identities: the keys to
+// validate JWT-SVIDs with and, with authz.tls, meshid's own SVID.
+func (n *Node) authzIdentity(in inputs) authzIdentity {
+	id := authzIdentity{jwtBundles: &nodeJWTBundles{ca: n.ca, federated: in.federated.jwt}}
+	if in.policies.selfID != (spiffeid.ID{}) {
+		id.self = newSelfIdentity(in.policies.selfID, n.cfg.SVID.X509TTL, n.ca)
+	}
+	return id
+}
+
+// listen opens every listener, or none: once a socket exists, clients may
+// use it.
+func (n *Node) listen() (err error) {
+	if n.agentLis, err = listenUnix("socket_path", n.cfg.SocketPath); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			n.agentLis.Close()
+		}
+	}()
+	if err = n.authz.listen(); err != nil {
+		return err
+	}
+	if n.adminLis, err = net.Listen("tcp", n.cfg.Admin.Address); err != nil {
+		n.authz.close()
+		return fmt.Errorf("admin.address: %w", err)
+	}
+	return nil
+}
+
+// Run serves until ctx ends or a part fails, then stops every part.
+func (n *Node) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	// SDS and Workload API streams never end by themselves: end them as
+	// soon as meshid stops, so that GracefulStop need not wait them out.
+	defer context.AfterFunc(ctx, n.streams.End)()
+	g.Go(func() error { return n.ids.Run(ctx) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error { return n.ids.WatchEntries(ctx, hup) })
+	g.Go(func() error { return serveGRPC(ctx, n.agent, n.agentLis) })
+	g.Go(func() error { return n.authz.run(ctx) })
+	g.Go(func() error { return serveHTTP(ctx, n.admin, n.adminLis) })
+	g.Go(func() error {
+		gcfloor.Run(ctx, gcfloor.DefaultFloor, n.log)
+		return nil
+	})
+	n.ready.Store(true)
+	n.log.Info("meshid ready",
+		"trust_domain", n.cfg.TrustDomain,
+		"socket", n.cfg.SocketPath,
+		"authz", n.authz.addr(),
+		"admin", n.adminLis.Addr().String())
+	err := g.Wait()
+	n.log.Info("meshid stopped")
+	return err
+}
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /explain", ExplainHandler(n.ids))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
+}

@@ -1,0 +1,104 @@
+package node
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/test/authztest"
+)
+
+// TestNodeServesAndStops builds a whole node in this process, fetches this
+// process's own SVID over the workload socket as a go-spiffe client does,
+// asks the admin endpoint whether it is ready, and stops it: Run returns
+// nil and nothing it started outlives it (TestMain checks).
+func TestNodeServesAndStops(t *testing.T) {
+	dir := t.TempDir()
+	entries := filepath.Join(dir, "entries.yaml")
+	uid := strconv.Itoa(os.Geteuid())
+	if err := os.WriteFile(entries, []byte("entries:\n  - spiffe_id: spiffe://example.org/node-test\n    selectors: [\"unix:uid:"+uid+"\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.SocketPath = filepath.Join(dir, "sock", "agent.sock")
+	cfg.EntriesFile = entries
+	cfg.EntriesOptional = false
+	cfg.Admin.Address = freeTCPAddr(t)
+	cfg.Authz.Address = freeTCPAddr(t)
+	cfg.Authz.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+
+	fetchCtx, fetchCancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fetchCancel()
+	svid, err := workloadapi.FetchX509SVID(fetchCtx, workloadapi.WithAddr("unix://"+cfg.SocketPath))
+	if err != nil {
+		t.Fatalf("fetch own SVID: %v", err)
+	}
+	if got := svid.ID.String(); got != "spiffe://example.org/node-test" {
+		t.Errorf("SVID for %s, want spiffe://example.org/node-test", got)
+	}
+	resp, err := http.Get("http://" + cfg.Admin.Address + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ready") {
+		t.Errorf("/readyz = %d %q, want 200 ready", resp.StatusCode, body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil after its context ends", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return 10s after its context ended")
+	}
+	if _, err := os.Stat(cfg.SocketPath); err == nil {
+		t.Error("the workload socket outlived the node")
+	}
+}
+
+// TestNodeRefusesBadInputBeforeWriting: a policy that does not compile
+// stops New before the CA writes data_dir or a socket exists.
+func TestNodeRefusesBadInputBeforeWriting(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.SocketPath = filepath.Join(dir, "sock", "agent.sock")
+	cfg.EntriesFile = filepath.Join(dir, "entries.yaml")
+	cfg.Authz.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": "package envoy.authz\n\nallow if {\n"})
+	_, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") {
+		t.Fatalf("New = %v, want the policy's compile error", err)
+	}
+	for _, p := range []string{cfg.DataDir, filepath.Dir(cfg.SocketPath)} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("a refused start created %s", p)
+		}
+	}
+}
