@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshid/meshid/internal/unixsock"
 	"github.com/meshid/meshid/internal/yamlfile"
 )
 
@@ -83,13 +84,19 @@ const (
 	minCATTL  = time.Hour
 )
 
+// DefaultSocketPath is socket_path when the config does not set it, and
+// where the CLI looks for meshid. /run is root's and 0755, so no other user
+// can create meshid's directory there first, as they could in /tmp (issue
+// 13; the rules are internal/unixsock's).
+const DefaultSocketPath = "/run/meshid/agent.sock"
+
 // Default returns the configuration used when no file is given: a demo
 // trust domain served from the current directory.
 func Default() Config {
 	return Config{
 		TrustDomain:     "example.org",
 		DataDir:         ".meshid",
-		SocketPath:      "/tmp/meshid/agent.sock",
+		SocketPath:      DefaultSocketPath,
 		EntriesFile:     "entries.yaml",
 		EntriesOptional: true,
 		CA:              CA{KeyType: "ec-p256", TTL: 24 * time.Hour},
@@ -167,6 +174,9 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 		if f.val == "" {
 			bad(at(f.key), "%s must not be empty", f.key)
 		}
+	}
+	if n := len(c.SocketPath); n > unixsock.MaxPathLen {
+		bad(at("socket_path"), "socket_path %s is %d bytes, longer than the %d a Unix socket path may have; choose a shorter path", c.SocketPath, n, unixsock.MaxPathLen)
 	}
 	if c.CA.KeyType != "ec-p256" {
 		bad(at("ca", "key_type"), "ca.key_type %q is not supported (supported: ec-p256)", c.CA.KeyType)

@@ -36,8 +36,8 @@ func TestLoadAppliesDefaultsAndResolvesPaths(t *testing.T) {
 	if !cfg.EntriesOptional {
 		t.Error("entries_file not set, so a missing default file must be optional")
 	}
-	if cfg.SocketPath != "/tmp/meshid/agent.sock" {
-		t.Errorf("absolute path changed: %q", cfg.SocketPath)
+	if cfg.SocketPath != DefaultSocketPath || DefaultSocketPath != "/run/meshid/agent.sock" {
+		t.Errorf("socket_path = %q, want the default /run/meshid/agent.sock unchanged", cfg.SocketPath)
 	}
 }
 
@@ -88,6 +88,8 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 			`meshid.yaml:7: federation.bundles[2].bundle_file is required`}},
 		{"federation listed twice", "federation:\n  bundles:\n    - {trust_domain: partner.example, bundle_file: a.pem}\n    - {trust_domain: partner.example, bundle_file: b.pem}\n", []string{
 			`meshid.yaml:4: federation.bundles[1].trust_domain "partner.example" is listed twice`}},
+		{"socket path too long", "socket_path: /run/" + strings.Repeat("s", 103) + "\n", []string{
+			"meshid.yaml:1: socket_path /run/sss", "is 108 bytes, longer than the 107 a Unix socket path may have"}},
 		{"unknown upstream key", "ca:\n  upstream:\n    cert: a.crt\n", []string{`meshid.yaml:3: unknown key "cert"`}},
 	}
 	for _, tt := range tests {
