@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +231,193 @@ func TestFederationWithOneKindOfKey(t *testing.T) {
 				t.Errorf("JWT bundle for partner.example: %v, want %v", got, tc.wantJWT)
 			}
 		})
+	}
+}
+
+// openCA is a trust domain's real CA, for its roots, JWT keys and tokens.
+func openCA(t *testing.T, name string) *ca.Authority {
+	t.Helper()
+	a, err := ca.Open(ca.Options{TrustDomain: spiffeid.RequireTrustDomainFromString(name), Dir: t.TempDir(), TTL: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// spiffeBundleDoc is a's SPIFFE bundle document, with its X.509 roots and
+// its JWT keys as asked for.
+func spiffeBundleDoc(t *testing.T, a *ca.Authority, x509, jwt bool) []byte {
+	t.Helper()
+	b := spiffebundle.New(a.X509Bundle().TrustDomain())
+	if x509 {
+		b.SetX509Authorities(a.X509Bundle().X509Authorities())
+	}
+	if jwt {
+		b.SetJWTAuthorities(a.JWTBundle().JWTAuthorities())
+	}
+	doc, err := b.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// spiffeBundleDocWithoutKid is a's JWT key in a SPIFFE bundle, with its
+// key ID taken away: go-spiffe refuses a jwt-svid key without one.
+func spiffeBundleDocWithoutKid(t *testing.T, a *ca.Authority) []byte {
+	t.Helper()
+	doc := string(spiffeBundleDoc(t, a, false, true))
+	for kid := range a.JWTBundle().JWTAuthorities() {
+		doc = strings.Replace(doc, `"kid":"`+kid+`",`, "", 1)
+	}
+	if strings.Contains(doc, `"kid"`) {
+		t.Fatalf("could not take the kid out of %s", doc)
+	}
+	return []byte(doc)
+}
+
+func writeTemp(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestReadBundleFileReadsBothFormats(t *testing.T) {
+	pemCA, fullCA, jwtCA := openCA(t, "pem.example"), openCA(t, "full.example"), openCA(t, "jwt.example")
+	roots, err := pemCA.X509Bundle().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		a              *ca.Authority
+		file           string
+		content        []byte
+		roots, jwtKeys int
+	}{
+		{pemCA, "pem.pem", roots, 1, 0},
+		// Leading whitespace and a trailing newline, as editors leave them.
+		{fullCA, "full.json", append(append([]byte("\n  "), spiffeBundleDoc(t, fullCA, true, true)...), '\n'), 1, 1},
+		{jwtCA, "jwt.json", spiffeBundleDoc(t, jwtCA, false, true), 0, 1},
+	} {
+		td := tc.a.X509Bundle().TrustDomain()
+		b, err := ReadBundleFile(td, writeTemp(t, tc.file, tc.content))
+		if err != nil {
+			t.Errorf("%s: %v", tc.file, err)
+			continue
+		}
+		if b.TrustDomain() != td {
+			t.Errorf("%s: bundle of %s, want %s", tc.file, b.TrustDomain(), td)
+		}
+		if len(b.X509Authorities()) != tc.roots || len(b.JWTAuthorities()) != tc.jwtKeys {
+			t.Errorf("%s: %d roots and %d JWT keys, want %d and %d", tc.file, len(b.X509Authorities()), len(b.JWTAuthorities()), tc.roots, tc.jwtKeys)
+		}
+		if tc.roots > 0 && !b.X509Authorities()[0].Equal(tc.a.X509Bundle().X509Authorities()[0]) {
+			t.Errorf("%s: the root read is not the CA's", tc.file)
+		}
+		for kid := range tc.a.JWTBundle().JWTAuthorities() {
+			if tc.jwtKeys > 0 && !b.HasJWTAuthority(kid) {
+				t.Errorf("%s: JWT key %s of the CA not read", tc.file, kid)
+			}
+		}
+	}
+}
+
+func TestReadBundleFileRefusesBadFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"empty", " \n", "empty file: want PEM X.509 roots or a SPIFFE bundle (JSON)"},
+		{"neither", "partner.example roots go here\n", "not PEM and not a SPIFFE bundle: "},
+		{"broken PEM", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "PEM: "},
+		{"PEM without a certificate", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n", "PEM holds no certificate"},
+		{"broken JSON", `{"keys": [`, "not a valid SPIFFE bundle: "},
+		{"JSON without keys", `{"spiffe_sequence": 1}`, "not a valid SPIFFE bundle: "},
+		{"SPIFFE bundle without keys", `{"keys": []}`, `SPIFFE bundle has no "x509-svid" and no "jwt-svid" keys`},
+		{"SPIFFE bundle of another use only", `{"keys": [{"use": "other", "kty": "oct", "k": "AAAA"}]}`, `SPIFFE bundle has no "x509-svid" and no "jwt-svid" keys`},
+		{"JWT key without kid", string(spiffeBundleDocWithoutKid(t, partnerCA(t))), "not a valid SPIFFE bundle: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := ReadBundleFile(partner, writeTemp(t, "partner.json", []byte(tc.content)))
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("ReadBundleFile = %v, %v\nwant an error starting with %q", b, err, tc.want)
+			}
+		})
+	}
+	t.Run("missing", func(t *testing.T) {
+		if _, err := ReadBundleFile(partner, filepath.Join(t.TempDir(), "nope.json")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("err = %v, want fs.ErrNotExist", err)
+		}
+	})
+}
+
+// The Manager is authz's JWT bundle source: it validates JWT-SVIDs of its
+// own trust domain and of every federated trust domain that has JWT keys,
+// whatever the entries say.
+func TestManagerIsTheNodeWideJWTBundleSource(t *testing.T) {
+	other, pemOnly, stranger := partnerCA(t), openCA(t, "pem.example"), openCA(t, "stranger.example")
+	impostor := partnerCA(t) // the partner's name, not its keys
+	roots, _ := pemOnly.X509Bundle().Marshal()
+	federated := spiffebundle.NewSet()
+	for _, f := range []struct {
+		td   spiffeid.TrustDomain
+		file string
+		doc  []byte
+	}{
+		{partner, "partner.json", spiffeBundleDoc(t, other, false, true)},
+		{spiffeid.RequireTrustDomainFromString("pem.example"), "pem.pem", roots},
+	} {
+		b, err := ReadBundleFile(f.td, writeTemp(t, f.file, f.doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		federated.Add(b)
+	}
+	// No entry federates with anyone: authz is not a caller.
+	m, _ := federatedManagerWith(t, "entries:\n  - spiffe_id: spiffe://example.org/backend\n    selectors: [\"unix:uid:1101\"]\n", federated)
+	own := m.minter.(*ca.Authority)
+
+	for name, want := range map[string]string{
+		"example.org":      "",
+		"partner.example":  "",
+		"pem.example":      `no JWT bundle for trust domain "pem.example": neither meshid's own ("example.org") nor federated with JWT keys`,
+		"stranger.example": `no JWT bundle for trust domain "stranger.example"`,
+	} {
+		b, err := m.GetJWTBundleForTrustDomain(spiffeid.RequireTrustDomainFromString(name))
+		switch {
+		case want == "" && (err != nil || b.TrustDomain().Name() != name || len(b.JWTAuthorities()) == 0):
+			t.Errorf("JWT bundle for %s: %v, %v", name, b, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("JWT bundle for %s: err = %v, want %q", name, err, want)
+		}
+	}
+	token := func(a *ca.Authority, id string) string {
+		t.Helper()
+		svid, err := a.MintJWTSVID(ca.JWTRequest{ID: spiffeid.RequireFromString(id), Audience: []string{"backend"}, TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svid.Token
+	}
+	for _, tc := range []struct {
+		token, want string // want: the subject, or part of the error
+		valid       bool
+	}{
+		{token(own, "spiffe://example.org/frontend"), "spiffe://example.org/frontend", true},
+		{token(other, "spiffe://partner.example/client"), "spiffe://partner.example/client", true},
+		// Signed by pem.example's CA: its roots are known, its JWT keys not.
+		{token(pemOnly, "spiffe://pem.example/client"), `no bundle found for trust domain "pem.example"`, false},
+		{token(stranger, "spiffe://stranger.example/client"), `no bundle found for trust domain "stranger.example"`, false},
+		{token(impostor, "spiffe://partner.example/client"), `jwtsvid: no JWT authority`, false},
+	} {
+		svid, err := jwtsvid.ParseAndValidate(tc.token, m, []string{"backend"})
+		switch {
+		case tc.valid && (err != nil || svid.ID.String() != tc.want):
+			t.Errorf("%s: %v, %v; want valid", tc.want, svid, err)
+		case !tc.valid && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("err = %v, want it to say %q", err, tc.want)
+		}
 	}
 }

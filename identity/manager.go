@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -103,20 +102,9 @@ type Manager struct {
 	svids   map[svidKey]*issued
 	jwts    map[jwtKey]*ca.JWTSVID
 	subs    map[*Subscription]struct{}
-}
-
-// svidKey identifies what an SVID says, so callers of entries that ask for
-// the same thing share one SVID (and one rotation).
-type svidKey struct {
-	id  string
-	ttl time.Duration
-	dns string
-}
-
-type issued struct {
-	req     ca.SVIDRequest
-	svid    *x509svid.SVID
-	renewAt time.Time
+	// The mints under way, one per key (see svids.go).
+	minting    map[svidKey]*flight[*x509svid.SVID]
+	mintingJWT map[jwtKey]*flight[*ca.JWTSVID]
 }
 
 // NewManager returns a Manager for a fixed set of entries.
@@ -148,6 +136,8 @@ func NewManager(o Options) *Manager {
 		svids:         map[svidKey]*issued{},
 		jwts:          map[jwtKey]*ca.JWTSVID{},
 		subs:          map[*Subscription]struct{}{},
+		minting:       map[svidKey]*flight[*x509svid.SVID]{},
+		mintingJWT:    map[jwtKey]*flight[*ca.JWTSVID]{},
 
 		entriesFile:    o.EntriesFile,
 		trustDomain:    o.TrustDomain,
@@ -223,7 +213,7 @@ func matching(entries []Entry, sels []attestor.Selector) []Entry {
 // callers alike. Every subscription is matched again from the selectors
 // its caller was attested with, and told when its SVIDs change (possibly
 // to none: its entry was removed). SVIDs no entry asks for any more stop
-// being renewed.
+// being renewed; meshid's own (Self) are kept.
 func (m *Manager) SetEntries(entries []Entry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,13 +227,25 @@ func (m *Manager) SetEntries(entries []Entry) {
 		ids[k.id] = true
 	}
 	for k := range m.svids {
-		if !wanted[k] {
+		if !wanted[k] && !k.self {
 			delete(m.svids, k)
+		}
+	}
+	// A mint under way for a key dropped here still answers whoever asked,
+	// but is not cached: taken off minting, it is no longer the key's.
+	for k := range m.minting {
+		if !wanted[k] && !k.self {
+			delete(m.minting, k)
 		}
 	}
 	for k := range m.jwts {
 		if !ids[k.id] {
 			delete(m.jwts, k)
+		}
+	}
+	for k := range m.mintingJWT {
+		if !ids[k.id] {
+			delete(m.mintingJWT, k)
 		}
 	}
 	for sub := range m.subs {
@@ -320,109 +322,6 @@ func (m *Manager) tick() {
 		m.mu.Unlock()
 	}
 	m.renewDue()
-}
-
-func (m *Manager) renewDue() {
-	now := m.clock()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for k, svid := range m.jwts {
-		if !now.Before(svid.Expiry) {
-			delete(m.jwts, k)
-		}
-	}
-	renewed := map[svidKey]bool{}
-	for k, is := range m.svids {
-		if now.Before(is.renewAt) {
-			continue
-		}
-		if _, err := m.mintLocked(k, is.req); err != nil {
-			m.log.Error("renew SVID", "spiffe_id", k.id, "err", err)
-			continue
-		}
-		renewed[k] = true
-	}
-	if len(renewed) == 0 {
-		return
-	}
-	for sub := range m.subs {
-		if slices.ContainsFunc(sub.entries, func(e Entry) bool { k, _ := m.request(e); return renewed[k] }) {
-			sub.notify()
-		}
-	}
-}
-
-func (m *Manager) request(e Entry) (svidKey, ca.SVIDRequest) {
-	ttl := e.X509TTL
-	if ttl == 0 {
-		ttl = m.defaultTTL
-	}
-	k := svidKey{id: e.SPIFFEID.String(), ttl: ttl, dns: strings.Join(e.DNSNames, ",")}
-	return k, ca.SVIDRequest{ID: e.SPIFFEID, TTL: ttl, DNSNames: e.DNSNames}
-}
-
-// svidFor returns a fresh SVID for the entry, minting one when there is
-// none yet or the cached one is due for renewal.
-func (m *Manager) svidFor(e Entry) (*x509svid.SVID, error) {
-	k, req := m.request(e)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if is, ok := m.svids[k]; ok && m.clock().Before(is.renewAt) {
-		return is.svid, nil
-	}
-	return m.mintLocked(k, req)
-}
-
-func (m *Manager) mintLocked(k svidKey, req ca.SVIDRequest) (*x509svid.SVID, error) {
-	svid, err := m.minter.MintX509SVID(req)
-	if err != nil {
-		return nil, err
-	}
-	leaf := svid.Certificates[0]
-	issuedAt := m.clock()
-	m.svids[k] = &issued{req: req, svid: svid, renewAt: m.renewalTime(issuedAt, leaf.NotAfter)}
-	m.log.Info("issued X509-SVID", "spiffe_id", k.id, "serial", leaf.SerialNumber.Text(16), "expires", leaf.NotAfter)
-	return svid, nil
-}
-
-// renewalTime is half of the lifetime actually granted (the CA may have
-// capped it), moved by up to ±10% of that half.
-func (m *Manager) renewalTime(issuedAt, notAfter time.Time) time.Time {
-	half := notAfter.Sub(issuedAt) / 2
-	return issuedAt.Add(half + time.Duration(m.jitter()*0.1*float64(half)))
-}
-
-// jwtKey identifies a cached JWT-SVID: the same identity for the same set
-// of audiences, in any order.
-type jwtKey struct {
-	id       string
-	ttl      time.Duration
-	audience string
-}
-
-// jwtFor returns a JWT-SVID for the entry and audience from the cache, or
-// mints one when there is none or the cached one is past half its life.
-func (m *Manager) jwtFor(e Entry, audience []string) (*ca.JWTSVID, error) {
-	ttl := e.JWTTTL
-	if ttl == 0 {
-		ttl = m.defaultJWTTTL
-	}
-	aud := slices.Compact(slices.Sorted(slices.Values(audience)))
-	k := jwtKey{id: e.SPIFFEID.String(), ttl: ttl, audience: strings.Join(aud, "\x00")}
-	now := m.clock()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if svid, ok := m.jwts[k]; ok && now.Before(svid.IssuedAt.Add(svid.Expiry.Sub(svid.IssuedAt)/2)) {
-		return svid, nil
-	}
-	svid, err := m.minter.MintJWTSVID(ca.JWTRequest{ID: e.SPIFFEID, Audience: aud, TTL: ttl})
-	if err != nil {
-		return nil, err
-	}
-	if _, cached := m.jwts[k]; cached || len(m.jwts) < maxCachedJWTs {
-		m.jwts[k] = svid
-	}
-	return svid, nil
 }
 
 func (m *Manager) unsubscribe(s *Subscription) {
