@@ -51,7 +51,10 @@ type Options struct {
 	// $MESHID_BIN_DIR, and if that is empty too, New builds them (once per
 	// process) into a cache directory shared by every run from this checkout.
 	BinDir string
-	// ParentDir is where Env.Dir is created; empty means os.TempDir().
+	// ParentDir is where Env.Dir is created; empty means os.TempDir(). It
+	// and the directories above it must pass meshid's socket rules
+	// (docs/operations.md, "The workload socket"): root's, and not writable
+	// by group or others unless sticky.
 	ParentDir string
 	// ReadyTimeout bounds each readiness wait of a Start* helper;
 	// zero means DefaultReadyTimeout.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshid/meshid/envoy"
+	"github.com/meshid/meshid/internal/unixsock"
 )
 
 func TestFreeAddrNeverRepeats(t *testing.T) {
@@ -368,4 +369,19 @@ func assertBody(t *testing.T, what string, body []byte, wants ...string) {
 			t.Errorf("%s: body %q does not contain %q", what, body, w)
 		}
 	}
+}
+
+// The socket path StartMeshid configures must pass meshid's directory rules:
+// Env.Dir and what the harness makes in it are root's 0755, under /tmp.
+func TestMeshidSocketPathPassesSocketRules(t *testing.T) {
+	e := ForTest(t)
+	dir, err := e.MkdirAll("meshid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := unixsock.Listen(meshidSocketPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis.Close()
 }

@@ -112,8 +112,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	}
 	m := &Meshid{
 		TrustDomain: o.TrustDomain,
-		// meshid creates sock/ itself (0755) and the socket (0777).
-		SocketPath:  filepath.Join(dir, "sock", "agent.sock"),
+		SocketPath:  meshidSocketPath(dir),
 		AuthzAddr:   e.FreeAddr(),
 		AdminAddr:   e.FreeAddr(),
 		Dir:         dir,
@@ -178,6 +177,12 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	}
 	return m, nil
 }
+
+// meshidSocketPath is where a meshid whose files are in dir serves. meshid
+// creates sock/ itself (0755) and the socket (0777); dir and those above it
+// must pass its directory rules (root's, not writable by others unless
+// sticky), as Env.Dir and Env.MkdirAll's 0755 directories under /tmp do.
+func meshidSocketPath(dir string) string { return filepath.Join(dir, "sock", "agent.sock") }
 
 // WriteEntries replaces entries.yaml (meshid hot-reloads it). The file is
 // written atomically, so meshid never reads half of it.
