@@ -26,15 +26,17 @@ import (
 	"github.com/meshid/meshid/ca"
 )
 
-// Minter issues SVIDs, publishes the trust bundles and keeps its own keys
-// on schedule; *ca.Authority is one.
+// Minter issues SVIDs and publishes the trust bundles; *ca.Authority is
+// one. It keeps its own keys on schedule (and logs its own failures):
+// identity only hears when the bundles changed.
 type Minter interface {
 	MintX509SVID(ca.SVIDRequest) (*x509svid.SVID, error)
 	MintJWTSVID(ca.JWTRequest) (*ca.JWTSVID, error)
 	X509Bundle() *x509bundle.Bundle
 	JWTBundle() *jwtbundle.Bundle
-	// Rotate advances the CA timeline and reports whether the bundles changed.
-	Rotate() (bundleChanged bool, err error)
+	// BundleChanged is signalled after the bundles changed; signals
+	// coalesce.
+	BundleChanged() <-chan struct{}
 }
 
 // Attestor turns the kernel's view of a caller into selectors.
@@ -85,8 +87,6 @@ type Manager struct {
 	clock         func() time.Time
 	jitter        func() float64
 	log           *slog.Logger
-
-	lastRotateErr string // owned by the Run goroutine
 
 	entriesFile    string
 	trustDomain    spiffeid.TrustDomain
@@ -285,9 +285,10 @@ func (m *Manager) Entries() []Entry {
 	return m.entries
 }
 
-// Run keeps the CA on its timeline and SVIDs fresh, telling subscribers of
-// every change, until ctx ends. Current renews on demand as well, so a late
-// tick (a suspended machine) never lets an expired SVID out.
+// Run keeps SVIDs fresh and tells subscribers of every change, its own
+// renewals and the CA's new bundles, until ctx ends. Current renews on
+// demand as well, so a late tick (a suspended machine) never lets an
+// expired SVID out.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -296,32 +297,21 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			m.tick()
+			m.renewDue()
+		case <-m.minter.BundleChanged():
+			m.bundleChanged()
 		}
 	}
 }
 
-// tick is one round of Run: rotate the CA, then renew what is due.
-func (m *Manager) tick() {
-	bundleChanged, err := m.minter.Rotate()
-	// The same failure comes back every tick until an operator acts: say
-	// it when it starts, changes or ends, not every second.
-	switch msg := errString(err); {
-	case msg == m.lastRotateErr:
-	case err != nil:
-		m.log.Error("CA rotation failed; SVIDs keep being signed by the current CA", "err", err)
-	default:
-		m.log.Info("CA rotation recovered")
+// bundleChanged tells every subscriber: every caller holds the own trust
+// domain's bundle.
+func (m *Manager) bundleChanged() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for sub := range m.subs {
+		sub.notify()
 	}
-	m.lastRotateErr = errString(err)
-	if bundleChanged {
-		m.mu.Lock()
-		for sub := range m.subs {
-			sub.notify()
-		}
-		m.mu.Unlock()
-	}
-	m.renewDue()
 }
 
 func (m *Manager) unsubscribe(s *Subscription) {
@@ -413,13 +403,6 @@ func (s *Subscription) JWTBundles() *jwtbundle.Set {
 
 // Close ends the subscription.
 func (s *Subscription) Close() { s.m.unsubscribe(s) }
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
 
 func selectorList(sels []attestor.Selector) []string {
 	out := make([]string, len(sels))
