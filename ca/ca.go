@@ -16,19 +16,22 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // backdate absorbs clock skew between meshid and the peers that verify its
-// certificates.
+// certificates. It is also how far in the future a generation on disk may
+// start: one made by this node never does.
 const backdate = 10 * time.Second
 
 // Options configures an Authority.
 type Options struct {
 	TrustDomain spiffeid.TrustDomain
-	// Dir holds the CA material (data_dir); created 0700.
+	// Dir holds the CA material (data_dir); created 0700, and refused when
+	// another uid owns it or group or others may write to it.
 	Dir string
 	// TTL is the lifetime of each self-signed CA generation.
 	TTL time.Duration
@@ -38,6 +41,10 @@ type Options struct {
 	Clock    func() time.Time
 	Rand     io.Reader
 	Log      *slog.Logger
+	// Metrics receives the CA's series; nil leaves them unregistered.
+	Metrics prometheus.Registerer
+	// RotateInterval is how often Run advances the timeline; default 1s.
+	RotateInterval time.Duration
 }
 
 // Upstream names the files of an intermediate CA minted for this node by an
@@ -55,25 +62,45 @@ type Upstream struct {
 // Self-signed generations rotate on this timeline, derived from the
 // certificates alone so that a restart at any moment resumes it exactly:
 //
-//   - at 1/2 of the active generation's life the next one is created and
+//   - at 1/2 of the newest generation's life the next one is created and
 //     its root and JWT key are published in the bundles;
-//   - at 5/6 of the active generation's life the next one starts signing;
+//   - at 5/6 of a generation's life its successor starts signing;
 //   - a generation leaves the bundles when it expires. Every SVID it signed
 //     expires no later (lifetimes are capped at the signer's NotAfter).
 //
 // An upstream intermediate cannot be renewed without the upstream key, so
 // in upstream mode there is one generation, used until it expires.
+//
+// When a successor cannot be written, the generations still valid keep
+// signing and the last one stays listed even past its expiry, so the
+// bundles never empty; an expired generation never signs (see Health).
 type Authority struct {
 	td       spiffeid.TrustDomain
 	ttl      time.Duration
+	interval time.Duration
 	clock    func() time.Time
 	rand     io.Reader
 	log      *slog.Logger
 	store    store
 	upstream *upstreamCA // nil for a self-signed CA
+	metrics  metrics
+
+	// rotateMu serialises rotations (Run and Rotate may both call), so the
+	// slow part, writing a generation, runs without holding mu.
+	rotateMu      sync.Mutex
+	bundleChanged chan struct{}
 
 	mu   sync.RWMutex
-	gens []*generation // unexpired, oldest first
+	gens []*generation // oldest first; never empty after Open
+	// version counts changes of the published bundles; reported is the
+	// version Rotate last told its caller about.
+	version, reported uint64
+	// failure is the error of the last rotation and since when rotations
+	// have failed; canSign whether a generation was valid at that rotation.
+	// They drive the log lines on state changes and Health.
+	failure      error
+	failingSince time.Time
+	canSign      bool
 }
 
 // generation is one CA: it signs X509-SVIDs with key and JWT-SVIDs with
@@ -94,11 +121,16 @@ func (g *generation) lifeAt(num, den int64) time.Time {
 	return c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) * time.Duration(num) / time.Duration(den))
 }
 
+func (g *generation) expiredAt(now time.Time) bool { return !now.Before(g.cert().NotAfter) }
+
 // Open loads the CA generations persisted in opts.Dir, creates the first
 // one if there is none, and brings the timeline up to now. It refuses to
-// start, saying what to fix, on anything it cannot trust: unreadable,
-// corrupt or mismatched files, loose key permissions, another trust domain,
-// an expired or unverifiable upstream certificate.
+// start, saying what to fix, on anything it cannot trust: a data_dir that
+// others own or may write to, unreadable, corrupt, mismatched or
+// future-dated files, loose key permissions, another trust domain, an
+// expired or unverifiable upstream certificate; and when no generation can
+// sign. A successor that cannot be written while a valid generation
+// remains is no reason to refuse: it is logged and reported by Health.
 func Open(opts Options) (*Authority, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -109,15 +141,22 @@ func Open(opts Options) (*Authority, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.RotateInterval <= 0 {
+		opts.RotateInterval = time.Second
+	}
 	if opts.TTL <= 0 {
 		return nil, fmt.Errorf("CA ttl %s must be positive", opts.TTL)
 	}
 	a := &Authority{
-		td:    opts.TrustDomain,
-		ttl:   opts.TTL,
-		clock: opts.Clock,
-		rand:  opts.Rand,
-		log:   opts.Log,
+		td:            opts.TrustDomain,
+		ttl:           opts.TTL,
+		interval:      opts.RotateInterval,
+		clock:         opts.Clock,
+		rand:          opts.Rand,
+		log:           opts.Log,
+		metrics:       newMetrics(),
+		bundleChanged: make(chan struct{}, 1),
+		canSign:       true, // so that an Open with nothing valid logs it
 	}
 	if opts.Upstream != nil {
 		up, err := loadUpstream(*opts.Upstream, a.td, a.clock())
@@ -137,122 +176,65 @@ func Open(opts Options) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := a.clock()
 	for _, g := range gens {
-		if err := a.adopt(g); err != nil {
+		if err := a.adopt(g, now); err != nil {
 			return nil, fmt.Errorf("CA generation %s: %w", a.store.path(g.name), err)
 		}
 	}
 	a.gens = gens
-	if _, err := a.Rotate(); err != nil {
+	_, rotateErr := a.Rotate()
+	active, _, err := a.signer()
+	if err != nil {
 		return nil, err
 	}
-	active := a.activeLocked(a.clock())
+	// Whoever opened the CA reads the bundles next; only later changes are
+	// news to them.
+	select {
+	case <-a.bundleChanged:
+	default:
+	}
+	if err := a.metrics.register(opts.Metrics); err != nil {
+		return nil, err
+	}
 	a.log.Info("CA ready", "trust_domain", a.td, "active", active.name,
-		"expires", active.cert().NotAfter, "generations", len(a.gens), "upstream", a.upstream != nil)
+		"expires", active.cert().NotAfter, "generations", len(a.gens), "upstream", a.upstream != nil,
+		"rotation_failing", rotateErr != nil)
 	return a, nil
 }
 
 // adopt checks a generation loaded from disk and completes it from the
 // upstream material in upstream mode.
-func (a *Authority) adopt(g *generation) error {
+func (a *Authority) adopt(g *generation, now time.Time) error {
 	if a.upstream != nil {
 		g.chain, g.key = a.upstream.chain, a.upstream.key
 		return nil
 	}
-	return checkCA(g.cert(), g.key, a.td)
-}
-
-// Rotate brings the generations in line with the timeline at the current
-// time. It reports whether the published bundles changed, so that callers
-// can push them to every consumer.
-func (a *Authority) Rotate() (bundleChanged bool, err error) {
-	now := a.clock()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-
-	live := a.gens[:0:0]
-	for _, g := range a.gens {
-		if now.Before(g.cert().NotAfter) {
-			live = append(live, g)
-			continue
-		}
-		bundleChanged = true
-		a.log.Info("CA generation expired: removing it from the bundle", "generation", g.name, "expired", g.cert().NotAfter)
-		if err := a.store.remove(g.name); err != nil {
-			a.log.Warn("could not remove expired CA generation", "generation", g.name, "err", err)
-		}
-	}
-	a.gens = live
-
-	switch {
-	case len(a.gens) == 0:
-		if a.upstream != nil && !now.Before(a.upstream.chain[0].NotAfter) {
-			return bundleChanged, fmt.Errorf("upstream CA certificate expired at %s: mint a new intermediate for this node (meshid ca mint-intermediate)", a.upstream.chain[0].NotAfter.Format(time.RFC3339))
-		}
-		if err := a.prepareLocked(now); err != nil {
-			return bundleChanged, err
-		}
-		return true, nil
-	case a.upstream != nil:
-		return bundleChanged, nil // nothing to rotate without the upstream key
-	}
-
-	newest := a.gens[len(a.gens)-1]
-	if !now.Before(newest.lifeAt(1, 2)) {
-		if err := a.prepareLocked(now); err != nil {
-			return bundleChanged, err
-		}
-		bundleChanged = true
-	}
-	return bundleChanged, nil
-}
-
-// prepareLocked creates, persists and publishes the next generation.
-func (a *Authority) prepareLocked(now time.Time) error {
-	g, err := a.newGeneration(now)
-	if err != nil {
+	if err := checkCA(g.cert(), g.key, a.td); err != nil {
 		return err
 	}
-	if g.name, err = a.store.save(g); err != nil {
-		return err
+	// This node backdates what it creates; a start in the future means the
+	// clock went back or someone else put the file there.
+	if nb := g.cert().NotBefore; nb.After(now.Add(backdate)) {
+		return fmt.Errorf("%s is not valid before %s, %s from now: fix the system clock, or remove %s if the file did not come from this node",
+			certFile, nb.Format(time.RFC3339), nb.Sub(now).Round(time.Second), a.store.path(g.name))
 	}
-	a.gens = append(a.gens, g)
-	a.log.Info("prepared CA generation: published in the bundle", "generation", g.name,
-		"not_after", g.cert().NotAfter, "signs_from", a.signsFromLocked(g))
 	return nil
 }
 
-// signsFromLocked says when g starts signing: at 5/6 of its predecessor's
-// life, or at once if it has none.
-func (a *Authority) signsFromLocked(g *generation) time.Time {
-	for i := 1; i < len(a.gens); i++ {
-		if a.gens[i] == g {
-			return a.gens[i-1].lifeAt(5, 6)
-		}
-	}
-	return g.cert().NotBefore
-}
-
-// activeLocked returns the generation that signs at now: the newest one
-// whose predecessor has passed 5/6 of its life.
-func (a *Authority) activeLocked(now time.Time) *generation {
-	active := a.gens[0]
-	for i := 1; i < len(a.gens); i++ {
-		if !now.Before(a.gens[i-1].lifeAt(5, 6)) {
-			active = a.gens[i]
-		}
-	}
-	return active
-}
-
-func (a *Authority) active() *generation {
+// signer returns the generation that signs now, and now; or why none can.
+func (a *Authority) signer() (*generation, time.Time, error) {
+	now := a.clock()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return a.activeLocked(a.clock())
+	if g := a.activeLocked(now); g != nil {
+		return g, now, nil
+	}
+	return nil, now, a.noValidLocked()
 }
 
-// X509Bundle returns the roots peers must trust: every unexpired
-// self-signed generation, or the upstream roots.
+// X509Bundle returns the roots peers must trust: every listed self-signed
+// generation, or the upstream roots.
 func (a *Authority) X509Bundle() *x509bundle.Bundle {
 	if a.upstream != nil {
 		return x509bundle.FromX509Authorities(a.td, a.upstream.roots)
@@ -266,7 +248,7 @@ func (a *Authority) X509Bundle() *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(a.td, roots)
 }
 
-// JWTBundle returns the public keys of every unexpired generation's JWT
+// JWTBundle returns the public keys of every listed generation's JWT
 // signing key, by key ID.
 func (a *Authority) JWTBundle() *jwtbundle.Bundle {
 	a.mu.RLock()
@@ -278,8 +260,17 @@ func (a *Authority) JWTBundle() *jwtbundle.Bundle {
 	return jwtbundle.FromJWTAuthorities(a.td, keys)
 }
 
-// Certificate returns the certificate of the CA that signs now.
-func (a *Authority) Certificate() *x509.Certificate { return a.active().cert() }
+// Certificate returns the certificate of the CA that signs now or, when
+// none is valid (see Health), of the newest, expired one.
+func (a *Authority) Certificate() *x509.Certificate {
+	now := a.clock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if g := a.activeLocked(now); g != nil {
+		return g.cert()
+	}
+	return a.gens[len(a.gens)-1].cert()
+}
 
 // checkCA verifies that a loaded CA certificate and key belong together
 // and to the trust domain.

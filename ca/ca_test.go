@@ -233,7 +233,7 @@ func TestOpenRefusesWhatItCannotTrust(t *testing.T) {
 		name   string
 		damage func(t *testing.T, dir string)
 		td     string
-		want   string
+		want   string // DIR stands for the data_dir
 	}{
 		{"group-readable key", func(t *testing.T, dir string) {
 			os.Chmod(filepath.Join(gen(dir), keyFile), 0o640)
@@ -258,6 +258,21 @@ func TestOpenRefusesWhatItCannotTrust(t *testing.T) {
 		{"stray file", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "ca", "notes.txt"), nil, 0o600)
 		}, "", "not a CA generation"},
+		{"data_dir of another uid", func(t *testing.T, dir string) {
+			if err := os.Chown(dir, 12345, -1); err != nil {
+				t.Skipf("chown needs root: %v", err)
+			}
+		}, "", "DIR is owned by uid 12345, not by meshid's uid"},
+		{"group-writable data_dir", func(t *testing.T, dir string) {
+			os.Chmod(dir, 0o770)
+		}, "", "DIR has mode 0770: group or others may write to it; run: chmod 700 DIR"},
+		{"world-writable ca dir", func(t *testing.T, dir string) {
+			os.Chmod(filepath.Join(dir, "ca"), 0o777)
+		}, "", "DIR/ca has mode 0777: group or others may write to it; run: chmod 700 DIR/ca"},
+		{"generation from the future", func(t *testing.T, dir string) {
+			os.RemoveAll(filepath.Join(dir, "ca"))
+			open(t, dir, &fakeClock{now: time.Now().Add(time.Hour)})
+		}, "", "DIR/ca/000001: ca.crt is not valid before"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,13 +285,36 @@ func TestOpenRefusesWhatItCannotTrust(t *testing.T) {
 				domain = spiffeid.RequireTrustDomainFromString(tt.td)
 			}
 			_, err := Open(Options{TrustDomain: domain, Dir: dir, TTL: 24 * time.Hour, Clock: clk.Now})
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Open error = %v, want it to contain %q", err, tt.want)
+			want := strings.ReplaceAll(tt.want, "DIR", dir)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Open error = %v, want it to contain %q", err, want)
 			}
 			if after := snapshot(t, dir); after != before {
 				t.Fatal("a refused start changed the CA material on disk")
 			}
 		})
+	}
+}
+
+// TestOpenAllowsClockSkewOnly accepts a generation that starts a little
+// ahead (clocks differ by seconds, and meshid backdates by as much) and
+// refuses one that starts beyond that.
+func TestOpenAllowsClockSkewOnly(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	for _, tt := range []struct {
+		ahead time.Duration // how far ahead of now the generation was made
+		ok    bool
+	}{
+		{backdate, true},     // starts now
+		{2 * backdate, true}, // starts within the allowance
+		{2*backdate + time.Second, false},
+	} {
+		dir := t.TempDir()
+		open(t, dir, &fakeClock{now: now.Add(tt.ahead)})
+		_, err := Open(Options{TrustDomain: td, Dir: dir, TTL: 24 * time.Hour, Clock: func() time.Time { return now }})
+		if (err == nil) != tt.ok {
+			t.Errorf("generation made %s ahead: Open = %v, want ok=%v", tt.ahead, err, tt.ok)
+		}
 	}
 }
 

@@ -30,7 +30,8 @@ type JWTSVID struct {
 
 // MintJWTSVID signs a JWT-SVID (ES256, with the signing key's kid) with the
 // active generation's JWT key. Its lifetime is capped at the generation's
-// expiry, after which the key leaves the JWT bundle.
+// expiry, after which the key leaves the JWT bundle. With no valid
+// generation it returns an error wrapping ErrNoValidCA.
 func (a *Authority) MintJWTSVID(req JWTRequest) (*JWTSVID, error) {
 	if !req.ID.MemberOf(a.td) {
 		return nil, fmt.Errorf("mint JWT %s: not in trust domain %s", req.ID, a.td)
@@ -41,12 +42,11 @@ func (a *Authority) MintJWTSVID(req JWTRequest) (*JWTSVID, error) {
 	if req.TTL <= 0 {
 		return nil, fmt.Errorf("mint JWT %s: ttl %s must be positive", req.ID, req.TTL)
 	}
-	g := a.active()
-	now := a.clock()
-	expiry, err := capLifetime(req.ID, now, req.TTL, g)
+	g, now, err := a.signer()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mint JWT %s: %w", req.ID, err)
 	}
+	expiry := capLifetime(now, req.TTL, g)
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: g.jwtKey, KeyID: g.jwtKID}},
 		(&jose.SignerOptions{}).WithType("JWT"),

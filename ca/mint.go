@@ -73,13 +73,18 @@ type SVIDRequest struct {
 // MintX509SVID generates a fresh P-256 key and signs an X509-SVID for it
 // with the active generation; the chain includes any upstream
 // intermediates. The lifetime is capped at the signer's own expiry, so no
-// SVID outlives the CA that vouches for it.
+// SVID outlives the CA that vouches for it. With no valid generation it
+// returns an error wrapping ErrNoValidCA.
 func (a *Authority) MintX509SVID(req SVIDRequest) (*x509svid.SVID, error) {
 	if !req.ID.MemberOf(a.td) {
 		return nil, fmt.Errorf("mint %s: not in trust domain %s", req.ID, a.td)
 	}
 	if req.TTL <= 0 {
 		return nil, fmt.Errorf("mint %s: ttl %s must be positive", req.ID, req.TTL)
+	}
+	g, now, err := a.signer()
+	if err != nil {
+		return nil, fmt.Errorf("mint %s: %w", req.ID, err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), a.rand)
 	if err != nil {
@@ -89,19 +94,13 @@ func (a *Authority) MintX509SVID(req SVIDRequest) (*x509svid.SVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := a.active()
-	now := a.clock()
-	notAfter, err := capLifetime(req.ID, now, req.TTL, g)
-	if err != nil {
-		return nil, err
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"meshid"}},
 		URIs:                  []*url.URL{req.ID.URL()},
 		DNSNames:              req.DNSNames,
 		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
+		NotAfter:              capLifetime(now, req.TTL, g),
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
@@ -123,16 +122,14 @@ func (a *Authority) MintX509SVID(req SVIDRequest) (*x509svid.SVID, error) {
 	return &x509svid.SVID{ID: req.ID, Certificates: slices.Clip(chain), PrivateKey: key}, nil
 }
 
-// capLifetime returns now+ttl, capped at the signer's expiry.
-func capLifetime(id spiffeid.ID, now time.Time, ttl time.Duration, g *generation) (time.Time, error) {
+// capLifetime returns now+ttl, capped at the signer's expiry. The signer
+// is valid at now, so the result is after now.
+func capLifetime(now time.Time, ttl time.Duration, g *generation) time.Time {
 	notAfter := now.Add(ttl)
 	if caEnd := g.cert().NotAfter; notAfter.After(caEnd) {
-		notAfter = caEnd
+		return caEnd
 	}
-	if !notAfter.After(now) {
-		return time.Time{}, fmt.Errorf("mint %s: the CA expired at %s", id, g.cert().NotAfter.Format(time.RFC3339))
-	}
-	return notAfter, nil
+	return notAfter
 }
 
 // Serial numbers are 128 random bits, never zero: unique without

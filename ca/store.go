@@ -11,6 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"github.com/meshid/meshid/internal/atomicfile"
 )
 
 // On-disk layout: one directory per generation, named by a sequence number
@@ -35,16 +38,34 @@ type store struct {
 
 func (s store) path(name string) string { return filepath.Join(s.dir, name) }
 
-// init creates the store's directory and its parent (data_dir), both 0700.
+// init creates the store's directory and its parent (data_dir), both 0700,
+// and refuses either when another uid owns it or group or others may write
+// to it: whoever can write there can swap the trust domain's keys. They
+// may be readable (the keys are 0600 and checked on load); meshid does not
+// change the mode of a directory it did not create.
 func (s store) init() error {
 	for _, d := range []string{filepath.Dir(s.dir), s.dir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create CA directory: %w", err)
 		}
-		// MkdirAll keeps an existing directory's mode; CA keys need 0700.
-		if err := os.Chmod(d, 0o700); err != nil {
-			return fmt.Errorf("restrict CA directory: %w", err)
+		if err := checkDir(d); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkDir refuses a CA directory that is not meshid's alone to write.
+func checkDir(dir string) error {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("CA directory: %w", err)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("CA directory %s is owned by uid %d, not by meshid's uid %d; run: chown %d %s", dir, st.Uid, os.Geteuid(), os.Geteuid(), dir)
+	}
+	if perm := info.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("CA directory %s has mode %04o: group or others may write to it; run: chmod 700 %s", dir, perm, dir)
 	}
 	return nil
 }
@@ -101,29 +122,6 @@ func (s store) loadGeneration(name string) (*generation, error) {
 
 // save writes g as the newest generation and returns its name.
 func (s store) save(g *generation) (string, error) {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return "", fmt.Errorf("read CA directory: %w", err)
-	}
-	next := 1
-	for _, e := range entries {
-		if n, err := strconv.Atoi(e.Name()); err == nil && n >= next {
-			next = n + 1
-		}
-	}
-	name := fmt.Sprintf("%06d", next)
-
-	tmp, err := os.MkdirTemp(s.dir, tmpPrefix)
-	if err != nil {
-		return "", fmt.Errorf("write CA generation: %w", err)
-	}
-	defer os.RemoveAll(tmp) // no-op after a successful rename
-
-	type file struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}
 	jwtPEM, err := keyPEM(g.jwtKey)
 	if err != nil {
 		return "", err
@@ -136,37 +134,72 @@ func (s store) save(g *generation) (string, error) {
 		}
 		files = append(files, file{keyFile, caPEM, 0o600}, file{certFile, certPEM(g.cert()), 0o644})
 	}
-	for _, f := range files {
-		if err := writeSynced(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
-			return "", err
-		}
-	}
-	if err := os.Rename(tmp, s.path(name)); err != nil {
-		return "", fmt.Errorf("write CA generation: %w", err)
+	name, err := s.write(files)
+	if err != nil {
+		return "", fmt.Errorf("write CA generation into %s: %w (check that data_dir %s is writable by uid %d and has free space)", s.dir, err, filepath.Dir(s.dir), os.Geteuid())
 	}
 	return name, nil
 }
 
-func (s store) remove(name string) error { return os.RemoveAll(s.path(name)) }
-
-// writeSynced writes a new file with mode and flushes it to disk.
-func writeSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if closeErr := f.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+type file struct {
+	name string
+	data []byte
+	mode os.FileMode
 }
+
+// write puts files into a new generation directory. Its errors name the
+// step and the system's reason, never the temporary directory's random
+// name: a failure that repeats every second then reads the same each time.
+func (s store) write(files []file) (string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return "", fmt.Errorf("read the directory: %w", cause(err))
+	}
+	next := 1
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n >= next {
+			next = n + 1
+		}
+	}
+	name := fmt.Sprintf("%06d", next)
+
+	tmp, err := os.MkdirTemp(s.dir, tmpPrefix)
+	if err != nil {
+		return "", fmt.Errorf("create a temporary directory: %w", cause(err))
+	}
+	defer os.RemoveAll(tmp) // no-op after a successful rename
+	for _, f := range files {
+		if err := atomicfile.Write(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
+			return "", fmt.Errorf("write %s: %w", f.name, cause(err))
+		}
+	}
+	final := s.path(name)
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("rename into %s: %w", name, cause(err))
+	}
+	// Until the store's directory is flushed, a crash may lose the rename:
+	// take the generation back rather than sign with one the disk may
+	// forget.
+	if err := atomicfile.SyncDir(s.dir); err != nil {
+		os.RemoveAll(final)
+		return "", fmt.Errorf("flush the directory: %w", cause(err))
+	}
+	return name, nil
+}
+
+// cause returns the innermost error: the system's reason, without the
+// paths the layers above it added.
+func cause(err error) error {
+	for {
+		inner := errors.Unwrap(err)
+		if inner == nil {
+			return err
+		}
+		err = inner
+	}
+}
+
+func (s store) remove(name string) error { return os.RemoveAll(s.path(name)) }
 
 // readKey reads a private key file, refusing one that others can read.
 func readKey(path string) (crypto.Signer, error) {

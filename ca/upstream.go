@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/meshid/meshid/internal/atomicfile"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -165,10 +166,7 @@ func MintIntermediate(o IntermediateOptions) error {
 		return err
 	}
 
-	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
-		return fmt.Errorf("output directory: %w", err)
-	}
-	for _, f := range []struct {
+	files := []struct {
 		name string
 		data []byte
 		mode os.FileMode
@@ -176,12 +174,23 @@ func MintIntermediate(o IntermediateOptions) error {
 		{IntermediateKeyFile, keyData, 0o600},
 		{IntermediateCertFile, certPEM(cert), 0o644},
 		{UpstreamBundleFile, certPEM(root), 0o644},
-	} {
+	}
+	// Checked before anything is written, so a refusal leaves OutDir as it
+	// was; -out names an operator's own directory, not one others write to.
+	for _, f := range files {
 		path := filepath.Join(o.OutDir, f.name)
-		if err := writeSynced(path, f.data, f.mode); err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("%s exists; choose an empty -out directory", path)
-			}
+		switch _, err := os.Lstat(path); {
+		case err == nil:
+			return fmt.Errorf("%s exists; choose an empty -out directory", path)
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("output file: %w", err)
+		}
+	}
+	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	for _, f := range files {
+		if err := atomicfile.Write(filepath.Join(o.OutDir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
