@@ -37,7 +37,9 @@
 // symlink nor replaces an existing name, so the socket appears at its name
 // already 0777 and no operation of meshid ever resolves that name to change a
 // mode. Binding goes through /proc/self/fd of the checked directory, so the
-// kernel reaches it by descriptor, not by walking the path again.
+// kernel reaches it by descriptor, not by walking the path again. Listen
+// changes no process-wide state (umask, working directory), so concurrent
+// calls need no lock.
 //
 // # Stale sockets
 //
@@ -81,6 +83,9 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("%s is %d bytes, longer than the %d a Unix socket path may have; choose a shorter path", path, len(path), MaxPathLen)
 	}
 	dirPath, name := filepath.Split(path)
+	if name == "" {
+		return nil, fmt.Errorf("%s names a directory; give the socket a file name, such as %s", path, filepath.Join(path, "agent.sock"))
+	}
 	dir, err := openDir(filepath.Clean(dirPath))
 	if err != nil {
 		return nil, err
@@ -109,11 +114,12 @@ func bindAndLink(dir int, name, path string) (net.Listener, error) {
 	}
 	// The bound name is the temporary one; Close removes the real one.
 	l.SetUnlinkOnClose(false)
-	var st unix.Stat_t
 	if err := unix.Fchmodat(dir, tmpSock, socketMode, 0); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("set the mode of %s: %w", path, err)
 	}
+	// Close recognizes the socket by its inode.
+	var st unix.Stat_t
 	if err := unix.Fstatat(dir, tmpSock, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("stat %s: %w", path, err)
@@ -172,6 +178,6 @@ func sysErr(err error) error {
 	return err
 }
 
-// fdPath names the directory open as fd, so that path-based calls (bind,
-// connect) reach it through the descriptor.
+// fdPath names the directory open as fd, so that path-based calls (mkdir,
+// bind) reach it through the descriptor.
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }

@@ -473,28 +473,38 @@ func TestListenAddrAndClose(t *testing.T) {
 	})
 }
 
-func TestListenPathLength(t *testing.T) {
+func TestListenPathShape(t *testing.T) {
 	for _, tt := range []struct {
-		extra   int // bytes beyond MaxPathLen
-		wantErr string
+		name    string
+		path    func(base string) string
+		wantErr string // "" when Listen must succeed
 	}{
-		{0, ""},
-		{1, fmt.Sprintf("is %d bytes, longer than the %d a Unix socket path may have", MaxPathLen+1, MaxPathLen)},
+		{"MaxPathLen bytes", func(base string) string {
+			return base + "/" + strings.Repeat("s", MaxPathLen-len(base)-1)
+		}, ""},
+		{"one byte more", func(base string) string {
+			return base + "/" + strings.Repeat("s", MaxPathLen-len(base))
+		}, fmt.Sprintf("is %d bytes, longer than the %d a Unix socket path may have", MaxPathLen+1, MaxPathLen)},
+		{"no file name", func(string) string { return "/" }, "/ names a directory; give the socket a file name"},
 	} {
-		base := publicDir(t)
-		sock := base + "/" + strings.Repeat("s", MaxPathLen+tt.extra-len(base)-1)
-		lis, err := Listen(sock)
-		if tt.wantErr == "" {
-			if err != nil {
-				t.Errorf("Listen of a %d-byte path: %v", len(sock), err)
-				continue
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.path(publicDir(t))
+			lis, err := Listen(path)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Listen of a %d-byte path: %v", len(path), err)
+				}
+				lis.Close()
+				return
 			}
-			lis.Close()
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-			t.Errorf("Listen of a %d-byte path: err = %v, want %q", len(sock), err, tt.wantErr)
-		}
+			if err == nil {
+				lis.Close()
+				t.Fatalf("Listen(%s) succeeded, want %q", path, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Listen of a %d-byte path: err = %v, want %q", len(path), err, tt.wantErr)
+			}
+		})
 	}
 }
 

@@ -24,7 +24,9 @@ func removeStale(dir int, name, path string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return fmt.Errorf("%s exists and is not a socket; move it away", path)
 	}
-	conn, err := net.Dial("unix", fdPath(dir)+"/"+name)
+	// Connecting changes no file, so going by name here is harmless, and
+	// unlike a /proc/self/fd name the path is known to fit sun_path.
+	conn, err := net.Dial("unix", path)
 	if err == nil {
 		conn.Close()
 		return fmt.Errorf("%s is in use: is another meshid running?", path)
