@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/input"
 )
 
 // TestHTTPHandler speaks Envoy's HTTP ext_authz protocol to the handler
@@ -41,7 +42,7 @@ allow if {
 	not input.attributes.request.http.body
 }
 `
-	srv := newServer(t, engine(t, policy, authz.Config{}), authz.Options{TrustXFCC: true, DenyStatus: 404})
+	srv := newServer(t, engine(t, policy, authz.Config{}), authz.Options{Input: input.Options{TrustXFCC: true}, DenyStatus: 404})
 	ts := httptest.NewServer(srv.HTTPHandler())
 	t.Cleanup(ts.Close)
 

@@ -14,8 +14,9 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"google.golang.org/grpc"
+
+	"github.com/meshid/meshid/authz/input"
 )
 
 // Options configure a Server. The zero value denies with 403, logs
@@ -28,26 +29,16 @@ type Options struct {
 	// DryRun allows every request; what would have happened goes to the
 	// log and the decision log.
 	DryRun bool
-	// TrustXFCC takes input.spiffe.source from x-forwarded-client-cert
-	// (the URI of its last element) when the request has one, from any
-	// caller if XFCCProxies is empty, else only when the mTLS peer is one
-	// of XFCCProxies (SPIFFE IDs).
-	TrustXFCC   bool
-	XFCCProxies []string
-	// JWTAudiences turns on input.spiffe.jwt: a bearer JWT-SVID is valid
-	// when signed by a key of JWTBundles, unexpired, and meant for one of
-	// these audiences.
-	JWTAudiences []string
-	JWTBundles   jwtbundle.Source
-	// ProtoDescriptors (LoadProtoDescriptors) decode gRPC request bodies
-	// (content-type application/grpc) into input.parsed_body, as
-	// OPA-Envoy's proto-descriptor does; nil leaves them null.
-	ProtoDescriptors *ProtoDescriptors
+	// Input says what the input document may take from
+	// x-forwarded-client-cert and JWT-SVIDs, and how gRPC bodies are
+	// decoded.
+	Input input.Options
 	// DecisionLog receives every decision; nil logs none.
 	DecisionLog *DecisionLog
 	// Metrics registers the authz series; nil registers none.
 	Metrics prometheus.Registerer
-	// Clock is time.Now unless a test sets it.
+	// Clock is time.Now unless a test sets it; it is Input's Clock too
+	// unless that is set.
 	Clock func() time.Time
 }
 
@@ -58,7 +49,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
 	engine     atomic.Pointer[Engine]
-	inputs     *inputBuilder
+	inputs     *input.Builder
 	log        *slog.Logger
 	denyStatus typev3.StatusCode
 	dryRun     bool
@@ -89,22 +80,13 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		}
 		s.denyStatus = typev3.StatusCode(o.DenyStatus)
 	}
-	var xfcc *xfccTrust
-	if o.TrustXFCC {
-		xfcc = &xfccTrust{proxies: map[string]bool{}}
-		for _, p := range o.XFCCProxies {
-			xfcc.proxies[p] = true
-		}
+	if o.Input.Clock == nil {
+		o.Input.Clock = s.clock
 	}
-	var jwt *jwtValidator
-	if len(o.JWTAudiences) > 0 {
-		if o.JWTBundles == nil {
-			return nil, errors.New("JWT audiences are set but there are no JWT bundles to validate against")
-		}
-		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, s.clock)
+	var err error
+	if s.inputs, err = input.NewBuilder(o.Input); err != nil {
+		return nil, err
 	}
-	s.inputs = newInputBuilder(xfcc, jwt)
-	s.inputs.protos = o.ProtoDescriptors
 	m, err := newServerMetrics(o.Metrics, o.DecisionLog)
 	if err != nil {
 		return nil, err
@@ -202,7 +184,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 		return errNoEngine
 	}
 	r.Path = e.decision
-	in, err := s.inputs.build(req)
+	in, err := s.inputs.Build(req)
 	if err != nil {
 		return fmt.Errorf("build policy input: %w", err)
 	}

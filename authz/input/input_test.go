@@ -1,13 +1,12 @@
-package authz_test
+package input_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/input"
 )
 
 // TestInputSeenByPolicies asserts the input document the way policies see
@@ -126,45 +125,14 @@ func TestInputSeenByPolicies(t *testing.T) {
 	for _, tt := range tests {
 		for i, expr := range tt.holds {
 			t.Run(fmt.Sprintf("%s/%d", tt.name, i), func(t *testing.T) {
-				policy := "package envoy.authz\n\ndefault allow := false\n\nallow if {\n" + expr + "\n}\n"
-				e := engine(t, policy, authz.Config{})
-				allowed, err := decide(t, e, tt.req)
-				if err != nil || !allowed {
-					t.Errorf("does not hold: %s\n(Decide = %v, %v)", expr, allowed, err)
+				doc, err := newBuilder(t, input.Options{}).Build(tt.req)
+				if err != nil {
+					t.Fatalf("Build: %v", err)
+				}
+				if !holds(t, doc, expr) {
+					t.Errorf("does not hold: %s", expr)
 				}
 			})
 		}
-	}
-}
-
-func TestInputErrorsDeny(t *testing.T) {
-	badJSON := checkRequest(frontend, backend, "POST", "/upload")
-	badJSON.Attributes.Request.Http.Headers["content-type"] = "application/json"
-	badJSON.Attributes.Request.Http.Body = `{"a": }`
-
-	badLength := checkRequest(frontend, backend, "POST", "/upload")
-	badLength.Attributes.Request.Http.Headers["content-type"] = "application/json"
-	badLength.Attributes.Request.Http.Headers["content-length"] = "many"
-	badLength.Attributes.Request.Http.Body = `{}`
-
-	tests := []struct {
-		name string
-		req  *authv3.CheckRequest
-		want string
-	}{
-		{"bad path escape", checkRequest(frontend, backend, "GET", "/a%zz"), `request path "/a%zz"`},
-		{"bad query escape", checkRequest(frontend, backend, "GET", "/a?b=%zz"), `request path "/a?b=%zz"`},
-		{"bad JSON body", badJSON, "content-type is JSON but the body is not"},
-		{"bad content-length", badLength, `content-length "many"`},
-	}
-	// The policy allows everything it can see: only the input can deny.
-	e := engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{})
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			allowed, err := decide(t, e, tt.req)
-			if allowed || err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Decide = %v, %v; want false and an error containing %q", allowed, err, tt.want)
-			}
-		})
 	}
 }

@@ -1,4 +1,4 @@
-package authz
+package input
 
 import (
 	"encoding/base64"
@@ -14,6 +14,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -31,7 +32,7 @@ import (
 // costs it most of its time per request. The fields Envoy sends on every
 // request are written by hand below; anything rarer (filter metadata, a
 // header_map, a pipe or internal address) goes through protojson, so the
-// document stays identical by construction. input_equiv_test.go holds the
+// document stays identical by construction. input_internal_test.go holds the
 // protojson route as the oracle and fuzzes the two against each other.
 //
 // Values that recur across requests (a sidecar's own peer, the paths and
@@ -115,9 +116,33 @@ var uncachedHeaders = map[string]bool{
 	"x-forwarded-client-cert": true, "content-length": true,
 }
 
-// inputBuilder turns CheckRequests into policy input. It is safe for
+// Options say what input.spiffe may take from a request besides the mTLS
+// peer Envoy verified, and how gRPC bodies are decoded. The zero value
+// trusts no x-forwarded-client-cert, reads no JWT-SVIDs and leaves gRPC
+// bodies null.
+type Options struct {
+	// TrustXFCC takes input.spiffe.source from x-forwarded-client-cert
+	// (the URI of its last element) when the request has one, from any
+	// caller if XFCCProxies is empty, else only when the mTLS peer is one
+	// of XFCCProxies (SPIFFE IDs).
+	TrustXFCC   bool
+	XFCCProxies []string
+	// JWTAudiences turns on input.spiffe.jwt: a bearer JWT-SVID is valid
+	// when signed by a key of JWTBundles, unexpired, and meant for one of
+	// these audiences.
+	JWTAudiences []string
+	JWTBundles   jwtbundle.Source
+	// ProtoDescriptors (LoadProtoDescriptors) decode gRPC request bodies
+	// (content-type application/grpc) into input.parsed_body, as
+	// OPA-Envoy's proto-descriptor does; nil leaves them null.
+	ProtoDescriptors *ProtoDescriptors
+	// Clock tells when a JWT-SVID has expired; nil is time.Now.
+	Clock func() time.Time
+}
+
+// Builder turns CheckRequests into policy input. It is safe for
 // concurrent use; its caches only ever hold immutable terms.
-type inputBuilder struct {
+type Builder struct {
 	xfcc *xfccTrust    // nil: input.spiffe.source only from mTLS
 	jwt  *jwtValidator // nil: no input.spiffe.jwt
 	// protos decode gRPC bodies; nil leaves them unparsed.
@@ -130,8 +155,33 @@ type inputBuilder struct {
 	spiffes cache[spiffeKey, *ast.Term]
 }
 
-func newInputBuilder(xfcc *xfccTrust, jwt *jwtValidator) *inputBuilder {
-	return &inputBuilder{
+// NewBuilder returns a Builder for o. JWT audiences without bundles to
+// validate against are an error.
+func NewBuilder(o Options) (*Builder, error) {
+	var xfcc *xfccTrust
+	if o.TrustXFCC {
+		xfcc = &xfccTrust{proxies: map[string]bool{}}
+		for _, p := range o.XFCCProxies {
+			xfcc.proxies[p] = true
+		}
+	}
+	var jwt *jwtValidator
+	if len(o.JWTAudiences) > 0 {
+		if o.JWTBundles == nil {
+			return nil, errors.New("JWT audiences are set but there are no JWT bundles to validate against")
+		}
+		if o.Clock == nil {
+			o.Clock = time.Now
+		}
+		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, o.Clock)
+	}
+	b := newBuilder(xfcc, jwt)
+	b.protos = o.ProtoDescriptors
+	return b, nil
+}
+
+func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
+	return &Builder{
 		xfcc:    xfcc,
 		jwt:     jwt,
 		strings: newCache[string, *ast.Term](stringCacheSize),
@@ -142,10 +192,10 @@ func newInputBuilder(xfcc *xfccTrust, jwt *jwtValidator) *inputBuilder {
 	}
 }
 
-// build returns the input document for req. An error means the request
+// Build returns the input document for req. An error means the request
 // cannot be described faithfully (a malformed path, body or field) and
 // must be denied.
-func (b *inputBuilder) build(req *authv3.CheckRequest) (ast.Value, error) {
+func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
 	a := getArena()
 	defer putArena(a)
 
@@ -181,7 +231,7 @@ func (b *inputBuilder) build(req *authv3.CheckRequest) (ast.Value, error) {
 	return a.endValue(top), nil
 }
 
-func (b *inputBuilder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Term, error) {
+func (b *Builder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Term, error) {
 	o := a.begin()
 	if p := attrs.GetSource(); p != nil {
 		t, err := b.peer(a, p)
@@ -250,7 +300,7 @@ type peerKey struct {
 	port                                uint32
 }
 
-func (b *inputBuilder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
+func (b *Builder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
 	sock := p.GetAddress().GetSocketAddress()
 	simple := len(p.GetLabels()) == 0 && (p.GetAddress() == nil || plainSocketAddress(sock))
 	var key peerKey
@@ -339,7 +389,7 @@ func socketAddressTerm(a *arena, s *corev3.SocketAddress) (*ast.Term, error) {
 	return a.end(o), nil
 }
 
-func (b *inputBuilder) request(a *arena, r *authv3.AttributeContext_Request) (*ast.Term, error) {
+func (b *Builder) request(a *arena, r *authv3.AttributeContext_Request) (*ast.Term, error) {
 	o := a.begin()
 	if ts := r.GetTime(); ts != nil {
 		s, err := timestampJSON(ts)
@@ -358,7 +408,7 @@ func (b *inputBuilder) request(a *arena, r *authv3.AttributeContext_Request) (*a
 	return a.end(o), nil
 }
 
-func (b *inputBuilder) httpRequest(a *arena, h *authv3.AttributeContext_HttpRequest) (*ast.Term, error) {
+func (b *Builder) httpRequest(a *arena, h *authv3.AttributeContext_HttpRequest) (*ast.Term, error) {
 	o := a.begin()
 	for _, f := range []struct {
 		key    *ast.Term
@@ -415,7 +465,7 @@ func (b *inputBuilder) httpRequest(a *arena, h *authv3.AttributeContext_HttpRequ
 
 // stringMap is a map<string, string> field; values of keys in uncached
 // are never shared through the cache.
-func (b *inputBuilder) stringMap(a *arena, m map[string]string, uncached map[string]bool) (*ast.Term, error) {
+func (b *Builder) stringMap(a *arena, m map[string]string, uncached map[string]bool) (*ast.Term, error) {
 	o := a.begin()
 	for k, v := range m {
 		kt, err := b.checkedStr(a, k)
@@ -441,7 +491,7 @@ var errInvalidUTF8 = errors.New("invalid UTF-8")
 // checkedStr is a string term shared through the cache when short. Like
 // protojson, it refuses invalid UTF-8: a policy comparing strings must
 // see what the request said, not a repaired version of it.
-func (b *inputBuilder) checkedStr(a *arena, s string) (*ast.Term, error) {
+func (b *Builder) checkedStr(a *arena, s string) (*ast.Term, error) {
 	if len(s) > maxCachedString {
 		return a.checkedStr(s)
 	}
@@ -457,7 +507,7 @@ func (b *inputBuilder) checkedStr(a *arena, s string) (*ast.Term, error) {
 }
 
 // str is checkedStr for strings already known to be valid.
-func (b *inputBuilder) str(a *arena, s string) *ast.Term {
+func (b *Builder) str(a *arena, s string) *ast.Term {
 	if len(s) <= maxCachedString {
 		if t, ok := b.strings.get(s); ok {
 			return t
@@ -501,7 +551,7 @@ func protoJSONTerm(m proto.Message) (*ast.Term, error) {
 // pathTerms are parsed_path and parsed_query of one request path.
 type pathTerms struct{ path, query *ast.Term }
 
-func (b *inputBuilder) parsedPath(path string) (pathTerms, error) {
+func (b *Builder) parsedPath(path string) (pathTerms, error) {
 	if path == "" || path == "/" {
 		return rootPathTerms, nil
 	}
@@ -573,7 +623,7 @@ type idKey struct {
 
 // spiffe is input.spiffe: who is calling (source), who is called
 // (destination) and the JWT-SVID the request carries (jwt).
-func (b *inputBuilder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Term {
+func (b *Builder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Term {
 	headers := attrs.GetRequest().GetHttp().GetHeaders()
 	source, via := attrs.GetSource().GetPrincipal(), viaMTLS
 	if b.xfcc != nil {
@@ -617,7 +667,7 @@ type spiffeKey struct {
 // idTerm describes a principal that is a SPIFFE ID, nil for anything else
 // (absent, or a certificate subject): the policy decides what an
 // unidentified caller may do.
-func (b *inputBuilder) idTerm(principal string, via *ast.Term) *ast.Term {
+func (b *Builder) idTerm(principal string, via *ast.Term) *ast.Term {
 	if principal == "" {
 		return nil
 	}

@@ -1,5 +1,5 @@
-package authz
+package input
 
 // CanonicalJSON lends the internal tests' JSON canonicalizer to the
-// external ones (package authz_test).
+// external ones (package input_test).
 var CanonicalJSON = canonical

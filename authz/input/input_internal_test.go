@@ -1,4 +1,4 @@
-package authz
+package input
 
 import (
 	"encoding/json"
@@ -101,10 +101,10 @@ func referenceID(id spiffeid.ID) map[string]any {
 
 // assertSameInput builds req both ways and compares the JSON; it returns
 // false when neither could (both refuse the request).
-func assertSameInput(t testing.TB, b *inputBuilder, req *authv3.CheckRequest) {
+func assertSameInput(t testing.TB, b *Builder, req *authv3.CheckRequest) {
 	t.Helper()
 	want, wantOK := referenceInput(t, req)
-	got, err := b.build(req)
+	got, err := b.Build(req)
 	if !wantOK {
 		if err == nil {
 			t.Fatalf("builder accepted a request the reference refuses: %v", req)
@@ -201,7 +201,7 @@ func TestInputMatchesProtoJSON(t *testing.T) {
 		"invalid time":               badTime,
 		"form body":                  form,
 	}
-	b := newInputBuilder(nil, nil)
+	b := newBuilder(nil, nil)
 	for name, req := range tests {
 		t.Run(name, func(t *testing.T) {
 			// Twice: the second build comes from the caches.
@@ -221,7 +221,7 @@ func FuzzInput(f *testing.F) {
 		}
 		f.Add(bs)
 	}
-	b := newInputBuilder(nil, nil)
+	b := newBuilder(nil, nil)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req authv3.CheckRequest
 		if err := proto.Unmarshal(data, &req); err != nil {
@@ -240,7 +240,7 @@ func FuzzInputFields(f *testing.F) {
 	f.Add("//a/b/%2F?", "content-length", "3", "application/x-www-form-urlencoded", "a=1&a=2&b=", "CN=x")
 	f.Add("/up", "x-envoy-auth-partial-body", "true", "multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n--b--\r\n", "")
 	f.Add("/a%zz;b", "authorization", "Bearer a.b.c", "application/json", "{", "spiffe://td")
-	b := newInputBuilder(nil, nil)
+	b := newBuilder(nil, nil)
 	f.Fuzz(func(t *testing.T, path, hk, hv, contentType, body, principal string) {
 		req := envoyLike()
 		h := req.Attributes.Request.Http
@@ -307,10 +307,10 @@ func canonical(t testing.TB, s string) string {
 func BenchmarkInput(b *testing.B) {
 	req := envoyLike()
 	b.Run("input", func(b *testing.B) {
-		ib := newInputBuilder(nil, nil)
+		ib := newBuilder(nil, nil)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := ib.build(req); err != nil {
+			if _, err := ib.Build(req); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,7 +1,6 @@
-package authz_test
+package input_test
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"os"
@@ -28,7 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/input"
 )
 
 // descriptorSet is what protoc --include_imports --descriptor_set_out
@@ -84,9 +83,9 @@ func testSet() *descriptorpb.FileDescriptorSet {
 	return set
 }
 
-func testProtos(t testing.TB) *authz.ProtoDescriptors {
+func testProtos(t testing.TB) *input.ProtoDescriptors {
 	t.Helper()
-	d, err := authz.LoadProtoDescriptors(writeDescriptorSet(t, marshal(t, testSet())))
+	d, err := input.LoadProtoDescriptors(writeDescriptorSet(t, marshal(t, testSet())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +202,7 @@ func dynamicOracle(t testing.TB, files *protoregistry.Files, name protoreflect.F
 	if err != nil {
 		return "", false
 	}
-	return authz.CanonicalJSON(t, string(bs)), true
+	return input.CanonicalJSON(t, string(bs)), true
 }
 
 func TestLoadProtoDescriptors(t *testing.T) {
@@ -237,7 +236,7 @@ func TestLoadProtoDescriptors(t *testing.T) {
 			if tt.content != nil {
 				path = writeDescriptorSet(t, tt.content)
 			}
-			d, err := authz.LoadProtoDescriptors(path)
+			d, err := input.LoadProtoDescriptors(path)
 			if err == nil {
 				t.Fatalf("loaded %v", d.Methods())
 			}
@@ -269,20 +268,15 @@ func grpcRequest(path, contentType string, body []byte) *authv3.CheckRequest {
 }
 
 // bodyOf is what a policy sees of req's body: parsed_body as JSON and
-// truncated_body, or the reason the request was denied.
-func bodyOf(t testing.TB, srv *authz.Server, req *authv3.CheckRequest) (parsed string, truncated bool, err error) {
+// truncated_body, or the reason the request cannot be described (and is
+// denied).
+func bodyOf(t testing.TB, b *input.Builder, req *authv3.CheckRequest) (parsed string, truncated bool, err error) {
 	t.Helper()
-	r := srv.Decide(context.Background(), req)
-	if r.Err != nil {
-		if r.Allowed {
-			t.Fatalf("allowed despite %v", r.Err)
-		}
-		return "", false, r.Err
+	doc, err := b.Build(req)
+	if err != nil {
+		return "", false, err
 	}
-	if !r.Allowed {
-		t.Fatal("denied without an error by a policy that allows everything")
-	}
-	in := r.Input.(ast.Object)
+	in := doc.(ast.Object)
 	bs, err := json.Marshal(ast.MustJSON(in.Get(ast.StringTerm("parsed_body")).Value))
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +291,7 @@ func protoJSON(t testing.TB, m proto.Message) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return authz.CanonicalJSON(t, string(bs))
+	return input.CanonicalJSON(t, string(bs))
 }
 
 // richCheckRequest exercises what protojson writes specially.
@@ -391,12 +385,11 @@ func TestGRPCBodies(t *testing.T) {
 			return r
 		}(), errHas: "content-length"},
 	}
-	e := engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{})
-	srv := newServer(t, e, authz.Options{ProtoDescriptors: testProtos(t)})
-	unconfigured := newServer(t, e, authz.Options{})
+	b := newBuilder(t, input.Options{ProtoDescriptors: testProtos(t)})
+	unconfigured := newBuilder(t, input.Options{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			parsed, truncated, err := bodyOf(t, srv, tt.req)
+			parsed, truncated, err := bodyOf(t, b, tt.req)
 			switch {
 			case tt.errHas != "":
 				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
@@ -404,7 +397,7 @@ func TestGRPCBodies(t *testing.T) {
 				}
 			case err != nil:
 				t.Fatalf("denied: %v", err)
-			case authz.CanonicalJSON(t, parsed) != authz.CanonicalJSON(t, tt.parsed) || truncated != tt.truncated:
+			case input.CanonicalJSON(t, parsed) != input.CanonicalJSON(t, tt.parsed) || truncated != tt.truncated:
 				t.Fatalf("parsed_body %s, truncated_body %v\nwant %s, %v", parsed, truncated, tt.parsed, tt.truncated)
 			}
 
@@ -424,17 +417,22 @@ func TestGRPCBodies(t *testing.T) {
 // TestGRPCBodySeenByPolicy: a policy decides on a field of the message.
 // A field at its zero value is absent, as protojson leaves it out.
 func TestGRPCBodySeenByPolicy(t *testing.T) {
-	e := engine(t, `package envoy.authz
+	const policy = `package envoy.authz
 
 default allow := false
 
 allow if object.get(input.parsed_body, "service", "") in {"", "backend"}
-`, authz.Config{})
-	srv := newServer(t, e, authz.Options{ProtoDescriptors: testProtos(t)})
+`
+	b := newBuilder(t, input.Options{ProtoDescriptors: testProtos(t)})
 	for service, want := range map[string]bool{"backend": true, "": true, "admin": false} {
 		req := grpcRequest("/grpc.health.v1.Health/Check", "application/grpc", grpcFrame(0, marshal(t, &grpc_health_v1.HealthCheckRequest{Service: service})))
-		if r := srv.Decide(context.Background(), req); r.Allowed != want || r.Err != nil {
-			t.Errorf("service %q: allowed %v (%v), want %v", service, r.Allowed, r.Err, want)
+		doc, err := b.Build(req)
+		if err != nil {
+			t.Errorf("service %q: %v", service, err)
+			continue
+		}
+		if got := allows(t, policy, doc); got != want {
+			t.Errorf("service %q: allowed %v, want %v", service, got, want)
 		}
 	}
 }
@@ -478,7 +476,7 @@ var kindsCases = []struct {
 // of field.
 func TestGRPCBodyKinds(t *testing.T) {
 	files := testFiles(t)
-	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{ProtoDescriptors: testProtos(t)})
+	b := newBuilder(t, input.Options{ProtoDescriptors: testProtos(t)})
 	for _, tt := range kindsCases {
 		t.Run(tt.text, func(t *testing.T) {
 			msg := kindsMessage(t, files, tt.name, tt.text)
@@ -486,11 +484,11 @@ func TestGRPCBodyKinds(t *testing.T) {
 			if !ok {
 				t.Fatal("protojson refuses the message")
 			}
-			parsed, _, err := bodyOf(t, srv, grpcRequest("/test.v1.Test/"+tt.method, "application/grpc", grpcFrame(0, msg)))
+			parsed, _, err := bodyOf(t, b, grpcRequest("/test.v1.Test/"+tt.method, "application/grpc", grpcFrame(0, msg)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := authz.CanonicalJSON(t, parsed); got != want {
+			if got := input.CanonicalJSON(t, parsed); got != want {
 				t.Fatalf("parsed_body %s\nwant        %s", got, want)
 			}
 		})
@@ -498,7 +496,7 @@ func TestGRPCBodyKinds(t *testing.T) {
 
 	// proto2 does not check strings when decoding; protojson refuses to
 	// write one that is not UTF-8, and so does meshid.
-	_, _, err := bodyOf(t, srv, grpcRequest("/test.v1.Test/Legacy", "application/grpc", grpcFrame(0, []byte{0x12, 4, 0x0a, 2, 0xff, 0xfe})))
+	_, _, err := bodyOf(t, b, grpcRequest("/test.v1.Test/Legacy", "application/grpc", grpcFrame(0, []byte{0x12, 4, 0x0a, 2, 0xff, 0xfe})))
 	if err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
 		t.Errorf("proto2 string of invalid UTF-8: %v, want a deny", err)
 	}
@@ -540,19 +538,11 @@ func FuzzGRPCBody(f *testing.F) {
 		f.Add(uint8(i), uint8(0), grpcFrame(0, kindsMessage(f, files, c.name, c.text)))
 	}
 
-	dir := f.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "policy.rego"), []byte("package envoy.authz\n\nallow := true\n"), 0o644); err != nil {
-		f.Fatal(err)
-	}
-	e, err := authz.NewEngine(context.Background(), authz.Config{PolicyDir: dir})
-	if err != nil {
-		f.Fatal(err)
-	}
-	srv := newServer(f, e, authz.Options{ProtoDescriptors: testProtos(f)})
+	b := newBuilder(f, input.Options{ProtoDescriptors: testProtos(f)})
 	f.Fuzz(func(t *testing.T, method, contentType uint8, body []byte) {
 		m := methods[int(method)%len(methods)]
 		ct := types[int(contentType)%len(types)]
-		parsed, truncated, err := bodyOf(t, srv, grpcRequest(m.path, ct, body))
+		parsed, truncated, err := bodyOf(t, b, grpcRequest(m.path, ct, body))
 		if truncated && parsed != "null" {
 			t.Fatalf("parsed_body %s of a truncated body", parsed)
 		}
@@ -568,7 +558,7 @@ func FuzzGRPCBody(f *testing.F) {
 		switch {
 		case wellFormed && err != nil:
 			t.Fatalf("denied a message protojson writes as %s: %v", want, err)
-		case wellFormed && authz.CanonicalJSON(t, parsed) != want:
+		case wellFormed && input.CanonicalJSON(t, parsed) != want:
 			t.Fatalf("parsed_body %s\nwant        %s", parsed, want)
 		case !wellFormed && err == nil && parsed != "null":
 			t.Fatalf("parsed_body %s of a body that is not one message of %s", parsed, m.path)
@@ -604,11 +594,11 @@ func TestGRPCBodyAnyFromTheSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := authz.LoadProtoDescriptors(writeDescriptorSet(t, marshal(t, set)))
+	d, err := input.LoadProtoDescriptors(writeDescriptorSet(t, marshal(t, set)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{ProtoDescriptors: d})
+	b := newBuilder(t, input.Options{ProtoDescriptors: d})
 
 	message := func(name protoreflect.FullName) *dynamicpb.Message {
 		desc, err := files.FindDescriptorByName(name)
@@ -625,28 +615,20 @@ func TestGRPCBodyAnyFromTheSet(t *testing.T) {
 		return grpcRequest("/test.v1.Svc/Do", "application/grpc", grpcFrame(0, marshal(t, req)))
 	}
 
-	parsed, _, err := bodyOf(t, srv, request("type.googleapis.com/test.v1.Inner"))
-	if want := `{"a":{"@type":"type.googleapis.com/test.v1.Inner","userName":"ada"}}`; err != nil || authz.CanonicalJSON(t, parsed) != want {
+	parsed, _, err := bodyOf(t, b, request("type.googleapis.com/test.v1.Inner"))
+	if want := `{"a":{"@type":"type.googleapis.com/test.v1.Inner","userName":"ada"}}`; err != nil || input.CanonicalJSON(t, parsed) != want {
 		t.Errorf("parsed_body %s (%v), want %s", parsed, err, want)
 	}
-	if _, _, err := bodyOf(t, srv, request("type.googleapis.com/test.v1.Nope")); err == nil || !strings.Contains(err.Error(), "test.v1.Nope") {
+	if _, _, err := bodyOf(t, b, request("type.googleapis.com/test.v1.Nope")); err == nil || !strings.Contains(err.Error(), "test.v1.Nope") {
 		t.Errorf("Any of an unknown type: %v, want a deny naming it", err)
 	}
 }
 
-// BenchmarkGRPCBody is a decision on a gRPC call, its body decoded: no
-// body, a small message, and a large one (a CheckRequest with metadata),
-// with an allow-all policy so that the body is most of the cost.
+// BenchmarkGRPCBody is the input document of a gRPC call, its body
+// decoded: no body, a small message, and a large one (a CheckRequest with
+// metadata).
 func BenchmarkGRPCBody(b *testing.B) {
-	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "policy.rego"), []byte("package envoy.authz\n\nallow := true\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	e, err := authz.NewEngine(context.Background(), authz.Config{PolicyDir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := newServer(b, e, authz.Options{ProtoDescriptors: testProtos(b)})
+	ib := newBuilder(b, input.Options{ProtoDescriptors: testProtos(b)})
 	for _, bc := range []struct {
 		name string
 		req  *authv3.CheckRequest
@@ -656,11 +638,10 @@ func BenchmarkGRPCBody(b *testing.B) {
 		{"check-request", grpcRequest("/envoy.service.auth.v3.Authorization/Check", "application/grpc", grpcFrame(0, marshal(b, richCheckRequest(b))))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := srv.Decide(ctx, bc.req); !r.Allowed {
-					b.Fatal(r.Err)
+				if _, err := ib.Build(bc.req); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

@@ -1,7 +1,6 @@
-package authz_test
+package input_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,17 +17,17 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/input"
 )
 
-// spiffeDoc returns input.spiffe as the policy saw it, as JSON.
-func spiffeDoc(t *testing.T, srv *authz.Server, req *authv3.CheckRequest) map[string]any {
+// spiffeDoc returns input.spiffe as a policy sees it, as JSON.
+func spiffeDoc(t *testing.T, b *input.Builder, req *authv3.CheckRequest) map[string]any {
 	t.Helper()
-	r := srv.Decide(context.Background(), req)
-	if r.Err != nil {
-		t.Fatalf("Decide: %v", r.Err)
+	in, err := b.Build(req)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
 	}
-	v, err := r.Input.(ast.Object).Find(ast.MustParseRef("x.spiffe")[1:])
+	v, err := in.(ast.Object).Find(ast.MustParseRef("x.spiffe")[1:])
 	if err != nil {
 		t.Fatalf("no input.spiffe: %v", err)
 	}
@@ -44,28 +43,27 @@ func TestXFCCSource(t *testing.T) {
 	xfcc := "By=" + gateway + ";Hash=ab;URI=" + frontend
 	tests := []struct {
 		name    string
-		opts    authz.Options
+		opts    input.Options
 		peer    string
 		header  string
 		want    string // input.spiffe.source.id, "" for absent
 		wantVia string
 	}{
-		{"not trusted: mTLS peer", authz.Options{}, gateway, xfcc, gateway, "mtls"},
-		{"trusted from anyone", authz.Options{TrustXFCC: true}, "", xfcc, frontend, "xfcc"},
-		{"trusted from the gateway", authz.Options{TrustXFCC: true, XFCCProxies: []string{gateway}}, gateway, xfcc, frontend, "xfcc"},
-		{"forwarded by another peer", authz.Options{TrustXFCC: true, XFCCProxies: []string{gateway}}, backend, xfcc, backend, "mtls"},
-		{"trusted but unusable", authz.Options{TrustXFCC: true}, gateway, "URI=not a spiffe id", "", ""},
-		{"trusted but malformed", authz.Options{TrustXFCC: true}, gateway, `URI="x`, "", ""},
-		{"trusted, no header", authz.Options{TrustXFCC: true}, gateway, "", gateway, "mtls"},
+		{"not trusted: mTLS peer", input.Options{}, gateway, xfcc, gateway, "mtls"},
+		{"trusted from anyone", input.Options{TrustXFCC: true}, "", xfcc, frontend, "xfcc"},
+		{"trusted from the gateway", input.Options{TrustXFCC: true, XFCCProxies: []string{gateway}}, gateway, xfcc, frontend, "xfcc"},
+		{"forwarded by another peer", input.Options{TrustXFCC: true, XFCCProxies: []string{gateway}}, backend, xfcc, backend, "mtls"},
+		{"trusted but unusable", input.Options{TrustXFCC: true}, gateway, "URI=not a spiffe id", "", ""},
+		{"trusted but malformed", input.Options{TrustXFCC: true}, gateway, `URI="x`, "", ""},
+		{"trusted, no header", input.Options{TrustXFCC: true}, gateway, "", gateway, "mtls"},
 	}
-	e := engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := checkRequest(tt.peer, backend, "GET", "/hello")
 			if tt.header != "" {
 				req.Attributes.Request.Http.Headers["x-forwarded-client-cert"] = tt.header
 			}
-			doc := spiffeDoc(t, newServer(t, e, tt.opts), req)
+			doc := spiffeDoc(t, newBuilder(t, tt.opts), req)
 			src, _ := doc["source"].(map[string]any)
 			if tt.want == "" {
 				if src != nil {
@@ -135,8 +133,7 @@ func TestJWTSVID(t *testing.T) {
 		{"foreign trust domain", "Bearer " + issuer.mint(t, "spiffe://evil.example/x", []string{"backend"}, hour, nil), map[string]any{"valid": false}, "no bundle found"},
 		{"garbage", "Bearer a.b.c", map[string]any{"valid": false}, "unable to parse JWT token"},
 	}
-	e := engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{})
-	srv := newServer(t, e, authz.Options{JWTAudiences: []string{"backend"}, JWTBundles: issuer.bundle})
+	b := newBuilder(t, input.Options{JWTAudiences: []string{"backend"}, JWTBundles: issuer.bundle})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := checkRequest(frontend, backend, "GET", "/hello")
@@ -144,7 +141,7 @@ func TestJWTSVID(t *testing.T) {
 				req.Attributes.Request.Http.Headers["authorization"] = tt.header
 			}
 			for range 2 { // the second time from the cache of valid tokens
-				got, _ := spiffeDoc(t, srv, req)["jwt"].(map[string]any)
+				got, _ := spiffeDoc(t, b, req)["jwt"].(map[string]any)
 				if tt.want == nil {
 					if got != nil {
 						t.Fatalf("input.spiffe.jwt = %v, want absent", got)
@@ -173,7 +170,7 @@ func TestJWTSVID(t *testing.T) {
 }
 
 func TestJWTNeedsBundles(t *testing.T) {
-	if _, err := authz.NewServer(nil, authz.Options{JWTAudiences: []string{"x"}}); err == nil {
-		t.Error("NewServer accepted JWT audiences without bundles")
+	if _, err := input.NewBuilder(input.Options{JWTAudiences: []string{"x"}}); err == nil {
+		t.Error("NewBuilder accepted JWT audiences without bundles")
 	}
 }

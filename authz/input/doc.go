@@ -1,0 +1,14 @@
+// Package input builds the document a Rego policy sees as input for an
+// Envoy ext_authz CheckRequest: OPA-Envoy's (attributes, parsed_path,
+// parsed_query, parsed_body, truncated_body, source_principal, version) as
+// an ast.Value, and meshid's input.spiffe, the caller and the callee as
+// SPIFFE IDs with the JWT-SVID the request carries.
+//
+// It owns everything that turns a request into that document: the
+// attributes, the request bodies (JSON, forms, multipart, and gRPC through
+// proto descriptor sets), x-forwarded-client-cert and JWT-SVID validation,
+// and the caches of terms that recur across requests. It never evaluates
+// a policy or answers Envoy: a request it cannot describe faithfully is an
+// error for its caller to deny. It never identifies callers itself, and
+// imports no other meshid package: JWT bundles come in through Options.
+package input
