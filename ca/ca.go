@@ -41,7 +41,8 @@ type Options struct {
 	Clock    func() time.Time
 	Rand     io.Reader
 	Log      *slog.Logger
-	// Metrics receives the CA's series; nil leaves them unregistered.
+	// Metrics receives meshid_ca_expiry_seconds and
+	// meshid_ca_rotation_failures_total; nil leaves them unregistered.
 	Metrics prometheus.Registerer
 	// RotateInterval is how often Run advances the timeline; default 1s.
 	RotateInterval time.Duration
