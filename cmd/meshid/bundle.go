@@ -60,21 +60,21 @@ reads; default the trust domain of this process's SVID.
 	if *format == "pem" {
 		set, err := c.FetchX509Bundles(ctx)
 		if err != nil {
-			return e.explain(err)
+			return e.Explain(err)
 		}
 		return printPEMBundles(stdout, set, td)
 	}
 
 	x509ctx, err := c.FetchX509Context(ctx)
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	if td.IsZero() {
 		td = x509ctx.DefaultSVID().ID.TrustDomain()
 	}
 	jwtSet, err := c.FetchJWTBundles(ctx)
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	doc, err := spiffeBundle(td, x509ctx.Bundles, jwtSet)
 	if err != nil {

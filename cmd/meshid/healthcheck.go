@@ -11,20 +11,13 @@ import (
 	"os"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-)
 
-// pastRenewal reports whether now is past 3/4 of the validity of a
-// certificate valid from notBefore to notAfter. meshid renews at about half
-// of an SVID's life, so a holder that is still on it by then has seen
-// rotation stall: meshid stopped renewing, or the holder stopped listening.
-func pastRenewal(notBefore, notAfter, now time.Time) bool {
-	life := notAfter.Sub(notBefore)
-	return !now.Before(notBefore.Add(life / 4 * 3))
-}
+	"github.com/meshid/meshid/helper"
+	"github.com/meshid/meshid/internal/endpoint"
+)
 
 // healthcheck checks that meshid serves, that this process gets an SVID
 // that is not past renewal, and optionally that an SVID file a helper keeps
@@ -37,7 +30,7 @@ func runHealthcheck(args []string, stdout, stderr io.Writer, clock func() time.T
 	flags := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid healthcheck [-socket unix:///PATH] [-cert-file FILE] [-daemon-only] [-json]
+		fmt.Fprint(stderr, `Usage: meshid healthcheck [-socket PATH] [-cert-file FILE] [-daemon-only] [-json]
 
 Exits 0 when meshid answers gRPC health as SERVING, gives this process an
 X509-SVID, and that SVID is not past 3/4 of its life (meshid renews at half,
@@ -59,7 +52,7 @@ Exits 1 and says which check failed otherwise.
 		flags.Usage()
 		return fmt.Errorf("healthcheck: unexpected argument %q", flags.Arg(0))
 	}
-	e, err := parseEndpoint(*ep.socket)
+	e, err := ep.endpoint()
 	if err != nil {
 		return err
 	}
@@ -74,10 +67,10 @@ Exits 1 and says which check failed otherwise.
 		}
 		checks = append(checks, c)
 	}
-	daemonErr := e.serving(ctx)
-	add("daemon", daemonErr, "serving at "+e.addr)
+	daemonErr := serving(ctx, e)
+	add("daemon", daemonErr, "serving at "+e.Addr())
 	if !*daemonOnly && daemonErr == nil {
-		msg, err := e.checkSVID(ctx, clock)
+		msg, err := checkSVID(ctx, e, clock)
 		add("svid", err, msg)
 	}
 	if *certFile != "" {
@@ -118,35 +111,31 @@ type healthCheck struct {
 }
 
 // serving asks the socket's gRPC health service about the whole server.
-func (e endpoint) serving(ctx context.Context) error {
-	target, err := workloadapi.TargetFromAddress(e.addr)
+func serving(ctx context.Context, e endpoint.Endpoint) error {
+	conn, err := grpc.NewClient(e.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.addr, err)
+		return fmt.Errorf("%s: %w", e, err)
 	}
 	defer conn.Close()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	if resp.Status != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("meshid at %s says %s", e.addr, resp.Status)
+		return fmt.Errorf("meshid at %s says %s", e, resp.Status)
 	}
 	return nil
 }
 
-func (e endpoint) checkSVID(ctx context.Context, clock func() time.Time) (string, error) {
-	c, err := e.client(ctx)
+func checkSVID(ctx context.Context, e endpoint.Endpoint, clock func() time.Time) (string, error) {
+	c, err := e.Client(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
 	svids, err := c.FetchX509SVIDs(ctx)
 	if err != nil {
-		return "", e.explain(err)
+		return "", e.Explain(err)
 	}
 	now := clock()
 	var msg string
@@ -190,7 +179,7 @@ func freshness(name string, leaf *x509.Certificate, now time.Time) error {
 	switch {
 	case !now.Before(leaf.NotAfter):
 		return fmt.Errorf("%s expired %s (at %s)", name, relTime(leaf.NotAfter, now), leaf.NotAfter.UTC().Format(time.RFC3339))
-	case pastRenewal(leaf.NotBefore, leaf.NotAfter, now):
+	case helper.PastRenewal(leaf.NotBefore, leaf.NotAfter, now):
 		return fmt.Errorf("%s is past 3/4 of its life and was not renewed (expires %s): rotation has stalled", name, relTime(leaf.NotAfter, now))
 	}
 	return nil

@@ -70,7 +70,7 @@ for TOKEN=$(meshid jwt fetch -audience A -token).
 	defer done()
 	svid, err := c.FetchJWTSVID(ctx, params)
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	switch {
 	case *tokenOnly:
@@ -115,7 +115,7 @@ and claims. Exits 1 with meshid's reason when the token is refused.
 	defer done()
 	svid, err := c.ValidateJWTSVID(ctx, strings.TrimSpace(flags.Arg(0)), *audience)
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	info := describeJWT(svid, time.Now(), false)
 	if *asJSON {

@@ -4,18 +4,16 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshid/meshid/helper"
 )
 
 // svidFetch prints (and optionally writes) the caller's X509-SVIDs.
@@ -23,7 +21,7 @@ func svidFetch(args []string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("svid fetch", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid svid fetch [-socket unix:///PATH] [-write DIR [file flags]] [-json]
+		fmt.Fprint(stderr, `Usage: meshid svid fetch [-socket PATH] [-write DIR [file flags]] [-json]
 
 Asks meshid's Workload API for this process's X509-SVIDs and prints each
 one's SPIFFE ID, expiry and chain, and the trust bundles that came with them.
@@ -51,15 +49,15 @@ one, never half of one.
 	defer done()
 	x509ctx, err := c.FetchX509Context(ctx)
 	if err != nil {
-		return e.explain(err)
+		return e.Explain(err)
 	}
 	now := time.Now()
 	report := svidReport{SVIDs: []svidInfo{}, Bundles: bundleInfos(x509ctx.Bundles)}
 	for _, s := range x509ctx.SVIDs {
 		report.SVIDs = append(report.SVIDs, describeSVID(s, now))
 	}
-	if files.dir != nil && *files.dir != "" {
-		if report.Written, err = files.write(x509ctx.SVIDs[0], x509ctx.Bundles); err != nil {
+	if files.Dir != "" {
+		if report.Written, err = files.Write(x509ctx.DefaultSVID(), x509ctx.Bundles); err != nil {
 			return err
 		}
 	}
@@ -125,7 +123,7 @@ func describeSVID(s *x509svid.SVID, now time.Time) svidInfo {
 		NotBefore: leaf.NotBefore.UTC(),
 		ExpiresAt: leaf.NotAfter.UTC(),
 		ExpiresIn: int64(leaf.NotAfter.Sub(now) / time.Second),
-		Stalled:   pastRenewal(leaf.NotBefore, leaf.NotAfter, now),
+		Stalled:   helper.PastRenewal(leaf.NotBefore, leaf.NotAfter, now),
 	}
 	for _, c := range s.Certificates {
 		info.Chain = append(info.Chain, describeCert(c))
@@ -202,130 +200,27 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// svidFiles says where an SVID goes on disk.
-type svidFiles struct {
-	dir, cert, key, bundle *string
-	federated              *bool
+// addSVIDFileFlags are the flags that say where -write puts an SVID.
+func addSVIDFileFlags(flags *flag.FlagSet) *helper.Files {
+	f := &helper.Files{}
+	flags.StringVar(&f.Dir, "write", "", "write the SVID, key and bundle into this directory")
+	flags.StringVar(&f.Cert, "cert-file", helper.DefaultCertFile, "name of the certificate chain file (leaf first) in -write")
+	flags.StringVar(&f.Key, "key-file", helper.DefaultKeyFile, "name of the private key file (PKCS#8, mode 0600) in -write")
+	flags.StringVar(&f.Bundle, "bundle-file", helper.DefaultBundleFile, "name of the trust bundle file (the SVID's trust domain's roots) in -write")
+	flags.BoolVar(&f.Federated, "federated", false, "also put federated trust domains' roots in the bundle file")
+	return f
 }
 
-func addSVIDFileFlags(flags *flag.FlagSet) svidFiles {
-	return svidFiles{
-		dir:       flags.String("write", "", "write the SVID, key and bundle into this directory"),
-		cert:      flags.String("cert-file", "svid.pem", "name of the certificate chain file (leaf first) in -write"),
-		key:       flags.String("key-file", "svid_key.pem", "name of the private key file (PKCS#8, mode 0600) in -write"),
-		bundle:    flags.String("bundle-file", "bundle.pem", "name of the trust bundle file (the SVID's trust domain's roots) in -write"),
-		federated: flags.Bool("federated", false, "also put federated trust domains' roots in the bundle file"),
-	}
-}
-
-// write writes the SVID's chain, key and bundle, each atomically, and
-// returns the paths written.
-func (f svidFiles) write(s *x509svid.SVID, bundles *x509bundle.Set) ([]string, error) {
-	certPEM, keyPEM, err := s.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("encode SVID %s: %w", s.ID, err)
-	}
-	bundlePEM, err := bundlePEM(s, bundles, *f.federated)
-	if err != nil {
-		return nil, err
-	}
-	var written []string
-	for _, out := range []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{*f.cert, certPEM, 0o644},
-		{*f.key, keyPEM, 0o600},
-		{*f.bundle, bundlePEM, 0o644},
-	} {
-		path := filepath.Join(*f.dir, out.name)
-		if err := writeFileAtomic(path, out.data, out.mode); err != nil {
-			return written, err
-		}
-		written = append(written, path)
-	}
-	return written, nil
-}
-
-// bundlePEM is the roots of the SVID's trust domain, then, when federated
-// is set, every other trust domain's.
-func bundlePEM(s *x509svid.SVID, set *x509bundle.Set, federated bool) ([]byte, error) {
-	own, ok := set.Get(s.ID.TrustDomain())
-	if !ok {
-		return nil, fmt.Errorf("meshid sent no bundle for %s, the trust domain of %s", s.ID.TrustDomain(), s.ID)
-	}
-	var out []byte
-	add := func(b *x509bundle.Bundle) {
-		for _, c := range b.X509Authorities() {
-			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-	}
-	add(own)
-	if federated {
-		for _, b := range set.Bundles() {
-			if b.TrustDomain() != own.TrustDomain() {
-				add(b)
-			}
-		}
-	}
-	return out, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory and a rename, so that a reader sees the old content or the new,
-// never a part; on failure nothing is left behind but the old file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir, name := filepath.Dir(path), filepath.Base(path)
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w%s", path, unwrapPathError(err), writeHint(dir, err))
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp makes 0600; widen only what may be read by others.
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, unwrapPathError(err))
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: replace it: %w", path, unwrapPathError(err))
-	}
-	return nil
-}
-
-// unwrapPathError drops the temporary file's name from an error: the user
-// asked for path, not for our scratch name.
-func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
-	return err
-}
-
-func writeHint(dir string, err error) string {
+// relTime says when t is relative to now, to the second: "in 4m59s",
+// "3s ago".
+func relTime(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Sprintf(" (directory %s does not exist)", dir)
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Sprintf(" (uid %d may not create files in %s; choose a directory it owns)", os.Getuid(), dir)
+	case d > 0:
+		return "in " + d.String()
+	case d < 0:
+		return (-d).String() + " ago"
+	default:
+		return "now"
 	}
-	return ""
 }

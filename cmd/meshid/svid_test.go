@@ -17,9 +17,13 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+
+	"github.com/meshid/meshid/test/grpctest"
 )
 
 // testCA mints X509-SVIDs for tests: a self-signed root and leaves with a
@@ -89,139 +93,6 @@ func (ca *testCA) context(svids ...*x509svid.SVID) *workloadapi.X509Context {
 	return &workloadapi.X509Context{SVIDs: svids, Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root}))}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "svid_key.pem")
-	if err := writeFileAtomic(path, []byte("old"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFileAtomic(path, []byte("new"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(path); string(b) != "new" {
-		t.Fatalf("content %q, want new", b)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
-	}
-	if err := writeFileAtomic(filepath.Join(dir, "bundle.pem"), []byte("b"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(filepath.Join(dir, "bundle.pem")); fi.Mode().Perm() != 0o644 {
-		t.Fatalf("bundle mode %v, want 0644", fi.Mode().Perm())
-	}
-	assertOnlyFiles(t, dir, "bundle.pem", "svid_key.pem")
-}
-
-func TestWriteFileAtomicFailures(t *testing.T) {
-	tests := []struct {
-		name  string
-		setup func(t *testing.T, dir string) string // returns the target path
-		want  []string
-	}{
-		{"missing directory", func(t *testing.T, dir string) string {
-			return filepath.Join(dir, "nope", "svid.pem")
-		}, []string{"nope/svid.pem", "does not exist"}},
-		{"target is a directory", func(t *testing.T, dir string) string {
-			// The temporary file is written, the rename fails: it must go.
-			if err := os.Mkdir(filepath.Join(dir, "svid.pem"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			return filepath.Join(dir, "svid.pem")
-		}, []string{"svid.pem: replace it"}},
-		{"unwritable directory", func(t *testing.T, dir string) string {
-			if os.Geteuid() == 0 {
-				t.Skip("root writes anywhere; the e2e test covers this as a workload uid")
-			}
-			ro := filepath.Join(dir, "ro")
-			if err := os.Mkdir(ro, 0o555); err != nil {
-				t.Fatal(err)
-			}
-			return filepath.Join(ro, "svid.pem")
-		}, []string{"ro/svid.pem", "permission denied", "choose a directory it owns"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := tt.setup(t, dir)
-			err := writeFileAtomic(path, []byte("data"), 0o644)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), ".tmp-") {
-				t.Errorf("error %q names the temporary file", err)
-			}
-			// No temporary file anywhere under dir.
-			filepath.WalkDir(dir, func(p string, d os.DirEntry, _ error) error {
-				if d != nil && strings.Contains(d.Name(), ".tmp-") {
-					t.Errorf("left behind %s", p)
-				}
-				return nil
-			})
-		})
-	}
-}
-
-func assertOnlyFiles(t *testing.T, dir string, want ...string) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		got = append(got, e.Name())
-	}
-	if strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("%s holds %v, want %v", dir, got, want)
-	}
-}
-
-func TestSVIDFilesWrite(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	other := newTestCA(t, "other.org")
-	now := time.Now()
-	s := ca.svid(t, "/app", now.Add(-10*time.Second), now.Add(30*time.Second))
-	set := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root}),
-		x509bundle.FromX509Authorities(other.td, []*x509.Certificate{other.root}),
-	)
-	for _, federated := range []bool{false, true} {
-		dir := t.TempDir()
-		cert, key, bundle := "svid.pem", "svid_key.pem", "bundle.pem"
-		f := svidFiles{dir: &dir, cert: &cert, key: &key, bundle: &bundle, federated: &federated}
-		paths, err := f.write(s, set)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(paths) != 3 {
-			t.Fatalf("wrote %v", paths)
-		}
-		got, err := x509svid.Load(filepath.Join(dir, cert), filepath.Join(dir, key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.ID != s.ID || !got.Certificates[0].Equal(s.Certificates[0]) {
-			t.Fatalf("svid.pem holds %s", got.ID)
-		}
-		if fi, _ := os.Stat(filepath.Join(dir, key)); fi.Mode().Perm() != 0o600 {
-			t.Fatalf("key mode %v", fi.Mode().Perm())
-		}
-		roots, err := x509bundle.Load(ca.td, filepath.Join(dir, bundle))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := map[bool]int{false: 1, true: 2}[federated]; len(roots.X509Authorities()) != want {
-			t.Fatalf("federated=%v: bundle.pem holds %d roots, want %d", federated, len(roots.X509Authorities()), want)
-		}
-	}
-}
-
 func TestSVIDReport(t *testing.T) {
 	ca := newTestCA(t, "example.org")
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -286,5 +157,117 @@ func TestRelTime(t *testing.T) {
 		if got := relTime(now.Add(d), now); got != want {
 			t.Errorf("relTime(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// oneSVIDAPI is a Workload API with one X509-SVID for every caller.
+type oneSVIDAPI struct {
+	workloadpb.UnimplementedSpiffeWorkloadAPIServer
+	resp *workloadpb.X509SVIDResponse
+}
+
+func (a oneSVIDAPI) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
+	if err := stream.Send(a.resp); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// serveSVID serves s on a real socket and returns its path.
+func serveSVID(t *testing.T, ca *testCA, s *x509svid.SVID) string {
+	t.Helper()
+	cert, key, err := s.MarshalRaw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := oneSVIDAPI{resp: &workloadpb.X509SVIDResponse{Svids: []*workloadpb.X509SVID{{
+		SpiffeId: s.ID.String(), X509Svid: cert, X509SvidKey: key, Bundle: ca.root.Raw,
+	}}}}
+	conn := grpctest.Serve(t, "unix", func(srv *grpc.Server) { workloadpb.RegisterSpiffeWorkloadAPIServer(srv, api) })
+	return strings.TrimPrefix(conn.Target(), "unix://")
+}
+
+func TestSVIDFetchWrite(t *testing.T) {
+	ca := newTestCA(t, "example.org")
+	s := ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
+	sock := serveSVID(t, ca, s)
+	tests := []struct {
+		name string
+		args []string
+		env  string
+	}{
+		{"-socket as a URI", []string{"-socket", "unix://" + sock}, ""},
+		{"-socket as a path", []string{"-socket", sock}, ""},
+		{"$SPIFFE_ENDPOINT_SOCKET as a path", nil, sock},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(workloadapi.SocketEnv, tt.env)
+			dir := t.TempDir()
+			out, _, err := runCmd(t, append([]string{"svid", "fetch", "-json", "-write", dir, "-key-file", "tls.key"}, tt.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r struct{ Written []string }
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{filepath.Join(dir, "svid.pem"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "bundle.pem")}
+			if strings.Join(r.Written, " ") != strings.Join(want, " ") {
+				t.Fatalf("written %v, want %v", r.Written, want)
+			}
+			got, err := x509svid.Load(want[0], want[1])
+			if err != nil || !got.Certificates[0].Equal(s.Certificates[0]) {
+				t.Fatalf("files hold another SVID: %v", err)
+			}
+			for path, mode := range map[string]os.FileMode{want[0]: 0o644, want[1]: 0o600, want[2]: 0o644} {
+				if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != mode {
+					t.Errorf("%s: %v, want mode %v", path, err, mode)
+				}
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 3 {
+				t.Fatalf("%s holds %d names, want the 3 files", dir, len(entries))
+			}
+		})
+	}
+}
+
+// TestClientCommandsNameTheSocketSource: every Workload API client command
+// takes its socket the same way, and says where a bad one came from.
+func TestClientCommandsNameTheSocketSource(t *testing.T) {
+	const badFlag = "tcp://127.0.0.1:8081"
+	commands := [][]string{
+		{"svid", "fetch", "ARGS"},
+		{"svid", "watch", "-write", t.TempDir(), "ARGS"},
+		{"jwt", "fetch", "-audience", "a", "ARGS"},
+		{"jwt", "validate", "-audience", "a", "ARGS", "token"},
+		{"bundle", "show", "ARGS"},
+		{"healthcheck", "ARGS"},
+	}
+	with := func(cmd []string, extra ...string) []string {
+		var out []string
+		for _, a := range cmd {
+			if a == "ARGS" {
+				out = append(out, extra...)
+			} else {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	for _, cmd := range commands {
+		t.Run(strings.TrimSuffix(cmd[0]+" "+cmd[1], " ARGS"), func(t *testing.T) {
+			t.Setenv(workloadapi.SocketEnv, "agent.sock")
+			_, _, err := runCmd(t, with(cmd)...)
+			if want := `$SPIFFE_ENDPOINT_SOCKET "agent.sock": a relative path (want /path/to/agent.sock or unix:///path/to/agent.sock)`; err == nil || err.Error() != want {
+				t.Errorf("from the environment: %v, want %q", err, want)
+			}
+			_, _, err = runCmd(t, with(cmd, "-socket", badFlag)...)
+			if want := `-socket "` + badFlag + `": scheme "tcp": meshid serves the Workload API on a Unix socket only`; err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("from the flag: %v, want %q", err, want)
+			}
+		})
 	}
 }
