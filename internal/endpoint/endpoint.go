@@ -14,17 +14,14 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/meshid/meshid/internal/config"
 )
 
-// DefaultPath is where `meshid run` listens unless socket_path says
-// otherwise.
-//
-// It repeats config.DefaultSocketPath, which internal/config does not have
-// yet; once it does, this becomes that constant.
-const DefaultPath = "/run/meshid/agent.sock"
-
-// Default is DefaultPath as a Workload API address.
-const Default = "unix://" + DefaultPath
+// Default is the socket used when neither -socket nor
+// $SPIFFE_ENDPOINT_SOCKET is set: where `meshid run` listens unless
+// socket_path says otherwise.
+const Default = "unix://" + config.DefaultSocketPath
 
 // Source is where an endpoint's value came from; errors name it so that
 // the user knows what to change.

@@ -11,6 +11,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/internal/config"
 )
 
 // Explain turns a failed Workload API call into what the user should
@@ -76,7 +78,7 @@ func (e Endpoint) diagnose(msg string) string {
 func (e Endpoint) check() string {
 	const running = "check that `meshid run` is running"
 	if e.source == FromDefault {
-		return fmt.Sprintf("%s, and if its socket_path is not %s, pass -socket or set %s", running, DefaultPath, FromEnv)
+		return fmt.Sprintf("%s, and if its socket_path is not %s, pass -socket or set %s", running, config.DefaultSocketPath, FromEnv)
 	}
 	return fmt.Sprintf("%s and that its socket_path is the one %s names", running, e.source)
 }
