@@ -6,9 +6,12 @@
 //
 // It owns everything that turns a request into that document: the
 // attributes, the request bodies (JSON, forms, multipart, and gRPC through
-// proto descriptor sets), x-forwarded-client-cert and JWT-SVID validation,
-// and the caches of terms that recur across requests. It never evaluates
-// a policy or answers Envoy: a request it cannot describe faithfully is an
-// error for its caller to deny. It never identifies callers itself, and
-// imports no other meshid package: JWT bundles come in through Options.
+// proto descriptor sets, written by internal/prototerm), the
+// x-forwarded-client-cert and JWT-SVID checks, and the caches of terms
+// that recur across requests. It never evaluates a policy or answers
+// Envoy: a request it cannot describe faithfully is an error for its
+// caller to deny. It never identifies callers itself (the caller is the
+// mTLS peer Envoy verified, or what a header it is told to trust says),
+// and imports no meshid package outside its own: JWT bundles come in
+// through Options.
 package input
