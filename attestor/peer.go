@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 )
 
 // Caller is the kernel's account of the process on the other end of a Unix
@@ -39,17 +38,14 @@ func (AuthInfo) AuthType() string { return "meshid-peercred" }
 // PeerCredentials: without the kernel's word we know nothing about it.
 var ErrNoCaller = errors.New("caller unknown: the connection did not come through the workload socket")
 
-// CallerFromContext returns the kernel's view of the gRPC caller.
-func CallerFromContext(ctx context.Context) (Caller, error) {
-	p, ok := peer.FromContext(ctx)
+// CallerFromAuthInfo returns the kernel's view of a gRPC caller from its
+// peer's AuthInfo, which PeerCredentials recorded at accept.
+func CallerFromAuthInfo(info credentials.AuthInfo) (Caller, error) {
+	ai, ok := info.(AuthInfo)
 	if !ok {
 		return Caller{}, ErrNoCaller
 	}
-	info, ok := p.AuthInfo.(AuthInfo)
-	if !ok {
-		return Caller{}, ErrNoCaller
-	}
-	return info.Caller, nil
+	return ai.Caller, nil
 }
 
 // PeerCredentials returns gRPC transport credentials for a Unix socket

@@ -11,9 +11,11 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 )
 
 // callerRecorder is a gRPC server on a real Unix socket that remembers the
@@ -43,7 +45,11 @@ func startRecorder(t *testing.T) (string, *callerRecorder) {
 	rec := &callerRecorder{}
 	srv := grpc.NewServer(grpc.Creds(PeerCredentials()), grpc.UnaryInterceptor(
 		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			c, err := CallerFromContext(ctx)
+			var err error = ErrNoCaller
+			var c Caller
+			if p, ok := peer.FromContext(ctx); ok {
+				c, err = CallerFromAuthInfo(p.AuthInfo)
+			}
 			rec.mu.Lock()
 			rec.callers, rec.errs = append(rec.callers, c), append(rec.errs, err)
 			rec.mu.Unlock()
@@ -114,11 +120,26 @@ func TestPeerCredentialsOtherUser(t *testing.T) {
 	}
 }
 
-func TestCallerFromContextWithoutPeerCredentials(t *testing.T) {
-	if _, err := CallerFromContext(context.Background()); err != ErrNoCaller {
-		t.Fatalf("err = %v, want ErrNoCaller", err)
+func TestCallerFromAuthInfoWithoutPeerCredentials(t *testing.T) {
+	for name, info := range map[string]credentials.AuthInfo{
+		"no AuthInfo":         nil,
+		"another transport's": insecureInfo{},
+		"a pointer to ours":   &AuthInfo{Caller: Caller{PID: 1}},
+	} {
+		if c, err := CallerFromAuthInfo(info); err != ErrNoCaller {
+			t.Errorf("%s: %v, %v; want ErrNoCaller", name, c, err)
+		}
+	}
+	want := Caller{PID: 7, UID: 1001, GID: 1002}
+	if c, err := CallerFromAuthInfo(AuthInfo{Caller: want}); err != nil || !sameCreds(c, want) {
+		t.Errorf("PeerCredentials' AuthInfo: %v, %v; want %v", c, err, want)
 	}
 }
+
+// insecureInfo is an AuthInfo of some other transport credentials.
+type insecureInfo struct{ credentials.CommonAuthInfo }
+
+func (insecureInfo) AuthType() string { return "insecure" }
 
 func TestPeerCredentialsRejectNonUnixConnections(t *testing.T) {
 	a, b := net.Pipe()

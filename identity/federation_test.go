@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -72,7 +73,7 @@ func TestFederatedBundlesGoToEntriesThatFederate(t *testing.T) {
     selectors: ["unix:uid:1102"]
 `)
 	for uid, want := range map[uint32]bool{1101: true, 1102: false} {
-		sub, err := m.Watch(callerCtx(uid))
+		sub, err := m.Watch(context.Background(), caller(uid))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +90,7 @@ func TestFederatedBundlesGoToEntriesThatFederate(t *testing.T) {
 
 func TestFederationChangesReachSubscribers(t *testing.T) {
 	m, path := federatedManager(t, "entries:\n  - spiffe_id: spiffe://example.org/backend\n    selectors: [\"unix:uid:1101\"]\n")
-	sub, _ := m.Watch(callerCtx(1101))
+	sub, _ := m.Watch(context.Background(), caller(1101))
 	defer sub.Close()
 	os.WriteFile(path, []byte("entries:\n  - spiffe_id: spiffe://example.org/backend\n    selectors: [\"unix:uid:1101\"]\n    federates_with: [partner.example]\n"), 0o644)
 	if err := m.ReloadEntries(); err != nil {
@@ -162,7 +163,7 @@ func TestFederatedJWTBundlesGoToEntriesThatFederate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for uid, want := range map[uint32]bool{1101: true, 1102: false, 1103: false} {
-		sub, err := m.Watch(callerCtx(uid))
+		sub, err := m.Watch(context.Background(), caller(uid))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +211,7 @@ func TestFederationWithOneKindOfKey(t *testing.T) {
 			if err := CheckFederation(entries, spiffebundle.NewSet(tc.bundle)); err != nil {
 				t.Fatalf("federating with a bundle of one kind of key was refused: %v", err)
 			}
-			sub, err := m.Watch(callerCtx(1101))
+			sub, err := m.Watch(context.Background(), caller(1101))
 			if err != nil {
 				t.Fatal(err)
 			}

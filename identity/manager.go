@@ -1,7 +1,11 @@
 // Package identity decides who gets which SPIFFE identity: it holds the
 // entries, matches attested callers against them, keeps the issued SVIDs
-// fresh and tells every watcher when its identities change. It never speaks
-// a wire protocol; sds and workload do, through the Subscription it returns.
+// (the workloads' and meshid's own) fresh under one renewal rule and tells
+// every watcher when its identities change. It never speaks a wire
+// protocol nor looks at a connection: it is handed the kernel's view of a
+// caller, and sds and workload speak to the caller through the
+// Subscription it returns. It never signs anything either; the Minter does,
+// on the CA's own clock.
 package identity
 
 import (
@@ -165,15 +169,12 @@ func NewManager(o Options) *Manager {
 	return m
 }
 
-// Watch attests the gRPC caller in ctx (by the kernel's peer credentials,
-// never by what it sent) and subscribes it to its identities. A caller no
-// entry matches gets a subscription with no SVIDs; the protocol front door
-// turns that into its own refusal. Close the subscription when done.
-func (m *Manager) Watch(ctx context.Context) (*Subscription, error) {
-	caller, err := attestor.CallerFromContext(ctx)
-	if err != nil {
-		return nil, err
-	}
+// Watch attests the caller (the kernel's view of it, never what it sent)
+// and subscribes it to its identities; ctx only bounds the attestation. A
+// caller no entry matches gets a subscription with no SVIDs; the protocol
+// front door turns that into its own refusal. Close the subscription when
+// done.
+func (m *Manager) Watch(ctx context.Context, caller attestor.Caller) (*Subscription, error) {
 	sels, err := m.attestor.Attest(ctx, caller)
 	if err != nil {
 		reason := attestor.Reason(err)

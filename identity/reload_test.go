@@ -96,7 +96,7 @@ func TestSetEntriesReachesExistingSubscriptions(t *testing.T) {
 			m := newManager(t, &clock{now: time.Now()}, nil)
 			subs := map[uint32]*Subscription{}
 			for _, uid := range []uint32{1101, 1102, 1103} {
-				sub, err := m.Watch(callerCtx(uid))
+				sub, err := m.Watch(context.Background(), caller(uid))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -114,7 +114,7 @@ func TestSetEntriesReachesExistingSubscriptions(t *testing.T) {
 				}
 			}
 			// A caller that subscribes now sees the new set too.
-			late, _ := m.Watch(callerCtx(1101))
+			late, _ := m.Watch(context.Background(), caller(1101))
 			defer late.Close()
 			if got := ids(t, late); !slicesEqual(got, tt.wantCurrent[1101]) {
 				t.Errorf("a new caller of uid 1101 holds %v, want %v", got, tt.wantCurrent[1101])
@@ -127,7 +127,7 @@ func slicesEqual(a, b []string) bool { return strings.Join(a, ",") == strings.Jo
 
 func TestSetEntriesStopsRenewingRemovedSVIDs(t *testing.T) {
 	m := newManager(t, &clock{now: time.Now()}, nil)
-	sub, _ := m.Watch(callerCtx(1102))
+	sub, _ := m.Watch(context.Background(), caller(1102))
 	defer sub.Close()
 	ids(t, sub)
 	m.SetEntries(mustEntries(t, "backend=1101"))
@@ -150,7 +150,7 @@ func TestSetEntriesIsSafeWithConcurrentCallers(t *testing.T) {
 	for i := range 4 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				sub, err := m.Watch(callerCtx(1101 + uint32(i%2)))
+				sub, err := m.Watch(context.Background(), caller(1101+uint32(i%2)))
 				if err != nil {
 					t.Error(err)
 					return
@@ -226,7 +226,7 @@ func writeFile(t *testing.T, path, content string) {
 
 func TestReloadKeepsTheLastGoodEntries(t *testing.T) {
 	f := newFileManager(t, entriesYAML("backend=1101"))
-	sub, _ := f.Watch(callerCtx(1101))
+	sub, _ := f.Watch(context.Background(), caller(1101))
 	defer sub.Close()
 	ids(t, sub)
 
@@ -272,7 +272,7 @@ func TestReloadKeepsTheLastGoodEntries(t *testing.T) {
 
 func TestWatchEntriesFollowsTheFile(t *testing.T) {
 	f := newFileManager(t, entriesYAML("backend=1101"))
-	rogue, _ := f.Watch(callerCtx(1103))
+	rogue, _ := f.Watch(context.Background(), caller(1103))
 	defer rogue.Close()
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -341,7 +341,7 @@ func (failingAttestor) Attest(context.Context, attestor.Caller) ([]attestor.Sele
 func TestAttestationFailuresAreCountedByReason(t *testing.T) {
 	f := newFileManager(t, entriesYAML("backend=1101"))
 	f.attestor = failingAttestor{}
-	if _, err := f.Watch(callerCtx(1101)); err == nil {
+	if _, err := f.Watch(context.Background(), caller(1101)); err == nil {
 		t.Fatal("Watch succeeded for a caller that could not be attested")
 	}
 	if n := value(f.metrics.attestFailures.WithLabelValues(attestor.ReasonExited)); n != 1 {
@@ -413,7 +413,7 @@ func TestWatchEntriesFollowsAConfigMapSwap(t *testing.T) {
 	base := newManager(t, &clock{now: time.Now()}, nil)
 	m := NewManager(Options{Entries: entries, DefaultTTL: time.Hour, DefaultJWTTTL: time.Minute, Minter: base.minter,
 		Attestor: uidAttestor{}, EntriesFile: path, TrustDomain: td, ReloadInterval: time.Hour})
-	sub, _ := m.Watch(callerCtx(1103))
+	sub, _ := m.Watch(context.Background(), caller(1103))
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

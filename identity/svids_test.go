@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,7 +78,7 @@ func within(t *testing.T, what string, f func()) {
 
 func watch(t *testing.T, m *Manager, uid uint32) *Subscription {
 	t.Helper()
-	sub, err := m.Watch(callerCtx(uid))
+	sub, err := m.Watch(context.Background(), caller(uid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func served(sub *Subscription, got chan<- *x509svid.SVID) {
 // watchAndRead subscribes a caller and reads its identities, reporting
 // with t.Error.
 func watchAndRead(t *testing.T, m *Manager, uid uint32) {
-	sub, err := m.Watch(callerCtx(uid))
+	sub, err := m.Watch(context.Background(), caller(uid))
 	if err != nil {
 		t.Error(err)
 		return

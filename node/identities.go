@@ -3,17 +3,30 @@ package node
 import (
 	"context"
 
+	"google.golang.org/grpc/credentials"
+
+	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/sds"
 	"github.com/meshid/meshid/workload"
 )
 
+// watch turns the AuthInfo sds and workload found on the connection into
+// the kernel's view of the caller and subscribes it to its identities.
+func watch(ctx context.Context, m *identity.Manager, who credentials.AuthInfo) (*identity.Subscription, error) {
+	caller, err := attestor.CallerFromAuthInfo(who)
+	if err != nil {
+		return nil, err
+	}
+	return m.Watch(ctx, caller)
+}
+
 // workloadIdentities adapts the identity manager to the interface the
 // Workload API server declares.
 type workloadIdentities struct{ m *identity.Manager }
 
-func (w workloadIdentities) Watch(ctx context.Context) (workload.Subscription, error) {
-	sub, err := w.m.Watch(ctx)
+func (w workloadIdentities) Watch(ctx context.Context, who credentials.AuthInfo) (workload.Subscription, error) {
+	sub, err := watch(ctx, w.m, who)
 	if err != nil {
 		return nil, err
 	}
@@ -37,8 +50,8 @@ func (s workloadSubscription) JWTSVIDs(audience []string) ([]workload.JWTSVID, e
 // sdsIdentities adapts the identity manager to the interface sds declares.
 type sdsIdentities struct{ m *identity.Manager }
 
-func (a sdsIdentities) Watch(ctx context.Context) (sds.Subscription, error) {
-	sub, err := a.m.Watch(ctx)
+func (a sdsIdentities) Watch(ctx context.Context, who credentials.AuthInfo) (sds.Subscription, error) {
+	sub, err := watch(ctx, a.m, who)
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,9 @@
 // unchanged. It owns the xDS protocol bookkeeping (versions, nonces, ACKs,
 // NACKs, state-of-the-world and delta) and the translation of SVIDs and
 // bundles into Envoy secrets. It never decides who the caller is or what it
-// is entitled to: the Identities it is given do, from the kernel's view of
-// the connection.
+// is entitled to: it hands the connection's transport AuthInfo (the
+// kernel's view of the caller, recorded at accept) to the Identities it is
+// given, and they do.
 package sds
 
 import (
@@ -24,14 +25,18 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Identities subscribes the gRPC caller found in ctx to its identities.
+// Identities subscribes a caller to its identities. who is the AuthInfo
+// the server's transport credentials recorded for the caller's connection
+// (nil without any); ctx ends with the call.
 type Identities interface {
-	Watch(ctx context.Context) (Subscription, error)
+	Watch(ctx context.Context, who credentials.AuthInfo) (Subscription, error)
 }
 
 // Subscription is one caller's live view of its identities.
@@ -188,9 +193,19 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	}, nil
 }
 
-// watch subscribes the caller, refusing one that cannot be attested.
+// errNoPeer refuses a call gRPC knows no connection for: there is no one
+// for the kernel to name.
+var errNoPeer = status.Error(codes.PermissionDenied,
+	"cannot attest the caller: the call has no gRPC peer, so there is no connection to ask the kernel about")
+
+// watch subscribes the caller of the call in ctx, refusing one that cannot
+// be attested.
 func (s *Server) watch(ctx context.Context) (Subscription, error) {
-	sub, err := s.ids.Watch(ctx)
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, errNoPeer
+	}
+	sub, err := s.ids.Watch(ctx, p.AuthInfo)
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
 	}

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +31,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 )
 
@@ -43,9 +47,15 @@ const (
 type fakeIdentities struct {
 	sub      *fakeSub
 	watchErr error
+
+	mu  sync.Mutex
+	who []credentials.AuthInfo // of every Watch
 }
 
-func (f *fakeIdentities) Watch(context.Context) (Subscription, error) {
+func (f *fakeIdentities) Watch(_ context.Context, who credentials.AuthInfo) (Subscription, error) {
+	f.mu.Lock()
+	f.who = append(f.who, who)
+	f.mu.Unlock()
 	if f.watchErr != nil {
 		return nil, f.watchErr
 	}
@@ -56,6 +66,7 @@ type fakeSub struct {
 	ca      *testCA
 	mu      sync.Mutex
 	x       *workloadapi.X509Context
+	err     error // of Current, when set
 	changed chan struct{}
 }
 
@@ -64,6 +75,9 @@ func (f *fakeSub) Close()                   {}
 func (f *fakeSub) Current() (*workloadapi.X509Context, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
 	return f.x, nil
 }
 
@@ -424,5 +438,69 @@ func TestClientVanishingMidPushLeaksNothing(t *testing.T) {
 		delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: secretType})
 		ids.sub.rotate(t)
 		cancel()
+	}
+}
+
+// The caller is whoever the transport credentials recorded for the
+// connection: sds hands that over, whatever the request says.
+func TestTheConnectionsAuthInfoIsWhoIsWatched(t *testing.T) {
+	ids := newFake(t)
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(Options{Identities: ids}).Register(s) },
+		grpc.Creds(insecure.NewCredentials()))
+	c := secretv3.NewSecretDiscoveryServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{frontendID}}); err != nil {
+		t.Fatal(err)
+	}
+	e := openStream(t, c)
+	e.ask(frontendID)
+	e.recv()
+	d := openDelta(t, c)
+	d.send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{frontendID}})
+	d.recv()
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if len(ids.who) != 3 {
+		t.Fatalf("%d Watch calls, want one per call", len(ids.who))
+	}
+	for i, who := range ids.who {
+		if who == nil || who.AuthType() != "insecure" {
+			t.Errorf("call %d: Watch got %v, want the connection's AuthInfo", i, who)
+		}
+	}
+}
+
+func TestACallWithoutAPeerIsRefused(t *testing.T) {
+	ids := newFake(t)
+	_, err := New(Options{Identities: ids}).FetchSecrets(context.Background(), &discoveryv3.DiscoveryRequest{TypeUrl: secretType})
+	if grpcstatus.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "the call has no gRPC peer") {
+		t.Fatalf("err = %v, want PermissionDenied saying there is no peer", err)
+	}
+	if len(ids.who) != 0 {
+		t.Error("Watch was asked about a call without a peer")
+	}
+}
+
+// When the CA can sign nothing, Envoy hears why, as Unavailable (retry),
+// on every protocol.
+func TestCAFailureReachesEnvoy(t *testing.T) {
+	const why = "no valid CA generation: generation 3 expired at 2026-11-23T12:00:00Z; rotation failing since 2026-11-22T12:00:00Z: disk full"
+	ids := newFake(t)
+	ids.sub.err = fmt.Errorf("issue %s: %w", frontendID, errors.New(why))
+	c := startServer(t, ids)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	_, fetchErr := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{frontendID}})
+	e := openStream(t, c)
+	e.ask(frontendID)
+	d := openDelta(t, c)
+	d.send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{frontendID}})
+	_, deltaErr := d.stream.Recv()
+	for api, err := range map[string]error{"fetch": fetchErr, "state of the world": e.recvErr(), "delta": deltaErr} {
+		if grpcstatus.Code(err) != codes.Unavailable || !strings.Contains(grpcstatus.Convert(err).Message(), why) {
+			t.Errorf("%s: err = %v, want Unavailable saying %q", api, err, why)
+		}
 	}
 }

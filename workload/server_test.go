@@ -7,7 +7,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -25,7 +28,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshid/meshid/test/grpctest"
@@ -42,20 +48,28 @@ var (
 type fake struct {
 	mu      sync.Mutex
 	x       *workloadapi.X509Context
+	err     error // of Current and JWTSVIDs, when set
 	jwtKey  *ecdsa.PrivateKey
 	changed chan struct{}
 	// federated, when set, is another trust domain's JWT bundle the caller
 	// is granted (its entries federate with it).
 	federated *jwtbundle.Bundle
+	who       []credentials.AuthInfo // of every Watch
 }
 
-func (f *fake) Watch(context.Context) (Subscription, error) { return f, nil }
-func (f *fake) Changed() <-chan struct{}                    { return f.changed }
-func (f *fake) Close()                                      {}
+func (f *fake) Watch(_ context.Context, who credentials.AuthInfo) (Subscription, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.who = append(f.who, who)
+	return f, nil
+}
+
+func (f *fake) Changed() <-chan struct{} { return f.changed }
+func (f *fake) Close()                   {}
 func (f *fake) Current() (*workloadapi.X509Context, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.x, nil
+	return f.x, f.err
 }
 
 func (f *fake) JWTBundles() *jwtbundle.Set {
@@ -67,6 +81,11 @@ func (f *fake) JWTBundles() *jwtbundle.Set {
 }
 
 func (f *fake) JWTSVIDs(audience []string) ([]JWTSVID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
 	var out []JWTSVID
 	for _, svid := range f.x.SVIDs {
 		out = append(out, JWTSVID{ID: svid.ID, Token: f.sign(svid.ID.String(), audience, time.Now().Add(time.Minute))})
@@ -105,9 +124,9 @@ func newFake(t testing.TB, ids ...spiffeid.ID) *fake {
 	return f
 }
 
-func client(t *testing.T, f *fake) (workloadpb.SpiffeWorkloadAPIClient, context.Context) {
+func client(t *testing.T, f *fake, opts ...grpc.ServerOption) (workloadpb.SpiffeWorkloadAPIClient, context.Context) {
 	t.Helper()
-	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(f, nil).Register(s) })
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(f, nil).Register(s) }, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return workloadpb.NewSpiffeWorkloadAPIClient(conn), metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
@@ -267,11 +286,74 @@ func FuzzValidateJWTSVID(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.e30.", "api")
 	f.Add("a.b.c", "")
 	srv := New(fk, nil)
-	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("workload.spiffe.io", "true"))
+	ctx := metadata.NewIncomingContext(withPeer(context.Background()), metadata.Pairs("workload.spiffe.io", "true"))
 	f.Fuzz(func(t *testing.T, token, audience string) {
 		_, err := srv.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: audience, Svid: token})
 		if code := status.Code(err); code != codes.OK && code != codes.InvalidArgument {
 			t.Fatalf("token %q audience %q: %v", token, audience, err)
 		}
 	})
+}
+
+// withPeer is ctx as gRPC hands it to a handler: with the caller's peer.
+func withPeer(ctx context.Context) context.Context {
+	return peer.NewContext(ctx, &peer.Peer{Addr: &net.UnixAddr{Name: "@", Net: "unix"}})
+}
+
+// The caller is whoever the transport credentials recorded for the
+// connection: workload hands that over, on every call.
+func TestTheConnectionsAuthInfoIsWhoIsWatched(t *testing.T) {
+	f := newFake(t, webID)
+	c, ctx := client(t, f, grpc.Creds(insecure.NewCredentials()))
+	if err := fetchX509(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"api"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "api", Svid: f.sign(webID.String(), []string{"api"}, time.Now().Add(time.Minute))}); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.who) != 3 {
+		t.Fatalf("%d Watch calls, want one per call", len(f.who))
+	}
+	for i, who := range f.who {
+		if who == nil || who.AuthType() != "insecure" {
+			t.Errorf("call %d: Watch got %v, want the connection's AuthInfo", i, who)
+		}
+	}
+}
+
+func TestACallWithoutAPeerIsRefused(t *testing.T) {
+	f := newFake(t, webID)
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("workload.spiffe.io", "true"))
+	_, err := New(f, nil).FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"api"}})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "the call has no gRPC peer") {
+		t.Fatalf("err = %v, want PermissionDenied saying there is no peer", err)
+	}
+	if len(f.who) != 0 {
+		t.Error("Watch was asked about a call without a peer")
+	}
+}
+
+// When the CA can sign nothing, the workload hears why, as Unavailable
+// (retry), for X.509 and JWT alike.
+func TestCAFailureReachesTheWorkload(t *testing.T) {
+	const why = "no valid CA generation: generation 3 expired at 2026-11-23T12:00:00Z; rotation failing since 2026-11-22T12:00:00Z: disk full"
+	f := newFake(t, webID)
+	c, ctx := client(t, f)
+	if err := fetchX509(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.err = fmt.Errorf("issue %s: %w", webID, errors.New(why))
+	f.mu.Unlock()
+	_, jwtErr := c.FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"api"}})
+	for call, err := range map[string]error{"FetchX509SVID": fetchX509(ctx, c), "FetchJWTSVID": jwtErr} {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), why) {
+			t.Errorf("%s: err = %v, want Unavailable saying %q", call, err, why)
+		}
+	}
 }
