@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/response"
 )
 
 var decisionIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
@@ -35,9 +36,9 @@ func withoutDecisionID(t *testing.T, resp *authv3.CheckResponse) *authv3.CheckRe
 		resp.DynamicMetadata = nil
 	}
 	strip := func(hs []*corev3.HeaderValueOption, where string) []*corev3.HeaderValueOption {
-		i := slices.IndexFunc(hs, func(h *corev3.HeaderValueOption) bool { return h.GetHeader().GetKey() == authz.DecisionIDHeader })
+		i := slices.IndexFunc(hs, func(h *corev3.HeaderValueOption) bool { return h.GetHeader().GetKey() == response.DecisionIDHeader })
 		if i < 0 || hs[i].GetHeader().GetValue() != id {
-			t.Fatalf("%s headers %v lack %s: %s", where, hs, authz.DecisionIDHeader, id)
+			t.Fatalf("%s headers %v lack %s: %s", where, hs, response.DecisionIDHeader, id)
 		}
 		hs = slices.Delete(hs, i, i+1)
 		if len(hs) == 0 {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshid/meshid/authz/input"
+	"github.com/meshid/meshid/authz/response"
 )
 
 // Options configure a Server. The zero value denies with 403, logs
@@ -75,7 +76,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		s.clock = time.Now
 	}
 	if o.DenyStatus != 0 {
-		if err := CheckHTTPStatus(o.DenyStatus); err != nil {
+		if err := response.CheckHTTPStatus(o.DenyStatus); err != nil {
 			return nil, errors.New("deny status " + err.Error())
 		}
 		s.denyStatus = typev3.StatusCode(o.DenyStatus)
@@ -157,14 +158,14 @@ func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry 
 func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 	if r.Err != nil {
 		r.Allowed = false
-		r.Response = deniedResponse(s.denyStatus)
+		r.Response = response.Denied(s.denyStatus)
 	}
 	if s.dryRun && !r.Allowed {
 		md := r.Response.GetDynamicMetadata()
-		r.Response = okResponse()
+		r.Response = response.OK()
 		r.Response.DynamicMetadata = md
 	}
-	withDecisionID(r.Response, r.ID)
+	response.SetDecisionID(r.Response, r.ID)
 	r.Duration = s.clock().Sub(start)
 	s.metrics.observe(r)
 	s.logDecision(req, r)
@@ -192,7 +193,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 	if r.Decision, err = e.Eval(ctx, in); err != nil {
 		return err
 	}
-	r.Response, r.Allowed, err = response(r.Decision, s.denyStatus)
+	r.Response, r.Allowed, err = response.FromDecision(r.Decision, s.denyStatus)
 	if err != nil {
 		return &resultError{decision: e.decision, err: err}
 	}

@@ -1,4 +1,12 @@
-package authz
+// Package response maps a policy's decision to the CheckResponse Envoy
+// acts on, as OPA-Envoy does (its envoyauth/response.go): a boolean, or an
+// object whose "allowed" decides and whose other fields become headers,
+// query parameter changes, a status, a body and dynamic metadata. It also
+// stamps decision ids on responses.
+//
+// It never evaluates a policy, never applies dry run or logs: a decision
+// it cannot carry out is an error for its caller to deny.
+package response
 
 import (
 	"errors"
@@ -36,7 +44,7 @@ var (
 	rDynamicMetadata         = ast.StringTerm("dynamic_metadata")
 )
 
-// response maps a decision to the CheckResponse Envoy acts on, the way
+// FromDecision maps a decision to the CheckResponse Envoy acts on, the way
 // OPA-Envoy does: a boolean allows or denies; an object's "allowed" does,
 // and its other fields become headers for the upstream ("headers",
 // "request_headers_to_remove", "query_parameters_to_set"/"_remove") and for
@@ -46,13 +54,13 @@ var (
 // do, and allowing without it could be worse than denying.
 //
 // denyStatus is the HTTP status of a deny whose policy names none.
-func response(decision ast.Value, denyStatus typev3.StatusCode) (resp *authv3.CheckResponse, allowed bool, err error) {
+func FromDecision(decision ast.Value, denyStatus typev3.StatusCode) (resp *authv3.CheckResponse, allowed bool, err error) {
 	switch v := decision.(type) {
 	case ast.Boolean:
 		if v {
-			return okResponse(), true, nil
+			return OK(), true, nil
 		}
-		return deniedResponse(denyStatus), false, nil
+		return Denied(denyStatus), false, nil
 	case ast.Object:
 		return objectResponse(v, denyStatus)
 	default:
@@ -60,14 +68,16 @@ func response(decision ast.Value, denyStatus typev3.StatusCode) (resp *authv3.Ch
 	}
 }
 
-func okResponse() *authv3.CheckResponse {
+// OK is an allow.
+func OK() *authv3.CheckResponse {
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
 	}
 }
 
-func deniedResponse(status typev3.StatusCode) *authv3.CheckResponse {
+// Denied is a deny with an HTTP status.
+func Denied(status typev3.StatusCode) *authv3.CheckResponse {
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
@@ -115,7 +125,7 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 			}
 			body = string(s)
 		}
-		resp := deniedResponse(status)
+		resp := Denied(status)
 		resp.GetDeniedResponse().Headers = headers
 		resp.GetDeniedResponse().Body = body
 		resp.DynamicMetadata = metadata
@@ -135,7 +145,7 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 	if okr.QueryParametersToSet, err = queryParameters(obj); err != nil {
 		return nil, false, err
 	}
-	resp := okResponse()
+	resp := OK()
 	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: okr}
 	resp.DynamicMetadata = metadata
 	return resp, true, nil
@@ -286,10 +296,10 @@ func structValue(o ast.Object) (*structpb.Struct, error) {
 	return structpb.NewStruct(m)
 }
 
-// withDecisionID stamps the decision id on a response: a header to the
+// SetDecisionID stamps the decision id on a response: a header to the
 // upstream and back to the client on an allow, to the client on a deny,
 // and the dynamic metadata either way.
-func withDecisionID(resp *authv3.CheckResponse, id string) {
+func SetDecisionID(resp *authv3.CheckResponse, id string) {
 	h := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: DecisionIDHeader, Value: id}}
 	switch r := resp.GetHttpResponse().(type) {
 	case *authv3.CheckResponse_OkResponse:

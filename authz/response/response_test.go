@@ -1,0 +1,87 @@
+package response_test
+
+import (
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshid/meshid/authz/response"
+)
+
+func hdr(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
+}
+
+// TestFromDecision: what of a decision reaches Envoy on an allow and on a
+// deny. The authz Server's tests cover every field through gRPC.
+func TestFromDecision(t *testing.T) {
+	deny := response.Denied(typev3.StatusCode_Unauthorized)
+	deny.GetDeniedResponse().Headers = []*corev3.HeaderValueOption{hdr("www-authenticate", "Bearer")}
+	deny.GetDeniedResponse().Body = "who are you?"
+	allow := response.OK()
+	allow.GetOkResponse().Headers = []*corev3.HeaderValueOption{hdr("x-user", "ada")}
+	allow.GetOkResponse().HeadersToRemove = []string{"x-spoofed"}
+	tests := []struct {
+		decision string
+		allowed  bool
+		want     *authv3.CheckResponse
+	}{
+		{`true`, true, response.OK()},
+		{`false`, false, response.Denied(typev3.StatusCode_NotFound)},
+		{`{"allowed": false}`, false, response.Denied(typev3.StatusCode_NotFound)},
+		{`{"allowed": false, "http_status": 401, "body": "who are you?", "headers": {"www-authenticate": "Bearer"}, "request_headers_to_remove": ["x-a"]}`, false, deny},
+		{`{"allowed": true, "headers": {"x-user": "ada"}, "request_headers_to_remove": ["x-spoofed"], "http_status": 401}`, true, allow},
+	}
+	for _, tt := range tests {
+		t.Run(tt.decision, func(t *testing.T) {
+			got, allowed, err := response.FromDecision(ast.MustParseTerm(tt.decision).Value, typev3.StatusCode_NotFound)
+			if err != nil || allowed != tt.allowed || !proto.Equal(got, tt.want) {
+				t.Errorf("FromDecision = %s, %v, %v\nwant %s, %v", protojson.Format(got), allowed, err, protojson.Format(tt.want), tt.allowed)
+			}
+		})
+	}
+}
+
+func TestFromDecisionRefuses(t *testing.T) {
+	for _, decision := range []string{`"yes"`, `{"headers": {}}`, `{"allowed": true, "headers": {"x-a": 1}}`, `{"allowed": false, "http_status": 200}`} {
+		if got, allowed, err := response.FromDecision(ast.MustParseTerm(decision).Value, typev3.StatusCode_Forbidden); err == nil {
+			t.Errorf("FromDecision(%s) = %v, %v; want an error", decision, got, allowed)
+		}
+	}
+}
+
+func TestCheckHTTPStatus(t *testing.T) {
+	for code, ok := range map[int]bool{302: true, 401: true, 503: true, 200: false, 99: false, 103: false, 1000: false} {
+		if err := response.CheckHTTPStatus(code); (err == nil) != ok {
+			t.Errorf("CheckHTTPStatus(%d) = %v", code, err)
+		}
+	}
+}
+
+// TestSetDecisionID: the id goes to the upstream and the client on an
+// allow, to the client on a deny, and to the dynamic metadata either way.
+func TestSetDecisionID(t *testing.T) {
+	const id = "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e"
+	has := func(hs []*corev3.HeaderValueOption) bool {
+		return len(hs) == 1 && hs[0].GetHeader().GetKey() == response.DecisionIDHeader && hs[0].GetHeader().GetValue() == id
+	}
+	allow, deny := response.OK(), response.Denied(typev3.StatusCode_Forbidden)
+	response.SetDecisionID(allow, id)
+	response.SetDecisionID(deny, id)
+	if ok := allow.GetOkResponse(); !has(ok.GetHeaders()) || !has(ok.GetResponseHeadersToAdd()) {
+		t.Errorf("allow %s lacks the decision id header", protojson.Format(allow))
+	}
+	if !has(deny.GetDeniedResponse().GetHeaders()) {
+		t.Errorf("deny %s lacks the decision id header", protojson.Format(deny))
+	}
+	for _, r := range []*authv3.CheckResponse{allow, deny} {
+		if got := r.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); got != id {
+			t.Errorf("dynamic metadata decision_id = %q, want %s", got, id)
+		}
+	}
+}
