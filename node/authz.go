@@ -23,7 +23,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshid/meshid/authz"
-	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/authz/input"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
 )
 
@@ -49,7 +50,7 @@ type authzService struct {
 type policies struct {
 	engineCfg authz.Config
 	engine    *authz.Engine
-	protos    *authz.ProtoDescriptors // nil unless authz.proto_descriptor is set
+	protos    *input.ProtoDescriptors // nil unless authz.proto_descriptor is set
 	selfID    spiffeid.ID             // zero unless authz.tls.spiffe_id is set
 }
 
@@ -71,7 +72,7 @@ func compilePolicies(ctx context.Context, cfg config.Authz) (policies, error) {
 		return p, fmt.Errorf("authz.policy_dir: %w", err)
 	}
 	if cfg.ProtoDescriptor != "" {
-		if p.protos, err = authz.LoadProtoDescriptors(cfg.ProtoDescriptor); err != nil {
+		if p.protos, err = input.LoadProtoDescriptors(cfg.ProtoDescriptor); err != nil {
 			return p, fmt.Errorf("authz.proto_descriptor: %w", err)
 		}
 	}
@@ -85,8 +86,8 @@ func compilePolicies(ctx context.Context, cfg config.Authz) (policies, error) {
 
 // authzIdentity is what authz takes from meshid's identities.
 type authzIdentity struct {
-	jwtBundles jwtbundle.Source // JWT-SVIDs of the node's callers validate against it
-	self       *selfIdentity    // nil unless authz.tls.spiffe_id is set
+	jwtBundles jwtbundle.Source   // JWT-SVIDs of the node's callers validate against it
+	self       *identity.SelfSVID // nil unless authz.tls.spiffe_id is set
 }
 
 // ServerOptions maps the authz section to the decision server's options,
@@ -94,12 +95,14 @@ type authzIdentity struct {
 // node has (JWT bundles, the decision log, metrics) is left to the caller.
 func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
 	return authz.Options{
-		Log:          log,
-		DenyStatus:   c.DenyStatus,
-		DryRun:       c.DryRun,
-		TrustXFCC:    c.XFCC.Trust,
-		XFCCProxies:  c.XFCC.Proxies,
-		JWTAudiences: c.JWTAudiences,
+		Log:        log,
+		DenyStatus: c.DenyStatus,
+		DryRun:     c.DryRun,
+		Input: input.Options{
+			TrustXFCC:    c.XFCC.Trust,
+			XFCCProxies:  c.XFCC.Proxies,
+			JWTAudiences: c.JWTAudiences,
+		},
 	}
 }
 
@@ -117,8 +120,8 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 		})
 	}
 	opts := ServerOptions(cfg, log)
-	opts.JWTBundles = id.jwtBundles
-	opts.ProtoDescriptors = p.protos
+	opts.Input.JWTBundles = id.jwtBundles
+	opts.Input.ProtoDescriptors = p.protos
 	opts.DecisionLog = s.decisions
 	opts.Metrics = reg
 	var err error
@@ -134,7 +137,7 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 	var grpcOpts []grpc.ServerOption
 	if tlsCfg != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
-		log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", id.self.id, "client_ids", cfg.TLS.ClientIDs)
+		log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", id.self.ID(), "client_ids", cfg.TLS.ClientIDs)
 	}
 	s.grpc = grpc.NewServer(grpcOpts...)
 	s.srv.Register(s.grpc)
@@ -153,7 +156,7 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 		}
 	}
 	if len(cfg.JWTAudiences) > 0 {
-		log.Info("authz: JWT-SVIDs are validated against the CA's JWT bundle and federated JWT keys", "audiences", cfg.JWTAudiences)
+		log.Info("authz: JWT-SVIDs are validated against the CA's JWT bundle", "audiences", cfg.JWTAudiences)
 	}
 	if cfg.DryRun {
 		log.Warn("authz: dry run: every request is allowed; the decision log and the debug log say what the policy decided")
@@ -239,23 +242,3 @@ func (s *authzService) close() {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
-
-// nodeJWTBundles is the JWT bundle source authz validates against: the
-// CA's own bundle and the JWT keys of every federated trust domain. Authz
-// serves the whole node, not one caller, so no entry's federates_with
-// narrows the federated ones down.
-type nodeJWTBundles struct {
-	ca        *ca.Authority
-	federated *jwtbundle.Set
-}
-
-func (b *nodeJWTBundles) GetJWTBundleForTrustDomain(td spiffeid.TrustDomain) (*jwtbundle.Bundle, error) {
-	bundle := b.ca.JWTBundle()
-	if bundle.TrustDomain() == td {
-		return bundle, nil
-	}
-	if fb, ok := b.federated.Get(td); ok {
-		return fb, nil
-	}
-	return nil, fmt.Errorf("no JWT bundle for trust domain %q: neither meshid's own (%q) nor federated with JWT keys", td, bundle.TrustDomain())
-}

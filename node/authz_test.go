@@ -14,7 +14,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,6 +22,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/test/authztest"
 )
@@ -49,9 +49,10 @@ func newTestAuthz(t *testing.T, cfg config.Authz, reg prometheus.Registerer) (*a
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := authzIdentity{jwtBundles: &nodeJWTBundles{ca: authority, federated: jwtbundle.NewSet()}}
+	ids := identity.NewManager(identity.Options{Minter: authority, DefaultTTL: time.Hour})
+	id := authzIdentity{jwtBundles: ids}
 	if p.selfID != (spiffeid.ID{}) {
-		id.self = newSelfIdentity(p.selfID, time.Hour, authority)
+		id.self = ids.Self(p.selfID, time.Hour)
 	}
 	s, err := newAuthzService(cfg, p, id, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
@@ -152,7 +153,10 @@ func TestAuthzService(t *testing.T) {
 	}
 }
 
-func TestListenAuthz(t *testing.T) {
+// TestListenAddr: unix:// addresses get unixsock's rules (stale sockets,
+// sockets in use, files that are not sockets, directories others could
+// write), every error prefixed with the config key.
+func TestListenAddr(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "authz.sock")
 
@@ -181,6 +185,16 @@ func TestListenAuthz(t *testing.T) {
 	}
 	if _, err := listenAddr("authz.http_address", "unix://"+file); err == nil || !strings.Contains(err.Error(), "authz.http_address: "+file+" exists and is not a socket") {
 		t.Errorf("plain file: %v", err)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenAddr("socket_path", "unix://"+filepath.Join(open, "agent.sock")); err == nil || !strings.HasPrefix(err.Error(), "socket_path: ") || !strings.Contains(err.Error(), open) {
+		t.Errorf("world-writable directory: %v, want a socket_path error naming it", err)
 	}
 	if _, err := listenAddr("authz.address", "127.0.0.1:notaport"); err == nil || !strings.HasPrefix(err.Error(), "authz.address: ") {
 		t.Errorf("bad TCP address: %v", err)

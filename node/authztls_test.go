@@ -129,38 +129,3 @@ func TestAuthzServiceTLS(t *testing.T) {
 		t.Error("a plaintext gRPC Check succeeded on the TLS listener")
 	}
 }
-
-func TestSelfIdentityRenewsAtHalfLife(t *testing.T) {
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	authority, err := ca.Open(ca.Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := newSelfIdentity(spiffeid.RequireFromString("spiffe://example.org/meshid/authz"), time.Hour, authority)
-	self.clock = clock
-
-	first, err := self.GetX509SVID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first.ID != self.id {
-		t.Fatalf("SVID for %s, want %s", first.ID, self.id)
-	}
-	now = now.Add(29 * time.Minute)
-	if again, _ := self.GetX509SVID(); again != first {
-		t.Error("re-minted before half its life")
-	}
-	now = now.Add(2 * time.Minute)
-	renewed, err := self.GetX509SVID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if renewed == first || !renewed.Certificates[0].NotAfter.After(first.Certificates[0].NotAfter) {
-		t.Error("not renewed past half its life")
-	}
-	if b, err := self.GetX509BundleForTrustDomain(td); err != nil || len(b.X509Authorities()) == 0 {
-		t.Errorf("bundle: %v %v", b, err)
-	}
-}

@@ -47,6 +47,10 @@ func (s workloadSubscription) JWTSVIDs(audience []string) ([]workload.JWTSVID, e
 	return out, nil
 }
 
+// SDSIdentities is the identity manager as the SDS server consumes it, for
+// whatever serves SDS over it: the node, and bench/sdsfanout.
+func SDSIdentities(m *identity.Manager) sds.Identities { return sdsIdentities{m} }
+
 // sdsIdentities adapts the identity manager to the interface sds declares.
 type sdsIdentities struct{ m *identity.Manager }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -102,7 +103,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if n.ca, err = ca.Open(caOptions(cfg, in.trustDomain, log)); err != nil {
+	if n.ca, err = ca.Open(caOptions(cfg, in.trustDomain, log, n.reg)); err != nil {
 		return nil, err
 	}
 	n.ids = identity.NewManager(identity.Options{
@@ -115,9 +116,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		EntriesFile:   cfg.EntriesFile,
 		TrustDomain:   in.trustDomain,
 		Metrics:       n.reg,
-		Federated:     in.federated.set,
+		Federated:     in.federated,
 	})
-	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in), log, n.reg); err != nil {
+	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in.policies), log, n.reg); err != nil {
 		return nil, err
 	}
 
@@ -139,7 +140,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 type inputs struct {
 	trustDomain spiffeid.TrustDomain
 	entries     []identity.Entry
-	federated   federation
+	federated   *spiffebundle.Set
 	policies    policies
 	attestor    *attestor.Attestor
 }
@@ -161,12 +162,19 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 	if in.federated, err = loadFederation(cfg.Federation); err != nil {
 		return in, err
 	}
-	if err := identity.CheckFederation(in.entries, in.federated.set); err != nil {
+	if err := identity.CheckFederation(in.entries, in.federated); err != nil {
 		return in, err
 	}
-	for _, b := range in.federated.set.Bundles() {
+	withJWT := 0
+	for _, b := range in.federated.Bundles() {
 		log.Info("federated trust domain loaded", "trust_domain", b.TrustDomain().Name(),
 			"x509_roots", len(b.X509Authorities()), "jwt_keys", len(b.JWTAuthorities()))
+		if len(b.JWTAuthorities()) > 0 {
+			withJWT++
+		}
+	}
+	if withJWT > 0 && len(cfg.Authz.JWTAudiences) > 0 {
+		log.Info("authz: JWT-SVIDs of federated trust domains are validated against their JWT keys too", "trust_domains", withJWT)
 	}
 	if in.policies, err = compilePolicies(ctx, cfg.Authz); err != nil {
 		return in, err
@@ -178,8 +186,8 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 }
 
 // caOptions maps the ca section to the CA's options.
-func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger) ca.Options {
-	o := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log}
+func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger, reg prometheus.Registerer) ca.Options {
+	o := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log, Metrics: reg}
 	if u := cfg.CA.Upstream; u != nil {
 		o.Upstream = &ca.Upstream{CertFile: u.CertFile, KeyFile: u.KeyFile, BundleFile: u.BundleFile}
 	}
@@ -187,11 +195,12 @@ func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger) ca.
 }
 
 // authzIdentity is what authz needs of meshid's identities: the keys to
-// validate JWT-SVIDs with and, with authz.tls, meshid's own SVID.
-func (n *Node) authzIdentity(in inputs) authzIdentity {
-	id := authzIdentity{jwtBundles: &nodeJWTBundles{ca: n.ca, federated: in.federated.jwt}}
-	if in.policies.selfID != (spiffeid.ID{}) {
-		id.self = newSelfIdentity(in.policies.selfID, n.cfg.SVID.X509TTL, n.ca)
+// validate JWT-SVIDs with (the node's own and every federated domain's)
+// and, with authz.tls, meshid's own SVID.
+func (n *Node) authzIdentity(p policies) authzIdentity {
+	id := authzIdentity{jwtBundles: n.ids}
+	if p.selfID != (spiffeid.ID{}) {
+		id.self = n.ids.Self(p.selfID, n.cfg.SVID.X509TTL)
 	}
 	return id
 }
@@ -223,6 +232,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// SDS and Workload API streams never end by themselves: end them as
 	// soon as meshid stops, so that GracefulStop need not wait them out.
 	defer context.AfterFunc(ctx, n.streams.End)()
+	g.Go(func() error { return n.ca.Run(ctx) })
 	g.Go(func() error { return n.ids.Run(ctx) })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -246,6 +256,17 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
+// readiness says why the node is not ready: still starting, or a CA that
+// cannot rotate. A failing rotation makes the node unready while the CA
+// still signs, hours before SVIDs stop: readiness is where operators look
+// first, and by the time signing stops it is too late to act.
+func (n *Node) readiness() error {
+	if !n.ready.Load() {
+		return errors.New("starting")
+	}
+	return n.ca.Health()
+}
+
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -254,8 +275,8 @@ func (n *Node) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET /explain", ExplainHandler(n.ids))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !n.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := n.readiness(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")

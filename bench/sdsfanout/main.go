@@ -37,6 +37,7 @@ import (
 	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/node"
 	"github.com/meshid/meshid/sds"
 )
 
@@ -92,16 +93,6 @@ func (uidAttestor) Attest(_ context.Context, c attestor.Caller) ([]attestor.Sele
 	return []attestor.Selector{{Type: "unix", Value: "uid:" + strconv.FormatUint(uint64(c.UID), 10)}}, nil
 }
 
-type watcher struct{ m *identity.Manager }
-
-func (w watcher) Watch(ctx context.Context) (sds.Subscription, error) {
-	sub, err := w.m.Watch(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return sub, nil
-}
-
 func run(n, stuck, rounds int) error {
 	dir, err := os.MkdirTemp("", "sdsfanout-")
 	if err != nil {
@@ -138,7 +129,7 @@ func run(n, stuck, rounds int) error {
 		return err
 	}
 	srv := grpc.NewServer(grpc.Creds(attestor.PeerCredentials()))
-	sds.New(sds.Options{Identities: watcher{ids}}).Register(srv)
+	sds.New(sds.Options{Identities: node.SDSIdentities(ids)}).Register(srv)
 	go srv.Serve(lis)
 	defer srv.Stop()
 	go ids.Run(ctx)

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/envoy"
+	"github.com/meshid/meshid/internal/config"
 )
 
 // envoyBootstrap prints (or writes) the bootstrap of one meshid sidecar.
@@ -61,7 +62,7 @@ authz.tls.spiffe_id).
 	)
 	flags.StringVar(&sc.SPIFFEID, "spiffe-id", "", "the identity this sidecar asks meshid for (required)")
 	flags.StringVar(&trustDom, "trust-domain", "", "trust domain whose bundle validates peers (default: the -spiffe-id's)")
-	flags.StringVar(&sc.SDSSocket, "socket", "/tmp/meshid/agent.sock", "meshid's socket_path")
+	flags.StringVar(&sc.SDSSocket, "socket", config.DefaultSocketPath, "meshid's socket_path")
 	flags.StringVar(&sc.AdminAddr, "admin", "127.0.0.1:9901", "Envoy admin address")
 	flags.StringVar(&sc.Node, "node", "", "Envoy node id (informational; default: the SPIFFE ID)")
 	flags.StringVar(&in.ListenAddr, "inbound", "", "mTLS listener for peers")
