@@ -141,7 +141,7 @@ func retry(ctx context.Context, pauses []time.Duration, f func() (retryable bool
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
 		case <-time.After(pauses[i]):
 		}
 	}

@@ -87,7 +87,7 @@ func ParseSelector(s string) (Selector, error) {
 		return Selector{}, fmt.Errorf("selector %q has no value", s)
 	}
 	if err := k.check(arg); err != nil {
-		return Selector{}, fmt.Errorf("selector %q: %v", s, err)
+		return Selector{}, fmt.Errorf("selector %q: %w", s, err)
 	}
 	return Selector{Type: typ, Value: value}, nil
 }

@@ -173,9 +173,9 @@ func (s Sidecar) view() (view, error) {
 	} else {
 		v.ValidationName = td.IDString()
 	}
-	switch name := s.ValidationName; {
-	case name == "":
-	case name == "ALL" || name == "ROOTCA":
+	switch name := s.ValidationName; name {
+	case "":
+	case "ALL", "ROOTCA":
 		v.ValidationName = name
 	default:
 		td, err := spiffeid.TrustDomainFromString(name)

@@ -134,8 +134,8 @@ func bindAndLink(dir int, name, path string) (net.Listener, error) {
 	return &listener{
 		UnixListener: l,
 		addr:         &net.UnixAddr{Name: path, Net: "unix"},
-		dev:          uint64(st.Dev),
-		ino:          uint64(st.Ino),
+		dev:          st.Dev,
+		ino:          st.Ino,
 	}, nil
 }
 
@@ -159,7 +159,7 @@ func (l *listener) Close() error {
 		if statErr != nil {
 			return
 		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && uint64(st.Dev) == l.dev && uint64(st.Ino) == l.ino {
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Dev == l.dev && st.Ino == l.ino {
 			os.Remove(l.addr.Name)
 		}
 	})

@@ -53,7 +53,7 @@ func WaitHTTP(ctx context.Context, url string, wantStatus int) error {
 		case <-ctx.Done():
 			cause := context.Cause(ctx)
 			if errors.Is(cause, context.DeadlineExceeded) || errors.Is(cause, context.Canceled) {
-				return fmt.Errorf("GET %s never answered %d (%v); last attempt: %s", url, wantStatus, cause, last)
+				return fmt.Errorf("GET %s never answered %d (%w); last attempt: %s", url, wantStatus, cause, last)
 			}
 			return fmt.Errorf("GET %s never answered %d: %w; last attempt: %s", url, wantStatus, cause, last)
 		case <-time.After(delay):
