@@ -84,15 +84,14 @@ var (
 	kVia             = ast.StringTerm("via")
 	kJWT             = ast.StringTerm("jwt")
 
-	nullTerm       = ast.NullTerm()
-	falseTerm      = ast.BooleanTerm(false)
-	trueTerm       = ast.BooleanTerm(true)
-	emptyObject    = ast.ObjectTerm()
-	viaMTLS        = ast.StringTerm("mtls")
-	viaXFCC        = ast.StringTerm("xfcc")
-	versionTerm    = ast.ObjectTerm(ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")), ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")))
-	rootPathTerms  = pathTerms{path: ast.ArrayTerm(ast.StringTerm("")), query: emptyObject}
-	emptyArrayTerm = ast.ArrayTerm()
+	nullTerm      = ast.NullTerm()
+	falseTerm     = ast.BooleanTerm(false)
+	trueTerm      = ast.BooleanTerm(true)
+	emptyObject   = ast.ObjectTerm()
+	viaMTLS       = ast.StringTerm("mtls")
+	viaXFCC       = ast.StringTerm("xfcc")
+	versionTerm   = ast.ObjectTerm(ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")), ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")))
+	rootPathTerms = pathTerms{path: ast.ArrayTerm(ast.StringTerm("")), query: emptyObject}
 )
 
 // Cache bounds: enough for every path and peer of a busy sidecar, small
