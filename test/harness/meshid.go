@@ -63,8 +63,8 @@ type Meshid struct {
 	name string // ProcSpec name, reused by Restart
 }
 
-// meshidConfig is the subset of meshid.yaml the harness writes; see the
-// configuration contract in DESIGN.md.
+// meshidConfig is the subset of meshid.yaml the harness writes; see
+// docs/operations.md § Configuration.
 type meshidConfig struct {
 	TrustDomain string `yaml:"trust_domain"`
 	DataDir     string `yaml:"data_dir"`
