@@ -36,7 +36,7 @@ func putEvalState(s *evalState) {
 	if len(s.rules.refs) > maxPooledRules {
 		return
 	}
-	s.deadline.reset(nil, time.Time{})
+	s.deadline.reset(context.Background(), time.Time{}) // drop the caller's context
 	s.rules.reset()
 	evalStates.Put(s)
 }

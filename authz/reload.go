@@ -138,7 +138,7 @@ func (r *Reloader) watchTree(w *fsnotify.Watcher) {
 	_ = w.Add(filepath.Dir(dir))
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return nil
+			return nil //nolint:nilerr // an unreadable entry is skipped: the periodic check still sees the dir
 		}
 		if d.IsDir() || (d.Type()&fs.ModeSymlink != 0 && isDir(path)) {
 			if err := w.Add(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

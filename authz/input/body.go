@@ -138,7 +138,7 @@ func multipartTerm(contentType, body string) (*ast.Term, error) {
 	var order []string
 	for n := 0; ; n++ {
 		part, err := r.NextPart()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
