@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// serverMetrics are the authz series of DESIGN.md § Admin and metrics.
+// serverMetrics are the authz series listed in docs/authz.md § Metrics.
 type serverMetrics struct {
 	allowed, denied, failed prometheus.Counter
 	duration                prometheus.Histogram
