@@ -40,6 +40,16 @@ func (e Entry) Matches(have []attestor.Selector) bool {
 	return true
 }
 
+// The shortest lifetimes an entry may ask for: the floors of svid.x509_ttl
+// and svid.jwt_ttl in meshid.yaml, which the node's tests hold equal. Below
+// them an SVID is stale before it is served (a 1ns TTL made already expired
+// certificates, issue 13): a renewal at half-life must still leave Envoy
+// time to take the new one, and a token time to cross the network.
+const (
+	MinX509TTL = 10 * time.Second
+	MinJWTTTL  = 30 * time.Second
+)
+
 type entriesFile struct {
 	Entries []rawEntry `yaml:"entries"`
 }
@@ -114,8 +124,8 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 			}
 			e.Selectors = append(e.Selectors, sel)
 		}
-		if raw.X509TTL < 0 {
-			errs = append(errs, doc.Errorf(at("x509_ttl"), "x509_ttl %s must be positive", raw.X509TTL))
+		if raw.X509TTL != 0 && raw.X509TTL < MinX509TTL {
+			errs = append(errs, doc.Errorf(at("x509_ttl"), "x509_ttl %s is shorter than the minimum %s", raw.X509TTL, MinX509TTL))
 		}
 		for j, name := range raw.FederatesWith {
 			fed, err := spiffeid.TrustDomainFromString(name)
@@ -128,8 +138,8 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 				e.FederatesWith = append(e.FederatesWith, fed)
 			}
 		}
-		if raw.JWTTTL < 0 {
-			errs = append(errs, doc.Errorf(at("jwt_ttl"), "jwt_ttl %s must be positive", raw.JWTTTL))
+		if raw.JWTTTL != 0 && raw.JWTTTL < MinJWTTTL {
+			errs = append(errs, doc.Errorf(at("jwt_ttl"), "jwt_ttl %s is shorter than the minimum %s", raw.JWTTTL, MinJWTTTL))
 		}
 
 		key := raw.SPIFFEID + "\x00" + strings.Join(slices.Sorted(slices.Values(raw.Selectors)), "\x00")

@@ -38,6 +38,29 @@ func TestParseEntries(t *testing.T) {
 	}
 }
 
+// TestParseEntriesTTLFloors: a TTL at its floor is taken as written, and an
+// absent one (zero) leaves the daemon's default.
+func TestParseEntriesTTLFloors(t *testing.T) {
+	in := `entries:
+  - spiffe_id: spiffe://example.org/at-floor
+    selectors: ["unix:uid:1"]
+    x509_ttl: 10s
+    jwt_ttl: 30s
+  - spiffe_id: spiffe://example.org/defaults
+    selectors: ["unix:uid:2"]
+`
+	entries, err := ParseEntries("entries.yaml", []byte(in), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entries[0]; got.X509TTL != MinX509TTL || got.JWTTTL != MinJWTTTL {
+		t.Errorf("entry at the floors has x509_ttl %s, jwt_ttl %s; want %s, %s", got.X509TTL, got.JWTTTL, MinX509TTL, MinJWTTTL)
+	}
+	if got := entries[1]; got.X509TTL != 0 || got.JWTTTL != 0 {
+		t.Errorf("entry without TTLs has x509_ttl %s, jwt_ttl %s; want 0 (the daemon's defaults)", got.X509TTL, got.JWTTTL)
+	}
+}
+
 func TestParseEntriesRejectsBadInputWithFileAndLine(t *testing.T) {
 	tests := []struct {
 		name, in string
@@ -62,6 +85,16 @@ func TestParseEntriesRejectsBadInputWithFileAndLine(t *testing.T) {
 			[]string{"entries.yaml:3: unknown key \"selector\""}},
 		{"duplicate", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\", \"unix:gid:2\"]\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:gid:2\", \"unix:uid:1\"]\n",
 			[]string{"entries.yaml:4: entry \"spiffe://example.org/a\" duplicates the one at entries.yaml:2"}},
+		{"issue 13: x509_ttl of 1ns", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    x509_ttl: 1ns\n",
+			[]string{"entries.yaml:4: x509_ttl 1ns is shorter than the minimum 10s"}},
+		{"x509_ttl just below the floor", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    x509_ttl: 9.999s\n",
+			[]string{"entries.yaml:4: x509_ttl 9.999s is shorter than the minimum 10s"}},
+		{"negative x509_ttl", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    x509_ttl: -1h\n",
+			[]string{"entries.yaml:4: x509_ttl -1h0m0s is shorter than the minimum 10s"}},
+		{"short jwt_ttl", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    jwt_ttl: 29s\n",
+			[]string{"entries.yaml:4: jwt_ttl 29s is shorter than the minimum 30s"}},
+		{"both ttls short, both reported", "entries:\n  - spiffe_id: spiffe://example.org/a\n    selectors: [\"unix:uid:1\"]\n    x509_ttl: 1ms\n    jwt_ttl: 1ms\n",
+			[]string{"entries.yaml:4: x509_ttl 1ms", "entries.yaml:5: jwt_ttl 1ms"}},
 		{"every problem reported", "entries:\n  - spiffe_id: spiffe://evil.org/a\n    selectors: [\"unix:uid:1\"]\n  - spiffe_id: spiffe://example.org/b\n",
 			[]string{"entries.yaml:2:", "entries.yaml:4:"}},
 	}
