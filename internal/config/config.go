@@ -30,6 +30,7 @@ type Config struct {
 	Federation  Federation `yaml:"federation"`
 	Admin       Admin      `yaml:"admin"`
 	Log         Log        `yaml:"log"`
+	Limits      Limits     `yaml:"limits"`
 
 	// What callers are attested by: unix always, docker and k8s only
 	// when their section is present.
@@ -74,7 +75,8 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Limits that keep a typo from turning into an outage or a security hole.
+// Floors that keep a typo from turning into an outage or a security hole.
+// Entries' own TTLs have the same floors (identity.MinX509TTL, MinJWTTTL).
 const (
 	// MinX509TTL is the shortest SVID lifetime accepted; shorter ones leave
 	// Envoy too little time to pick up the renewed certificate.
@@ -104,6 +106,7 @@ func Default() Config {
 		Authz:           defaultAuthz(),
 		Admin:           Admin{Address: "127.0.0.1:8089"},
 		Log:             Log{Level: "info", Format: "text"},
+		Limits:          defaultLimits(),
 	}
 }
 
@@ -203,6 +206,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 	c.Authz.validate(c.TrustDomain, bad)
 	c.validateAttest(bad)
 	c.Federation.validate(c.TrustDomain, bad)
+	c.Limits.validate(bad)
 	if err := checkHostPort(c.Admin.Address); err != nil {
 		bad(at("admin", "address"), "admin.address: %v", err)
 	}

@@ -81,6 +81,10 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 			"meshid.yaml:2: admin.address", "meshid.yaml:4: log.level", "meshid.yaml:5: log.format"}},
 		{"unsupported key type", "ca:\n  key_type: rsa-2048\n", []string{"meshid.yaml:2: ca.key_type \"rsa-2048\" is not supported"}},
 		{"short jwt ttl", "svid:\n  jwt_ttl: 5s\n", []string{"meshid.yaml:2: svid.jwt_ttl 5s is shorter than the minimum 30s"}},
+		{"issue 13: x509 ttl of 1ns", "svid:\n  x509_ttl: 1ns\n", []string{"meshid.yaml:2: svid.x509_ttl 1ns is shorter than the minimum 10s"}},
+		{"zero jwt ttl", "svid:\n  jwt_ttl: 0s\n", []string{"meshid.yaml:2: svid.jwt_ttl 0s is shorter than the minimum 30s"}},
+		{"short ca ttl", "ca:\n  ttl: 59m\n", []string{"meshid.yaml:2: ca.ttl 59m0s is shorter than the minimum 1h0m0s"}},
+		{"x509 ttl outlives the ca", "ca:\n  ttl: 2h\nsvid:\n  x509_ttl: 3h\n", []string{"meshid.yaml:4: svid.x509_ttl 3h0m0s is longer than ca.ttl 2h0m0s"}},
 		{"incomplete upstream", "ca:\n  upstream:\n    cert_file: a.crt\n", []string{"meshid.yaml:2: ca.upstream.key_file is required", "meshid.yaml:2: ca.upstream.bundle_file is required"}},
 		{"federation problems", "federation:\n  bundles:\n    - trust_domain: example.org\n      bundle_file: a.pem\n    - trust_domain: Bad Domain\n      bundle_file: b.pem\n    - trust_domain: partner.example\n", []string{
 			`meshid.yaml:3: federation.bundles[0].trust_domain "example.org" is this node's own trust domain`,
