@@ -135,7 +135,7 @@ func LookupCaller(pid int32) (Caller, error) {
 	if pid <= 0 {
 		return Caller{}, fmt.Errorf("pid %d: want a positive pid", pid)
 	}
-	p := &Process{PID: pid, procDir: defaultProcDir, pidfd: -1}
+	p := &Process{PID: pid, procDir: defaultProcDir}
 	st, err := p.status()
 	if err != nil {
 		return Caller{}, err

@@ -114,8 +114,8 @@ func TestAttestAPeerOverARealSocket(t *testing.T) {
 	}
 	// The handle on the process goes with the connection.
 	p.conn.Close()
-	if fd := p.caller.proc.pidfd; fd != -1 {
-		t.Errorf("pidfd %d still open after the connection closed", fd)
+	if rc, err := p.caller.proc.pidfd.SyscallConn(); err == nil && rc.Control(func(uintptr) {}) == nil {
+		t.Error("pidfd still open after the connection closed")
 	}
 }
 

@@ -25,6 +25,20 @@ type Caller struct {
 	procErr error
 }
 
+// Exited returns a channel that is closed once the caller's process has
+// exited, as the handle taken at accept sees it. Whatever serves the
+// caller, a stream above all, must stop then: whoever holds the connection
+// afterwards (a process the socket was passed to) is not the process the
+// kernel named. A Caller without a handle (made by hand, or whose process
+// was gone at accept and so is never attested) returns nil, which is never
+// closed.
+func (c Caller) Exited() <-chan struct{} {
+	if c.proc == nil {
+		return nil
+	}
+	return c.proc.Exited()
+}
+
 // AuthInfo carries the Caller through gRPC's peer information.
 type AuthInfo struct {
 	credentials.CommonAuthInfo

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +18,8 @@ import (
 // Process is a handle on the caller's process that outlives its pid: it
 // notices when the process exits or when its pid comes to name another
 // process, so selectors read from procfs are only trusted once the handle
-// vouches they came from the process that connected.
+// vouches they came from the process that connected, and whatever serves
+// the process can stop when it exits (Exited).
 //
 // Where the kernel has pidfds it holds one, taken from the socket itself
 // (SO_PEERPIDFD) or, on older kernels, by pid; the pidfd says for certain
@@ -31,22 +33,47 @@ type Process struct {
 
 	procDir string
 	start   uint64 // field 22 of /proc/PID/stat, clock ticks after boot
+	// pidfd is nil when there is none. It is in the runtime's poller, so a
+	// goroutine waiting for the exit parks there without holding a thread,
+	// and closing it wakes that goroutine.
+	pidfd *os.File
+	// pollEvery is how often a watcher without a pollable pidfd looks in
+	// procfs for the process.
+	pollEvery time.Duration
 
-	mu    sync.Mutex
-	pidfd int // -1 when there is none, or once closed
+	gone      chan struct{} // closed once the process has exited
+	stop      chan struct{} // closed by Close
+	watchDone chan struct{} // closed when the watcher has returned
+
+	mu       sync.Mutex
+	watching bool // Exited started the watcher
+	closed   bool
 }
+
+// exitPollInterval is how often the exit is looked for in procfs where the
+// kernel has no pidfds (before Linux 5.3): a stream then outlives its
+// process by up to this long.
+const exitPollInterval = time.Second
 
 // openProcess takes hold of the process behind c. pidfd is one the caller
 // already has for it (from SO_PEERPIDFD), or -1 to open one by pid.
 // The handle owns pidfd from here on, even when it returns an error.
 func openProcess(procDir string, c Caller, pidfd int) (*Process, error) {
-	p := &Process{PID: c.PID, UID: c.UID, GID: c.GID, procDir: procDir, pidfd: pidfd}
-	if p.pidfd < 0 && procDir == defaultProcDir {
-		// Not having one only loses the exit notice; the start time and the
-		// uid still catch a reused pid.
+	p := &Process{PID: c.PID, UID: c.UID, GID: c.GID, procDir: procDir, pollEvery: exitPollInterval,
+		gone: make(chan struct{}), stop: make(chan struct{}), watchDone: make(chan struct{})}
+	if pidfd < 0 && procDir == defaultProcDir {
+		// Not having one costs the certainty of the exit notice; the start
+		// time and the uid still catch a reused pid. No PIDFD_NONBLOCK
+		// (Linux 5.10): SetNonblock below does the same on 5.3 onwards.
 		if fd, err := unix.PidfdOpen(int(c.PID), 0); err == nil {
-			p.pidfd = fd
+			pidfd = fd
 		}
+	}
+	if pidfd >= 0 {
+		// Non-blocking, os.NewFile puts it in the runtime's poller; should
+		// that fail, the watcher looks in procfs instead.
+		unix.SetNonblock(pidfd, true)
+		p.pidfd = os.NewFile(uintptr(pidfd), "pidfd of pid "+strconv.Itoa(int(c.PID)))
 	}
 	start, err := p.startTime()
 	if err != nil {
@@ -91,27 +118,111 @@ func (p *Process) Verify() error {
 }
 
 // exited asks the pidfd, when there is one, whether the process has exited.
-// A pidfd polls readable once its process has exited.
+// A closed handle has no pidfd to ask.
 func (p *Process) exited() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.pidfd < 0 {
+	if p.pidfd == nil {
 		return nil
 	}
-	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+	rc, err := p.pidfd.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var gone bool
+	var pollErr error
+	if err := rc.Control(func(fd uintptr) { gone, pollErr = pollPidfd(int(fd)) }); err != nil {
+		return nil
+	}
+	if pollErr != nil {
+		return &Error{Reason: ReasonProcfs, Err: fmt.Errorf("pid %d: poll pidfd: %w", p.PID, pollErr)}
+	}
+	if gone {
+		return errExited(p.PID)
+	}
+	return nil
+}
+
+// pollPidfd reports whether a pidfd's process has exited, without waiting:
+// a pidfd polls readable once it has, reaped or not.
+func pollPidfd(fd int) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return &Error{Reason: ReasonProcfs, Err: fmt.Errorf("pid %d: poll pidfd: %w", p.PID, err)}
+			return false, err
 		}
-		if n > 0 && fds[0].Revents != 0 {
-			return errExited(p.PID)
-		}
-		return nil
+		return n > 0 && fds[0].Revents != 0, nil
 	}
+}
+
+// Exited returns a channel that is closed once the process has exited, so
+// that whatever serves it can stop with it. The first call starts a
+// watcher: a goroutine parked on the pidfd in the runtime's poller or,
+// without one, looking in procfs every exitPollInterval (a pid that is
+// gone or names another process). Close stops the watcher; the channel
+// then stays open, as nothing watches any more.
+func (p *Process) Exited() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.watching && !p.closed {
+		p.watching = true
+		go p.watch()
+	}
+	return p.gone
+}
+
+func (p *Process) watch() {
+	defer close(p.watchDone)
+	if p.pidfd != nil {
+		if err := p.waitPidfd(); err == nil {
+			close(p.gone)
+			return
+		}
+		select {
+		case <-p.stop:
+			return
+		default:
+			// The poller cannot wait on this pidfd: look, as without one.
+		}
+	}
+	t := time.NewTicker(p.pollEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		if err := p.Verify(); err != nil {
+			// Credentials that changed belong to the same process (it
+			// called setuid); procfs failing to answer proves nothing.
+			if r := Reason(err); r == ReasonExited || r == ReasonPIDReused {
+				close(p.gone)
+				return
+			}
+		}
+	}
+}
+
+// waitPidfd returns once the process has exited, or with an error when the
+// poller cannot wait on the pidfd or the handle was closed.
+func (p *Process) waitPidfd() error {
+	rc, err := p.pidfd.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var pollErr error
+	err = rc.Read(func(fd uintptr) bool {
+		var gone bool
+		gone, pollErr = pollPidfd(int(fd))
+		return gone || pollErr != nil
+	})
+	if err != nil {
+		return err
+	}
+	return pollErr
 }
 
 func errExited(pid int32) error {
@@ -243,12 +354,22 @@ func procErr(pid int32, err error) error {
 	return &Error{Reason: ReasonProcfs, Err: fmt.Errorf("pid %d: %w", pid, err)}
 }
 
-// Close releases the handle. It is safe to call more than once.
+// Close releases the handle and stops its watcher, if any, before it
+// returns. It is safe to call more than once.
 func (p *Process) Close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.pidfd >= 0 {
-		unix.Close(p.pidfd)
-		p.pidfd = -1
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	watching := p.watching
+	p.mu.Unlock()
+	close(p.stop)
+	if p.pidfd != nil {
+		p.pidfd.Close() // wakes a watcher parked on it
+	}
+	if watching {
+		<-p.watchDone
 	}
 }

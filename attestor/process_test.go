@@ -8,7 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,7 +136,7 @@ func TestPidfdSeesTheExit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.pidfd < 0 {
+		if p.pidfd == nil {
 			t.Skip("this kernel has no pidfd_open")
 		}
 		if err := p.Verify(); err != nil {
@@ -160,5 +162,189 @@ func TestPidfdSeesTheExit(t *testing.T) {
 		if !reap {
 			cmd.Wait()
 		}
+	}
+}
+
+// exitWatch is one way a handle can come to know of its process's exit.
+type exitWatch struct {
+	name string
+	// open returns a handle on a live child of the test and kills it.
+	open func(t *testing.T) (p *Process, kill func())
+}
+
+func exitWatches() []exitWatch {
+	// sleeper is a child process and a handle on it opened by pid.
+	sleeper := func(t *testing.T) (*Process, func()) {
+		t.Helper()
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		c := Caller{PID: int32(cmd.Process.Pid), UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
+		p, err := openProcess(defaultProcDir, c, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		if p.pidfd == nil {
+			t.Skip("this kernel has no pidfd_open")
+		}
+		// Killed, not reaped: a zombie keeps its /proc entry, only the
+		// pidfd (or, without one, its state) says it is gone.
+		return p, func() { cmd.Process.Signal(syscall.SIGKILL) }
+	}
+	return []exitWatch{
+		{"pidfd from SO_PEERPIDFD", func(t *testing.T) (*Process, func()) {
+			uid, gid := testIDs()
+			c := connectPeer(t, uid, gid)
+			if c.caller.proc.pidfd == nil {
+				t.Skip("no pidfd: the kernel has neither SO_PEERPIDFD nor pidfd_open")
+			}
+			return c.caller.proc, func() { c.cmd.Process.Signal(syscall.SIGKILL) }
+		}},
+		{"pidfd opened by pid (no SO_PEERPIDFD)", sleeper},
+		{"a pidfd the poller cannot wait on", func(t *testing.T) (*Process, func()) {
+			p, kill := sleeper(t)
+			fd, err := unix.PidfdOpen(int(p.PID), 0) // blocking: os.NewFile leaves it out of the poller
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.pidfd.Close()
+			p.pidfd = os.NewFile(uintptr(fd), "blocking pidfd")
+			p.pollEvery = 5 * time.Millisecond
+			return p, kill
+		}},
+		{"no pidfd (before Linux 5.3): procfs", func(t *testing.T) (*Process, func()) {
+			p, kill := sleeper(t)
+			p.pidfd.Close()
+			p.pidfd = nil
+			p.pollEvery = 5 * time.Millisecond
+			return p, func() {
+				kill()
+				// A zombie is still in procfs with its start time: only
+				// its parent reaping it takes it away.
+				exec.Command("true").Run()
+				var info unix.Siginfo
+				unix.Waitid(unix.P_PID, int(p.PID), &info, unix.WEXITED, nil)
+			}
+		}},
+	}
+}
+
+func TestExitedIsClosedWhenTheProcessExits(t *testing.T) {
+	for _, w := range exitWatches() {
+		t.Run(w.name, func(t *testing.T) {
+			p, kill := w.open(t)
+			exited := p.Exited()
+			select {
+			case <-exited:
+				t.Fatal("Exited closed while the process is alive")
+			case <-time.After(50 * time.Millisecond):
+			}
+			start := time.Now()
+			kill()
+			select {
+			case <-exited:
+				t.Logf("exit seen after %v", time.Since(start))
+			case <-time.After(5 * time.Second):
+				t.Fatal("Exited not closed 5s after the process was killed")
+			}
+			if p.Exited() != exited {
+				t.Error("a second call to Exited returned another channel")
+			}
+			if err := p.Verify(); Reason(err) != ReasonExited {
+				t.Errorf("Verify after the exit = %v, want %s", err, ReasonExited)
+			}
+		})
+	}
+}
+
+// Close before the exit stops the watcher before it returns, and leaves
+// the channel open: nothing watches any more.
+func TestCloseStopsTheExitWatcher(t *testing.T) {
+	for _, w := range exitWatches() {
+		t.Run(w.name, func(t *testing.T) {
+			p, _ := w.open(t)
+			before := goleak.IgnoreCurrent()
+			exited := p.Exited()
+			select {
+			case <-p.watchDone:
+				t.Fatal("the watcher returned before the exit or Close")
+			default:
+			}
+			p.Close()
+			select {
+			case <-p.watchDone:
+			default:
+				t.Fatal("Close returned before the watcher did")
+			}
+			if err := goleak.Find(before); err != nil {
+				t.Fatalf("the watcher outlived Close: %v", err)
+			}
+			select {
+			case <-exited:
+				t.Fatal("Close closed Exited's channel")
+			default:
+			}
+			if p.Exited(); goleak.Find(before) != nil {
+				t.Fatal("Exited after Close started a watcher")
+			}
+		})
+	}
+}
+
+// On a fake procfs (no pidfd) the watcher looks for the process every
+// pollEvery: a pid gone or reused is an exit, new credentials are not.
+func TestExitedOnAFakeProcfs(t *testing.T) {
+	orig := fakeProc{pid: 42, start: 100, uid: 1001, gid: 1002}
+	tests := []struct {
+		name       string
+		swap       func(dir string)
+		wantExited bool
+	}{
+		{"gone", func(dir string) { os.RemoveAll(filepath.Join(dir, "42")) }, true},
+		{"pid reused", func(dir string) {
+			p := orig
+			p.start = 200
+			p.write(t, dir)
+		}, true},
+		{"same process, new uid", func(dir string) {
+			// Replaced in one rename: the process never seems to vanish.
+			p := orig
+			p.uid = 0
+			p.write(t, filepath.Join(dir, "new"))
+			if err := os.Rename(filepath.Join(dir, "new", "42", "status"), filepath.Join(dir, "42", "status")); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			orig.write(t, dir)
+			p, err := openProcess(dir, orig.caller(), -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			p.pollEvery = time.Millisecond
+			exited := p.Exited()
+			tt.swap(dir)
+			wait := 5 * time.Second
+			if !tt.wantExited {
+				wait = 50 * time.Millisecond // fifty looks
+			}
+			select {
+			case <-exited:
+				if !tt.wantExited {
+					t.Fatal("Exited closed for a process that is still there")
+				}
+			case <-time.After(wait):
+				if tt.wantExited {
+					t.Fatal("Exited not closed")
+				}
+			}
+		})
 	}
 }
