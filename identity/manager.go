@@ -78,9 +78,14 @@ type Options struct {
 	Federated *spiffebundle.Set
 }
 
-// maxCachedJWTs bounds the JWT-SVID cache: audiences come from callers, so
-// a caller asking for ever new ones must not grow it without limit.
-const maxCachedJWTs = 4096
+// maxCachedJWTs and maxCachedJWTBytes bound the JWT-SVID cache: audiences
+// come from callers, so a caller asking for ever new ones, or for huge
+// ones (a token carries its audiences), must not grow it without limit.
+// Past either bound tokens are still issued, only not cached.
+const (
+	maxCachedJWTs     = 4096
+	maxCachedJWTBytes = 4 << 20
+)
 
 // Manager is the node's identity authority.
 type Manager struct {
@@ -100,12 +105,15 @@ type Manager struct {
 	reloadInterval time.Duration
 	reload         reloadState
 	metrics        metrics
+	refusals       *refusalLog
 
 	mu      sync.Mutex
 	entries []Entry // replaced whole by SetEntries, never changed in place
 	svids   map[svidKey]*issued
 	jwts    map[jwtKey]*ca.JWTSVID
-	subs    map[*Subscription]struct{}
+	// jwtBytes is the size of jwts as jwtCost counts it.
+	jwtBytes int
+	subs     map[*Subscription]struct{}
 	// The mints under way, one per key (see svids.go).
 	minting    map[svidKey]*flight[*x509svid.SVID]
 	mintingJWT map[jwtKey]*flight[*ca.JWTSVID]
@@ -150,6 +158,7 @@ func NewManager(o Options) *Manager {
 		federatedJWT:   jwtbundle.NewSet(),
 		reloadInterval: o.ReloadInterval,
 		metrics:        newMetrics(o.Metrics),
+		refusals:       newRefusalLog(o.Log, o.Clock),
 	}
 	// A trust domain may come with only one kind of key (a partner whose
 	// JWT-SVIDs alone are accepted has no roots here): split them once, so
@@ -173,13 +182,15 @@ func NewManager(o Options) *Manager {
 // and subscribes it to its identities; ctx only bounds the attestation. A
 // caller no entry matches gets a subscription with no SVIDs; the protocol
 // front door turns that into its own refusal. Close the subscription when
-// done.
+// done. Refusals are counted one by one but logged at most once per
+// refusalInterval for each uid and reason.
 func (m *Manager) Watch(ctx context.Context, caller attestor.Caller) (*Subscription, error) {
 	sels, err := m.attestor.Attest(ctx, caller)
 	if err != nil {
 		reason := attestor.Reason(err)
 		m.metrics.attestFailures.WithLabelValues(reason).Inc()
-		m.log.Warn("attestation failed: the caller gets no identity", "pid", caller.PID, "uid", caller.UID, "reason", reason, "err", err)
+		m.refusals.warn(caller.UID, reason, "attestation failed: the caller gets no identity",
+			"pid", caller.PID, "uid", caller.UID, "reason", reason, "err", err)
 		return nil, fmt.Errorf("attest caller (pid %d, uid %d): %w", caller.PID, caller.UID, err)
 	}
 	sub := &Subscription{m: m, caller: caller, selectors: sels, changed: make(chan struct{}, 1)}
@@ -189,11 +200,12 @@ func (m *Manager) Watch(ctx context.Context, caller attestor.Caller) (*Subscript
 	m.subs[sub] = struct{}{}
 	m.mu.Unlock()
 	if len(matched) == 0 {
-		m.log.Warn("no entry matches caller: it gets no identity",
-			"pid", caller.PID, "uid", caller.UID, "gid", caller.GID, "selectors", selectorList(sels))
+		m.metrics.unmatched.Inc()
+		m.refusals.warn(caller.UID, reasonNoEntry, "no entry matches caller: it gets no identity",
+			"pid", caller.PID, "uid", caller.UID, "gid", caller.GID, "selectors", loggedSelectors(sels))
 	} else {
 		m.log.Info("caller attested", "pid", caller.PID, "uid", caller.UID,
-			"selectors", selectorList(sels), "spiffe_ids", idList(matched))
+			"selectors", loggedSelectors(sels), "spiffe_ids", idList(matched))
 	}
 	return sub, nil
 }
@@ -241,7 +253,7 @@ func (m *Manager) SetEntries(entries []Entry) {
 	}
 	for k := range m.jwts {
 		if !ids[k.id] {
-			delete(m.jwts, k)
+			m.dropJWTLocked(k)
 		}
 	}
 	for k := range m.mintingJWT {
@@ -341,6 +353,12 @@ func (s *Subscription) matched() []Entry {
 // Signals coalesce: a slow reader sees one signal and reads the latest
 // state, so it never holds up the others.
 func (s *Subscription) Changed() <-chan struct{} { return s.changed }
+
+// Exited is closed once the caller's process has exited (see
+// attestor.Caller.Exited). The subscription goes on answering; the front
+// doors end the caller's streams then, and serve it nothing more: whoever
+// holds its connection afterwards was never attested.
+func (s *Subscription) Exited() <-chan struct{} { return s.caller.Exited() }
 
 func (s *Subscription) notify() {
 	select {

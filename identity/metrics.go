@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // registry, so the code that counts never asks whether anyone listens.
 type metrics struct {
 	attestFailures *prometheus.CounterVec
+	unmatched      prometheus.Counter
 	reloadErrors   prometheus.Counter
 	reloads        prometheus.Counter
 	entries        prometheus.Gauge
@@ -17,6 +18,10 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Name: "meshid_attestation_failures_total",
 			Help: "Callers that could not be attested, by reason (process_exited, pid_reused, credentials_changed, procfs, docker, kubelet, other).",
 		}, []string{"reason"}),
+		unmatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_unmatched_callers_total",
+			Help: "Callers attested whose selectors no entry matches: they get no identity.",
+		}),
 		reloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshid_entries_reload_errors_total",
 			Help: "Entries files rejected on reload; the last good entries stayed in force.",
@@ -31,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.attestFailures, m.reloadErrors, m.reloads, m.entries)
+		reg.MustRegister(m.attestFailures, m.unmatched, m.reloadErrors, m.reloads, m.entries)
 	}
 	return m
 }

@@ -148,7 +148,7 @@ func (m *Manager) renewDue() {
 	m.mu.Lock()
 	for k, svid := range m.jwts {
 		if !now.Before(svid.Expiry) {
-			delete(m.jwts, k)
+			m.dropJWTLocked(k)
 		}
 	}
 	for k, is := range m.svids {
@@ -208,10 +208,45 @@ func (m *Manager) jwtFor(e Entry, audience []string) (*ca.JWTSVID, error) {
 	m.mu.Lock()
 	if m.mintingJWT[k] == f { // else SetEntries dropped its identity meanwhile
 		delete(m.mintingJWT, k)
-		if _, cached := m.jwts[k]; err == nil && (cached || len(m.jwts) < maxCachedJWTs) {
-			m.jwts[k] = svid
+		if err == nil {
+			m.cacheJWTLocked(k, svid)
 		}
 	}
 	m.mu.Unlock()
 	return f.land(svid, err)
+}
+
+// cacheJWTLocked caches svid for k in place of the one there, the old one
+// being past half its life, unless that takes the cache past either of its
+// bounds: then k has none cached.
+func (m *Manager) cacheJWTLocked(k jwtKey, svid *ca.JWTSVID) {
+	m.dropJWTLocked(k)
+	cost := jwtCost(k, svid)
+	if len(m.jwts) >= maxCachedJWTs || m.jwtBytes+cost > maxCachedJWTBytes {
+		return
+	}
+	m.jwts[k] = svid
+	m.jwtBytes += cost
+}
+
+func (m *Manager) dropJWTLocked(k jwtKey) {
+	if svid, ok := m.jwts[k]; ok {
+		m.jwtBytes -= jwtCost(k, svid)
+		delete(m.jwts, k)
+	}
+}
+
+// jwtEntryOverhead is what a cached JWT-SVID costs besides its strings:
+// the map entry, the key, the JWTSVID and its slice headers.
+const jwtEntryOverhead = 256
+
+// jwtCost is what a cached JWT-SVID holds in memory: the strings of its key
+// and of the token with its claims (its audiences are another copy),
+// which the caller's audiences make as large as it likes.
+func jwtCost(k jwtKey, svid *ca.JWTSVID) int {
+	n := jwtEntryOverhead + len(k.id) + len(k.audience) + len(svid.Token)
+	for _, a := range svid.Audience {
+		n += len(a)
+	}
+	return n
 }
