@@ -48,6 +48,8 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-sub.Exited():
+			return s.callerExited(apiDelta)
 		case err := <-recvErr:
 			return endOfStream(err)
 		case req := <-reqs:
@@ -74,12 +76,15 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		if resp == nil {
 			continue
 		}
+		if exited(sub) {
+			return s.callerExited(apiDelta) // it may have exited while this was built
+		}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
 		s.metrics.responses.WithLabelValues(apiDelta).Inc()
 		s.log.Debug("sent secrets", "api", apiDelta, "system_version", resp.SystemVersionInfo,
-			"updated", len(resp.Resources), "removed", resp.RemovedResources)
+			"updated", len(resp.Resources), "removed", clipAll(resp.RemovedResources))
 	}
 }
 
@@ -93,6 +98,10 @@ func (st *deltaState) apply(req *discoveryv3.DeltaDiscoveryRequest) error {
 		st.plainCA = wantsPlainTrustedCA(req.Node)
 	}
 	if !st.started {
+		// What Envoy says it holds is bounded as what it may subscribe to.
+		if err := checkNames(slices.Collect(maps.Keys(req.InitialResourceVersions))); err != nil {
+			return err
+		}
 		st.started = true
 		st.wildcard = len(req.ResourceNamesSubscribe) == 0
 		// After a reconnect, Envoy says what it still holds: do not send

@@ -34,6 +34,11 @@ const (
 // and possibly a PEM encoding on every push.
 const maxResourceNames = 64
 
+// maxNameLen bounds a resource name: no SPIFFE ID is longer (the SPIFFE-ID
+// specification's limit) and the aliases are far shorter, so a longer name
+// could never be served, and a delta stream would hold it until it ends.
+const maxNameLen = 2048
+
 // view is what one caller may be given at one moment: its SVIDs and the
 // bundles it may use, and how it wants ALL delivered.
 type view struct {
@@ -47,7 +52,7 @@ var errNoIdentity = status.Error(codes.PermissionDenied,
 	"no identity issued: no meshid entry matches this process (meshid logs the selectors it presented; add an entry for them)")
 
 func notEntitled(name string) error {
-	return status.Errorf(codes.InvalidArgument, "resource %q: not an identity or trust domain this caller is entitled to", name)
+	return status.Errorf(codes.InvalidArgument, "resource %s: not an identity or trust domain this caller is entitled to", quote(name))
 }
 
 // names lists what "everything the caller is entitled to" means: each of
@@ -204,6 +209,11 @@ func wantsPlainTrustedCA(node *corev3.Node) bool {
 func checkNames(names []string) error {
 	if len(names) > maxResourceNames {
 		return status.Errorf(codes.InvalidArgument, "%d resource names requested; at most %d are served per stream", len(names), maxResourceNames)
+	}
+	for _, n := range names {
+		if len(n) > maxNameLen {
+			return status.Errorf(codes.InvalidArgument, "resource %s: longer than any SPIFFE ID (%d bytes)", quote(n), maxNameLen)
+		}
 	}
 	return nil
 }

@@ -47,6 +47,10 @@ type Subscription interface {
 	// Current returns the caller's SVIDs and usable bundles; no SVIDs
 	// means the caller is entitled to nothing.
 	Current() (*workloadapi.X509Context, error)
+	// Exited is closed once the caller's process has exited: its streams
+	// end then and send nothing more, for whoever holds the connection
+	// now (a process the socket was passed to) was never attested.
+	Exited() <-chan struct{}
 	Close()
 }
 
@@ -104,6 +108,8 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-sub.Exited():
+			return s.callerExited(apiSotW)
 		case err := <-recvErr:
 			return endOfStream(err)
 		case req := <-reqs:
@@ -147,6 +153,9 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		if sent != nil && sameResources(sent, resources) {
 			continue // a change that does not touch what this Envoy asked for
 		}
+		if exited(sub) {
+			return s.callerExited(apiSotW) // it may have exited while this was built
+		}
 		version++
 		nonce = rand.Text()
 		if err := stream.Send(&discoveryv3.DiscoveryResponse{
@@ -159,7 +168,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		}
 		sent = resources
 		s.metrics.responses.WithLabelValues(apiSotW).Inc()
-		s.log.Debug("sent secrets", "api", apiSotW, "version", version, "resources", names)
+		s.log.Debug("sent secrets", "api", apiSotW, "version", version, "resources", clipAll(names))
 	}
 }
 
@@ -186,6 +195,9 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	if err != nil {
 		return nil, err
 	}
+	if exited(sub) {
+		return nil, errCallerExited
+	}
 	return &discoveryv3.DiscoveryResponse{
 		VersionInfo: digest(resources...),
 		Resources:   resources,
@@ -197,6 +209,28 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 // for the kernel to name.
 var errNoPeer = status.Error(codes.PermissionDenied,
 	"cannot attest the caller: the call has no gRPC peer, so there is no connection to ask the kernel about")
+
+// errCallerExited ends a stream whose caller's process has exited.
+// Unavailable is what Envoy takes for "reconnect", and a reconnecting
+// process is attested afresh; the socket's new holder, if the caller passed
+// it on, is refused then.
+var errCallerExited = status.Error(codes.Unavailable,
+	"the attested process exited: its stream ends with it; reconnect to be attested afresh")
+
+func (s *Server) callerExited(api string) error {
+	s.log.Debug("stream ended: the attested process exited", "api", api)
+	return errCallerExited
+}
+
+// exited reports whether the caller's process has exited, without waiting.
+func exited(sub Subscription) bool {
+	select {
+	case <-sub.Exited():
+		return true
+	default:
+		return false
+	}
+}
 
 // watch subscribes the caller of the call in ctx, refusing one that cannot
 // be attested.
@@ -214,13 +248,14 @@ func (s *Server) watch(ctx context.Context) (Subscription, error) {
 
 func (s *Server) nack(api, version string, names []string, message string) {
 	s.metrics.nacks.WithLabelValues(api).Inc()
-	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", version, "resources", names, "error", message)
+	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", clip(version, maxEcho),
+		"resources", clipAll(names), "error", clip(message, maxEchoDetail))
 }
 
 // checkRequest validates what every request carries.
 func checkRequest(typeURL string, names []string) error {
 	if typeURL != "" && typeURL != secretType {
-		return status.Errorf(codes.InvalidArgument, "type_url %q: this server only serves %s", typeURL, secretType)
+		return status.Errorf(codes.InvalidArgument, "type_url %s: this server only serves %s", quote(typeURL), secretType)
 	}
 	return checkNames(names)
 }

@@ -68,9 +68,11 @@ type fakeSub struct {
 	x       *workloadapi.X509Context
 	err     error // of Current, when set
 	changed chan struct{}
+	exited  chan struct{} // closed by the test as the caller's exit
 }
 
 func (f *fakeSub) Changed() <-chan struct{} { return f.changed }
+func (f *fakeSub) Exited() <-chan struct{}  { return f.exited }
 func (f *fakeSub) Close()                   {}
 func (f *fakeSub) Current() (*workloadapi.X509Context, error) {
 	f.mu.Lock()
@@ -224,7 +226,7 @@ func secrets(t *testing.T, resp *discoveryv3.DiscoveryResponse) map[string]*tlsv
 
 func newFake(t *testing.T) *fakeIdentities {
 	ca := newTestCA(t)
-	return &fakeIdentities{sub: &fakeSub{ca: ca, x: ca.context(t, frontendID), changed: make(chan struct{}, 1)}}
+	return &fakeIdentities{sub: &fakeSub{ca: ca, x: ca.context(t, frontendID), changed: make(chan struct{}, 1), exited: make(chan struct{})}}
 }
 
 func TestFirstResponseCarriesTheNamedSecrets(t *testing.T) {
