@@ -82,6 +82,9 @@ type Env struct {
 	failed  bool           // keep Dir on Close
 	closed  bool
 	baseIDs int // Envoy --base-id counter
+	// atClose undoes, newest first and once the processes have stopped,
+	// what would keep Dir from being removed: mounts, file attributes.
+	atClose []func() error
 }
 
 // New creates a world directory and finds (or builds) the binaries.
@@ -176,8 +179,9 @@ func (e *Env) Processes() []*Process {
 }
 
 // Close stops every process in reverse start order (SIGTERM, then SIGKILL
-// after a grace period) and removes Env.Dir unless KeepDir was set, Fail was
-// called or a process could not be stopped. It is safe to call twice.
+// after a grace period), undoes Tmpfs mounts and SetImmutable attributes,
+// and removes Env.Dir unless KeepDir was set, Fail was called or a process
+// could not be stopped. It is safe to call twice.
 func (e *Env) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -191,6 +195,15 @@ func (e *Env) Close() error {
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
 		if err := procs[i].Stop(5 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.mu.Lock()
+	undo := e.atClose
+	e.atClose = nil
+	e.mu.Unlock()
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := undo[i](); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -33,6 +33,10 @@ type MeshidOptions struct {
 	// harness does not write (federation, ca, ...). It must not repeat a
 	// top-level key the harness writes.
 	ExtraConfig string
+	// Unready makes StartMeshid and Restart return once meshid is alive
+	// (/healthz answers) rather than ready, for a meshid expected to run
+	// unready, such as one whose CA cannot rotate: see Meshid.Readyz.
+	Unready bool
 }
 
 // Entry is one registration entry of entries.yaml.
@@ -61,6 +65,8 @@ type Meshid struct {
 
 	env  *Env
 	name string // ProcSpec name, reused by Restart
+	// waitPath is the admin path StartMeshid and Restart wait for a 200 on.
+	waitPath string
 }
 
 // meshidConfig is the subset of meshid.yaml the harness writes; see
@@ -91,7 +97,8 @@ type meshidConfig struct {
 }
 
 // StartMeshid writes meshid.yaml and entries.yaml into Env.Dir/NAME and runs
-// `meshid run -config meshid.yaml` as root. It returns once /readyz says 200.
+// `meshid run -config meshid.yaml` as root. It returns once /readyz says 200
+// (/healthz with MeshidOptions.Unready).
 func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error) {
 	bin, err := e.Binary("meshid")
 	if err != nil {
@@ -120,6 +127,10 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		EntriesPath: filepath.Join(dir, "entries.yaml"),
 		env:         e,
 		name:        o.Name,
+		waitPath:    "/readyz",
+	}
+	if o.Unready {
+		m.waitPath = "/healthz"
 	}
 	if n := len(m.SocketPath); n > 100 {
 		return nil, fmt.Errorf("harness: socket path %s is %d bytes, too long for a Unix socket; use a shorter TMPDIR", m.SocketPath, n)
@@ -172,7 +183,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.waitReady(ctx, m.Process, "http://"+m.AdminAddr+"/readyz", 200); err != nil {
+	if err := e.waitReady(ctx, m.Process, "http://"+m.AdminAddr+m.waitPath, 200); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -219,5 +230,5 @@ func (m *Meshid) Restart(ctx context.Context) error {
 		return err
 	}
 	m.Process = p
-	return m.env.waitReady(ctx, p, "http://"+m.AdminAddr+"/readyz", 200)
+	return m.env.waitReady(ctx, p, "http://"+m.AdminAddr+m.waitPath, 200)
 }
