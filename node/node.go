@@ -123,7 +123,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	n.streams = newStreamEnder()
-	n.agent = grpc.NewServer(grpc.Creds(attestor.PeerCredentials()), grpc.StreamInterceptor(n.streams.interceptor()))
+	n.agent = grpc.NewServer(append(agentServerOptions(cfg.Limits), grpc.StreamInterceptor(n.streams.interceptor()))...)
 	sds.New(sds.Options{Identities: sdsIdentities{n.ids}, Log: log, Registerer: n.reg}).Register(n.agent)
 	workload.New(workloadIdentities{n.ids}, log).Register(n.agent)
 	healthpb.RegisterHealthServer(n.agent, health.NewServer())
@@ -208,7 +208,7 @@ func (n *Node) authzIdentity(p policies) authzIdentity {
 // listen opens every listener, or none: once a socket exists, clients may
 // use it.
 func (n *Node) listen() (err error) {
-	if n.agentLis, err = listenUnix("socket_path", n.cfg.SocketPath); err != nil {
+	if n.agentLis, err = n.listenAgent(); err != nil {
 		return err
 	}
 	defer func() {
