@@ -69,6 +69,9 @@ type fakeSub struct {
 	err     error // of Current, when set
 	changed chan struct{}
 	exited  chan struct{} // closed by the test as the caller's exit
+	// building, when set, holds Current up: it sends on it, then waits to
+	// receive, so a test can act while a response is being built.
+	building chan struct{}
 }
 
 func (f *fakeSub) Changed() <-chan struct{} { return f.changed }
@@ -76,11 +79,16 @@ func (f *fakeSub) Exited() <-chan struct{}  { return f.exited }
 func (f *fakeSub) Close()                   {}
 func (f *fakeSub) Current() (*workloadapi.X509Context, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
-		return nil, f.err
+	x, err, building := f.x, f.err, f.building
+	f.mu.Unlock()
+	if building != nil {
+		building <- struct{}{}
+		<-building
 	}
-	return f.x, nil
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
 }
 
 // set replaces what the caller is entitled to and signals the change.

@@ -49,6 +49,11 @@ type Subscription interface {
 	// sends them and ValidateJWTSVID validates against them, so the two
 	// never disagree.
 	JWTBundles() *jwtbundle.Set
+	// Exited is closed once the caller's process has exited: its streams
+	// end then and nothing more is sent to it, for whoever holds the
+	// connection now (a process the socket was passed to) was never
+	// attested.
+	Exited() <-chan struct{}
 	Close()
 }
 
@@ -145,7 +150,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 	if req.SpiffeId != "" {
 		id, err := spiffeid.FromString(req.SpiffeId)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id %q: %v", req.SpiffeId, err)
+			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id %s: %v", quote(req.SpiffeId), err)
 		}
 		want = id
 	}
@@ -168,7 +173,10 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 		}
 	}
 	if len(resp.Svids) == 0 {
-		return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s to this process", req.SpiffeId)
+		return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s to this process", quote(req.SpiffeId))
+	}
+	if exited(sub) {
+		return nil, errCallerExited
 	}
 	return resp, nil
 }
@@ -193,10 +201,13 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 		return nil, err
 	}
 	bundles := sub.JWTBundles()
-	sub.Close()
+	defer sub.Close()
 	svid, err := jwtsvid.ParseAndValidate(req.Svid, bundles, []string{req.Audience})
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %s", clip(err.Error(), maxEchoDetail))
+	}
+	if exited(sub) {
+		return nil, errCallerExited
 	}
 	claims, err := structpb.NewStruct(svid.Claims)
 	if err != nil {
@@ -223,6 +234,9 @@ func (s *Server) stream(ctx context.Context, build func(Subscription) (proto.Mes
 			return err
 		}
 		if last == nil || !proto.Equal(last, resp) {
+			if exited(sub) {
+				return errCallerExited // it may have exited while this was built
+			}
 			if err := send(resp); err != nil {
 				return err
 			}
@@ -231,8 +245,27 @@ func (s *Server) stream(ctx context.Context, build func(Subscription) (proto.Mes
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-sub.Exited():
+			return errCallerExited
 		case <-sub.Changed():
 		}
+	}
+}
+
+// errCallerExited ends a stream, or refuses a call, of a caller whose
+// process has exited. Unavailable is what go-spiffe clients retry on, and
+// a reconnecting process is attested afresh; the socket's new holder, if
+// the caller passed it on, is refused then.
+var errCallerExited = status.Error(codes.Unavailable,
+	"the attested process exited: its stream ends with it; reconnect to be attested afresh")
+
+// exited reports whether the caller's process has exited, without waiting.
+func exited(sub Subscription) bool {
+	select {
+	case <-sub.Exited():
+		return true
+	default:
+		return false
 	}
 }
 

@@ -51,6 +51,10 @@ type fake struct {
 	err     error // of Current and JWTSVIDs, when set
 	jwtKey  *ecdsa.PrivateKey
 	changed chan struct{}
+	exited  chan struct{} // closed by the test as the caller's exit
+	// building, when set, holds Current up: it sends on it, then waits to
+	// receive, so a test can act while a response is being built.
+	building chan struct{}
 	// federated, when set, is another trust domain's JWT bundle the caller
 	// is granted (its entries federate with it).
 	federated *jwtbundle.Bundle
@@ -65,11 +69,17 @@ func (f *fake) Watch(_ context.Context, who credentials.AuthInfo) (Subscription,
 }
 
 func (f *fake) Changed() <-chan struct{} { return f.changed }
+func (f *fake) Exited() <-chan struct{}  { return f.exited }
 func (f *fake) Close()                   {}
 func (f *fake) Current() (*workloadapi.X509Context, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.x, f.err
+	x, err, building := f.x, f.err, f.building
+	f.mu.Unlock()
+	if building != nil {
+		building <- struct{}{}
+		<-building
+	}
+	return x, err
 }
 
 func (f *fake) JWTBundles() *jwtbundle.Set {
@@ -110,7 +120,7 @@ func newFake(t testing.TB, ids ...spiffeid.ID) *fake {
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
 	caCert, _ := x509.ParseCertificate(der)
-	f := &fake{changed: make(chan struct{}, 1)}
+	f := &fake{changed: make(chan struct{}, 1), exited: make(chan struct{})}
 	f.jwtKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.x = &workloadapi.X509Context{Bundles: x509bundle.NewSet(x509bundle.FromX509Authorities(td, []*x509.Certificate{caCert}))}
 	for i, id := range ids {
