@@ -2,86 +2,94 @@ package main
 
 import (
 	"encoding/pem"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// bundleShow prints the trust bundles meshid gives the caller.
-func bundleShow(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("bundle show", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid bundle show [-format pem|jwks] [-trust-domain TD]
+// Formats of bundle show: PEM roots, or SPIFFE bundle documents (SPIRE's
+// name; jwks is the one meshid used first).
+const (
+	formatPEM    = "pem"
+	formatSPIFFE = "spiffe"
+	formatJWKS   = "jwks"
+)
 
-Prints the trust bundles meshid's Workload API gives this process.
-pem: the X.509 roots of every trust domain (own and federated), each group
-after a "# spiffe://TD" line; -trust-domain keeps one.
-jwks: one trust domain's SPIFFE bundle (X.509 roots and JWT keys, as a
-JWKS document with "use" x509-svid / jwt-svid), the format federation
-reads; default the trust domain of this process's SVID.
-
-`)
-		flags.PrintDefaults()
+// newBundleShowCmd prints the trust bundles meshid gives the caller.
+func newBundleShowCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "show [--format pem|spiffe] [--trust-domain TD]",
+		Short: "Print the trust bundles (pem or spiffe)",
+		Long: `Print the trust bundles meshid's Workload API gives this process.
+pem (the default): the X.509 roots of every trust domain (own and
+federated), each group after a "# spiffe://TD" line; --trust-domain keeps one.
+spiffe: one trust domain's SPIFFE bundle (X.509 roots and JWT keys, as a
+JWKS document with "use" x509-svid / jwt-svid), the format federation reads
+and SPIRE's "bundle show -format spiffe" prints; default the trust domain of
+this process's SVID. jwks is another name for spiffe.`,
+		Example: `  meshid bundle show
+  meshid bundle show --format spiffe > example.org.bundle.json
+  meshid bundle show --format spiffe --trust-domain partner.example`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	ep := addEndpointFlags(flags)
-	format := flags.String("format", "pem", "pem or jwks")
-	tdFlag := flags.String("trust-domain", "", "only this trust domain")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if *format != "pem" && *format != "jwks" {
-		flags.Usage()
-		return fmt.Errorf("bundle show: -format %q: want pem or jwks", *format)
-	}
-	if flags.NArg() > 0 {
-		flags.Usage()
-		return fmt.Errorf("bundle show: unexpected argument %q", flags.Arg(0))
-	}
-	var td spiffeid.TrustDomain
-	if *tdFlag != "" {
-		var err error
-		if td, err = spiffeid.TrustDomainFromString(*tdFlag); err != nil {
-			return fmt.Errorf("-trust-domain %q: %w", *tdFlag, err)
+	client := addClientFlags(cmd)
+	format := cmd.Flags().String("format", formatPEM, "pem or spiffe (or jwks, the same as spiffe)")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{formatPEM, formatSPIFFE}, cobra.ShellCompDirectiveNoFileComp))
+	tdFlag := cmd.Flags().String("trust-domain", "", "only this trust domain")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		switch *format {
+		case formatPEM, formatSPIFFE, formatJWKS:
+		default:
+			return usagef(cmd, "bundle show: -format %q: want pem or spiffe", *format)
 		}
-	}
-	ctx, c, e, done, err := ep.connect()
-	if err != nil {
-		return err
-	}
-	defer done()
+		var td spiffeid.TrustDomain
+		if *tdFlag != "" {
+			var err error
+			if td, err = spiffeid.TrustDomainFromString(*tdFlag); err != nil {
+				return fmt.Errorf("-trust-domain %q: %w", *tdFlag, err)
+			}
+		}
+		ctx, c, e, done, err := client.connect(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer done()
+		stdout := cmd.OutOrStdout()
 
-	if *format == "pem" {
-		set, err := c.FetchX509Bundles(ctx)
+		if *format == formatPEM {
+			set, err := c.FetchX509Bundles(ctx)
+			if err != nil {
+				return e.Explain(err)
+			}
+			return printPEMBundles(stdout, set, td)
+		}
+
+		x509ctx, err := c.FetchX509Context(ctx)
 		if err != nil {
 			return e.Explain(err)
 		}
-		return printPEMBundles(stdout, set, td)
-	}
-
-	x509ctx, err := c.FetchX509Context(ctx)
-	if err != nil {
-		return e.Explain(err)
-	}
-	if td.IsZero() {
-		td = x509ctx.DefaultSVID().ID.TrustDomain()
-	}
-	jwtSet, err := c.FetchJWTBundles(ctx)
-	if err != nil {
-		return e.Explain(err)
-	}
-	doc, err := spiffeBundle(td, x509ctx.Bundles, jwtSet)
-	if err != nil {
+		if td.IsZero() {
+			td = x509ctx.DefaultSVID().ID.TrustDomain()
+		}
+		jwtSet, err := c.FetchJWTBundles(ctx)
+		if err != nil {
+			return e.Explain(err)
+		}
+		doc, err := spiffeBundle(td, x509ctx.Bundles, jwtSet)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", doc)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%s\n", doc)
-	return err
+	return cmd
 }
 
 func printPEMBundles(w io.Writer, set *x509bundle.Set, only spiffeid.TrustDomain) error {

@@ -1,9 +1,8 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/identity"
@@ -19,66 +19,65 @@ import (
 	"github.com/meshid/meshid/node"
 )
 
-// entryLint checks an entries file for what meshid would refuse and for
-// identities other workloads could claim.
-func entryLint(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("entry lint", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid entry lint [-config meshid.yaml] [-entries FILE] [-json]
-
-Reports, one line each with file:line, what meshid would refuse in an
+// newEntryLintCmd checks an entries file for what meshid would refuse and
+// for identities other workloads could claim.
+func newEntryLintCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lint [--config meshid.yaml] [--entries FILE]",
+		Short: "Check entries for what meshid refuses and what others could claim",
+		Long: `Report, one line each with file:line, what meshid would refuse in an
 entries file and what it would accept but should not: entries another
 workload on the node could also satisfy, entries that overlap so that one
 workload gets several identities, SPIFFE IDs given twice, TTLs above the
 CA's, selectors of attestors meshid.yaml does not enable. Exits 1 when any
-finding is an error.
-
-`)
-		flags.PrintDefaults()
+finding is an error.`,
+		Example: `  meshid entry lint --config /etc/meshid/meshid.yaml
+  meshid entry lint --entries entries.yaml --json`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	configPath := flags.String("config", "", "meshid.yaml: trust domain, CA TTL, enabled attestors and entries_file (default: built-in defaults)")
-	entriesPath := flags.String("entries", "", "the entries file (default: entries_file of the config)")
-	asJSON := flags.Bool("json", false, "print the findings as JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := node.LoadConfig(*configPath)
-	if err != nil {
-		return err
-	}
-	if *entriesPath == "" {
-		*entriesPath = cfg.EntriesFile
-	}
-	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
-	if err != nil {
-		return err
-	}
-	findings, err := identity.LintFile(*entriesPath, identity.LintOptions{TrustDomain: td, CATTL: cfg.CA.TTL, Types: attestedTypes(cfg)})
-	if err != nil {
-		return err
-	}
-	errs := identity.Errors(findings)
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
-			Findings []identity.Finding `json:"findings"`
-			Errors   int                `json:"errors"`
-			Warnings int                `json:"warnings"`
-		}{append([]identity.Finding{}, findings...), errs, len(findings) - errs}); err != nil {
+	configPath := configFlag(cmd, "`meshid.yaml`: trust domain, CA TTL, enabled attestors and entries_file (default: built-in defaults)")
+	entriesPath := cmd.Flags().String("entries", "", "the entries `file` (default: entries_file of the config)")
+	_ = cmd.MarkFlagFilename("entries", "yaml", "yml")
+	asJSON := jsonFlag(cmd, "the findings")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		stdout := cmd.OutOrStdout()
+		cfg, err := node.LoadConfig(*configPath)
+		if err != nil {
 			return err
 		}
-	} else {
-		for _, f := range findings {
-			fmt.Fprintf(stdout, "%s: %s [%s] %s\n", f.Source, f.Level, f.Check, f.Message)
+		if *entriesPath == "" {
+			*entriesPath = cfg.EntriesFile
 		}
-		fmt.Fprintf(stdout, "%s: %d errors, %d warnings\n", *entriesPath, errs, len(findings)-errs)
+		td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+		if err != nil {
+			return err
+		}
+		findings, err := identity.LintFile(*entriesPath, identity.LintOptions{TrustDomain: td, CATTL: cfg.CA.TTL, Types: attestedTypes(cfg)})
+		if err != nil {
+			return err
+		}
+		errs := identity.Errors(findings)
+		if *asJSON {
+			if err := writeJSON(stdout, struct {
+				Findings []identity.Finding `json:"findings"`
+				Errors   int                `json:"errors"`
+				Warnings int                `json:"warnings"`
+			}{append([]identity.Finding{}, findings...), errs, len(findings) - errs}); err != nil {
+				return err
+			}
+		} else {
+			for _, f := range findings {
+				fmt.Fprintf(stdout, "%s: %s [%s] %s\n", f.Source, f.Level, f.Check, f.Message)
+			}
+			fmt.Fprintf(stdout, "%s: %d errors, %d warnings\n", *entriesPath, errs, len(findings)-errs)
+		}
+		if errs > 0 {
+			return fmt.Errorf("%s: %d error-level findings", *entriesPath, errs)
+		}
+		return nil
 	}
-	if errs > 0 {
-		return fmt.Errorf("%s: %d error-level findings", *entriesPath, errs)
-	}
-	return nil
+	return cmd
 }
 
 // attestedTypes are the selector types the daemon would attest with cfg.
@@ -93,43 +92,50 @@ func attestedTypes(cfg config.Config) []string {
 	return types
 }
 
-// entryExplain asks the running daemon what it sees of a process and what
-// each entry makes of it.
-func entryExplain(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("entry explain", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid entry explain -pid N [-config meshid.yaml | -admin HOST:PORT] [-json]
-
-Asks the running meshid (its admin endpoint) to attest process N as it
-would a caller on its socket, and prints the selectors it sees and, for
-each entry, whether it matches or which of its selectors the process lacks.
-
-`)
-		flags.PrintDefaults()
+// newEntryExplainCmd asks the running daemon what it sees of a process
+// and what each entry makes of it.
+func newEntryExplainCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "explain --pid N [--config meshid.yaml | --admin HOST:PORT]",
+		Short: "Show what meshid sees of a process and which entries match",
+		Long: `Ask the running meshid (its admin endpoint) to attest process N as it
+would a caller on its socket, and print the selectors it sees and, for
+each entry, whether it matches or which of its selectors the process lacks.`,
+		Example: `  meshid entry explain --pid $(pidof envoy) --config /etc/meshid/meshid.yaml
+  meshid entry explain --pid 4242 --admin 127.0.0.1:9902 --json`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	pid := flags.Int("pid", 0, "the process to explain")
-	configPath := flags.String("config", "", "meshid.yaml, for admin.address")
-	admin := flags.String("admin", "", "the daemon's admin address (default: admin.address of the config)")
-	asJSON := flags.Bool("json", false, "print the daemon's answer as JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if *pid <= 0 {
-		flags.Usage()
-		return errors.New("entry explain: -pid is required")
-	}
-	if *admin == "" {
-		cfg, err := node.LoadConfig(*configPath)
-		if err != nil {
-			return err
+	pid := cmd.Flags().Int("pid", 0, "the process to explain")
+	configPath := configFlag(cmd, "`meshid.yaml`, for admin.address")
+	admin := cmd.Flags().String("admin", "", "the daemon's admin address (default: admin.address of the config)")
+	asJSON := jsonFlag(cmd, "the daemon's answer")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *pid <= 0 {
+			return usagef(cmd, "entry explain: -pid is required")
 		}
-		*admin = cfg.Admin.Address
+		if *admin == "" {
+			cfg, err := node.LoadConfig(*configPath)
+			if err != nil {
+				return err
+			}
+			*admin = cfg.Admin.Address
+		}
+		return explain(cmd.Context(), cmd.OutOrStdout(), *admin, *pid, *asJSON)
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Get("http://" + *admin + "/explain?pid=" + url.QueryEscape(strconv.Itoa(*pid)))
+	return cmd
+}
+
+func explain(ctx context.Context, stdout io.Writer, admin string, pid int, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/explain?pid="+url.QueryEscape(strconv.Itoa(pid)), nil)
 	if err != nil {
-		return fmt.Errorf("ask meshid at %s (is it running? see -admin): %w", *admin, err)
+		return fmt.Errorf("-admin %q: %w", admin, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask meshid at %s (is it running? see -admin): %w", admin, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -137,15 +143,15 @@ each entry, whether it matches or which of its selectors the process lacks.
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("meshid at %s: %s", *admin, strings.TrimSpace(string(body)))
+		return fmt.Errorf("meshid at %s: %s", admin, strings.TrimSpace(string(body)))
 	}
-	if *asJSON {
+	if asJSON {
 		_, err := stdout.Write(body)
 		return err
 	}
 	var x identity.Explanation
 	if err := json.Unmarshal(body, &x); err != nil {
-		return fmt.Errorf("meshid at %s answered %q: %w", *admin, body, err)
+		return fmt.Errorf("meshid at %s answered %q: %w", admin, body, err)
 	}
 	printExplanation(stdout, x)
 	return nil

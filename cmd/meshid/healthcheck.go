@@ -5,12 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -19,89 +18,83 @@ import (
 	"github.com/meshid/meshid/internal/endpoint"
 )
 
-// healthcheck checks that meshid serves, that this process gets an SVID
-// that is not past renewal, and optionally that an SVID file a helper keeps
-// is fresh.
-func healthcheck(args []string, stdout, stderr io.Writer) error {
-	return runHealthcheck(args, stdout, stderr, time.Now)
-}
-
-func runHealthcheck(args []string, stdout, stderr io.Writer, clock func() time.Time) error {
-	flags := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid healthcheck [-socket PATH] [-cert-file FILE] [-daemon-only] [-json]
-
-Exits 0 when meshid answers gRPC health as SERVING, gives this process an
+// newHealthcheckCmd checks that meshid serves, that this process gets an
+// SVID that is not past renewal, and optionally that an SVID file a helper
+// keeps is fresh.
+func newHealthcheckCmd(clock func() time.Time) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "healthcheck [--socket PATH] [--cert-file FILE] [--daemon-only]",
+		Short: "Check meshid serves and this process's SVID rotates",
+		Long: `Exit 0 when meshid answers gRPC health as SERVING, gives this process an
 X509-SVID, and that SVID is not past 3/4 of its life (meshid renews at half,
-so an older one means rotation has stalled). With -cert-file, the SVID in
+so an older one means rotation has stalled). With --cert-file, the SVID in
 FILE (say, the svid.pem that "meshid svid watch" keeps) must be fresh too.
-Exits 1 and says which check failed otherwise.
-
-`)
-		flags.PrintDefaults()
+Exit 1 and say which check failed otherwise.`,
+		Example: `  meshid healthcheck
+  meshid healthcheck --cert-file /run/svid/svid.pem
+  meshid healthcheck --daemon-only --socket /run/meshid/agent.sock --json`,
+		GroupID:           workloadGroup,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	ep := addEndpointFlags(flags)
-	certFile := flags.String("cert-file", "", "also check the SVID in this PEM file (leaf first)")
-	daemonOnly := flags.Bool("daemon-only", false, "only check that meshid serves; skip this process's SVID")
-	asJSON := flags.Bool("json", false, "print JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if flags.NArg() > 0 {
-		flags.Usage()
-		return fmt.Errorf("healthcheck: unexpected argument %q", flags.Arg(0))
-	}
-	e, err := ep.endpoint()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *ep.timeout)
-	defer cancel()
-
-	var checks []healthCheck
-	add := func(name string, err error, ok string) {
-		c := healthCheck{Name: name, OK: err == nil, Message: ok}
+	client := addClientFlags(cmd)
+	certFile := cmd.Flags().String("cert-file", "", "also check the SVID in this PEM `file` (leaf first)")
+	daemonOnly := cmd.Flags().Bool("daemon-only", false, "only check that meshid serves; skip this process's SVID")
+	asJSON := jsonFlag(cmd, "the checks")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		e, err := client.endpoint()
 		if err != nil {
-			c.Message = err.Error()
-		}
-		checks = append(checks, c)
-	}
-	daemonErr := serving(ctx, e)
-	add("daemon", daemonErr, "serving at "+e.Addr())
-	if !*daemonOnly && daemonErr == nil {
-		msg, err := checkSVID(ctx, e, clock)
-		add("svid", err, msg)
-	}
-	if *certFile != "" {
-		msg, err := checkSVIDFile(*certFile, clock())
-		add("cert-file", err, msg)
-	}
-
-	healthy := true
-	for _, c := range checks {
-		healthy = healthy && c.OK
-	}
-	if *asJSON {
-		if err := writeJSON(stdout, struct {
-			Healthy bool          `json:"healthy"`
-			Checks  []healthCheck `json:"checks"`
-		}{healthy, checks}); err != nil {
 			return err
 		}
-	} else {
-		for _, c := range checks {
-			word := "ok  "
-			if !c.OK {
-				word = "FAIL"
+		ctx, cancel := context.WithTimeout(cmd.Context(), client.timeout)
+		defer cancel()
+
+		var checks []healthCheck
+		add := func(name string, err error, ok string) {
+			c := healthCheck{Name: name, OK: err == nil, Message: ok}
+			if err != nil {
+				c.Message = err.Error()
 			}
-			fmt.Fprintf(stdout, "%s  %-9s %s\n", word, c.Name, c.Message)
+			checks = append(checks, c)
 		}
+		daemonErr := serving(ctx, e)
+		add("daemon", daemonErr, "serving at "+e.Addr())
+		if !*daemonOnly && daemonErr == nil {
+			msg, err := checkSVID(ctx, e, clock)
+			add("svid", err, msg)
+		}
+		if *certFile != "" {
+			msg, err := checkSVIDFile(*certFile, clock())
+			add("cert-file", err, msg)
+		}
+
+		healthy := true
+		for _, c := range checks {
+			healthy = healthy && c.OK
+		}
+		stdout := cmd.OutOrStdout()
+		if *asJSON {
+			if err := writeJSON(stdout, struct {
+				Healthy bool          `json:"healthy"`
+				Checks  []healthCheck `json:"checks"`
+			}{healthy, checks}); err != nil {
+				return err
+			}
+		} else {
+			for _, c := range checks {
+				word := "ok  "
+				if !c.OK {
+					word = "FAIL"
+				}
+				fmt.Fprintf(stdout, "%s  %-9s %s\n", word, c.Name, c.Message)
+			}
+		}
+		if !healthy {
+			return errors.New("unhealthy")
+		}
+		return nil
 	}
-	if !healthy {
-		return errors.New("unhealthy")
-	}
-	return nil
+	return cmd
 }
 
 type healthCheck struct {

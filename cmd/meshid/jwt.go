@@ -1,129 +1,115 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 )
 
-// audiences is a repeatable -audience flag.
-type audiences []string
-
-func (a *audiences) String() string { return strings.Join(*a, ",") }
-func (a *audiences) Set(v string) error {
-	if v == "" {
-		return errors.New("empty audience")
+// newJWTFetchCmd prints a JWT-SVID for the caller.
+func newJWTFetchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fetch --audience A [--audience B ...] [--spiffe-id ID] [--token | --json]",
+		Short: "Print a JWT-SVID for this process",
+		Long: `Ask meshid's Workload API for a JWT-SVID for the given audiences and print
+its SPIFFE ID, audience, expiry and the token. --token prints only the
+token, for TOKEN=$(meshid jwt fetch --audience A --token).`,
+		Example: `  meshid jwt fetch --audience payments
+  TOKEN=$(meshid jwt fetch --audience payments --token)
+  meshid jwt fetch --audience a --audience b --spiffe-id spiffe://example.org/web --json`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	*a = append(*a, v)
-	return nil
-}
-
-// jwtFetch prints a JWT-SVID for the caller.
-func jwtFetch(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("jwt fetch", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid jwt fetch -audience A [-audience B ...] [-spiffe-id ID] [-token | -json]
-
-Asks meshid's Workload API for a JWT-SVID for the given audiences and prints
-its SPIFFE ID, audience, expiry and the token. -token prints only the token,
-for TOKEN=$(meshid jwt fetch -audience A -token).
-
-`)
-		flags.PrintDefaults()
-	}
-	ep := addEndpointFlags(flags)
+	client := addClientFlags(cmd)
 	var aud audiences
-	flags.Var(&aud, "audience", "audience of the token (repeat for several; required)")
-	id := flags.String("spiffe-id", "", "which of this process's identities to use (default: its first)")
-	tokenOnly := flags.Bool("token", false, "print only the token")
-	asJSON := flags.Bool("json", false, "print JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if len(aud) == 0 {
-		flags.Usage()
-		return errors.New("jwt fetch: -audience is required")
-	}
-	if flags.NArg() > 0 {
-		flags.Usage()
-		return fmt.Errorf("jwt fetch: unexpected argument %q", flags.Arg(0))
-	}
-	params := jwtsvid.Params{Audience: aud[0], ExtraAudiences: aud[1:]}
-	if *id != "" {
-		sid, err := spiffeid.FromString(*id)
-		if err != nil {
-			return fmt.Errorf("-spiffe-id %q: %w", *id, err)
+	cmd.Flags().Var(&aud, "audience", "`audience` of the token (repeat for several; required)")
+	id := cmd.Flags().String("spiffe-id", "", "which of this process's identities to use (default: its first)")
+	tokenOnly := cmd.Flags().Bool("token", false, "print only the token")
+	asJSON := jsonFlag(cmd, "the JWT-SVID")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if len(aud) == 0 {
+			return usagef(cmd, "jwt fetch: -audience is required")
 		}
-		params.Subject = sid
+		params := jwtsvid.Params{Audience: aud[0], ExtraAudiences: aud[1:]}
+		if *id != "" {
+			sid, err := spiffeid.FromString(*id)
+			if err != nil {
+				return fmt.Errorf("-spiffe-id %q: %w", *id, err)
+			}
+			params.Subject = sid
+		}
+		ctx, c, e, done, err := client.connect(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer done()
+		svid, err := c.FetchJWTSVID(ctx, params)
+		if err != nil {
+			return e.Explain(err)
+		}
+		stdout := cmd.OutOrStdout()
+		switch {
+		case *tokenOnly:
+			fmt.Fprintln(stdout, svid.Marshal())
+		case *asJSON:
+			return writeJSON(stdout, describeJWT(svid, time.Now(), true))
+		default:
+			printJWT(stdout, describeJWT(svid, time.Now(), true), time.Now())
+		}
+		return nil
 	}
-	ctx, c, e, done, err := ep.connect()
-	if err != nil {
-		return err
-	}
-	defer done()
-	svid, err := c.FetchJWTSVID(ctx, params)
-	if err != nil {
-		return e.Explain(err)
-	}
-	switch {
-	case *tokenOnly:
-		fmt.Fprintln(stdout, svid.Marshal())
-	case *asJSON:
-		return writeJSON(stdout, describeJWT(svid, time.Now(), true))
-	default:
-		printJWT(stdout, describeJWT(svid, time.Now(), true), time.Now())
-	}
-	return nil
+	return cmd
 }
 
-// jwtValidate asks meshid whether a token is a valid JWT-SVID for an
-// audience.
-func jwtValidate(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("jwt validate", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid jwt validate -audience A [-json] TOKEN
-
-Asks meshid's Workload API to validate TOKEN as a JWT-SVID for audience A
-against the bundles meshid trusts, and prints its subject, audience, expiry
-and claims. Exits 1 with meshid's reason when the token is refused.
-
-`)
-		flags.PrintDefaults()
+// newJWTValidateCmd asks meshid whether a token is a valid JWT-SVID for
+// an audience.
+func newJWTValidateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "validate TOKEN --audience A",
+		Short: "Validate a JWT-SVID with meshid",
+		Long: `Ask meshid's Workload API to validate TOKEN as a JWT-SVID for audience A
+against the bundles meshid trusts, and print its subject, audience, expiry
+and claims. Exits 1 with meshid's reason when the token is refused.`,
+		Example: `  meshid jwt validate "$TOKEN" --audience payments
+  meshid jwt validate --audience payments --json "$(cat /run/svid/jwt_svid.token)"`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
+			}
+			return nil
+		},
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	ep := addEndpointFlags(flags)
-	audience := flags.String("audience", "", "the audience the token must carry (required)")
-	asJSON := flags.Bool("json", false, "print JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
+	client := addClientFlags(cmd)
+	audience := cmd.Flags().String("audience", "", "the `audience` the token must carry (required)")
+	asJSON := jsonFlag(cmd, "the token's subject, audience, expiry and claims")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if *audience == "" {
+			return usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
+		}
+		ctx, c, e, done, err := client.connect(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer done()
+		svid, err := c.ValidateJWTSVID(ctx, strings.TrimSpace(args[0]), *audience)
+		if err != nil {
+			return e.Explain(err)
+		}
+		info := describeJWT(svid, time.Now(), false)
+		if *asJSON {
+			return writeJSON(cmd.OutOrStdout(), info)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), "valid")
+		printJWT(cmd.OutOrStdout(), info, time.Now())
+		return nil
 	}
-	if *audience == "" || flags.NArg() != 1 {
-		flags.Usage()
-		return errors.New("jwt validate: want -audience A and exactly one TOKEN")
-	}
-	ctx, c, e, done, err := ep.connect()
-	if err != nil {
-		return err
-	}
-	defer done()
-	svid, err := c.ValidateJWTSVID(ctx, strings.TrimSpace(flags.Arg(0)), *audience)
-	if err != nil {
-		return e.Explain(err)
-	}
-	info := describeJWT(svid, time.Now(), false)
-	if *asJSON {
-		return writeJSON(stdout, info)
-	}
-	fmt.Fprintln(stdout, "valid")
-	printJWT(stdout, info, time.Now())
-	return nil
+	return cmd
 }
 
 type jwtInfo struct {

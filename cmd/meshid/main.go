@@ -1,40 +1,20 @@
 // Command meshid is the node daemon and its command-line tools. This is the
-// only package that wires meshid's parts together.
+// only package that wires meshid's parts together: its commands parse
+// flags, hand the work to the package that owns it and print the outcome.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
 )
-
-const usage = `meshid: SPIFFE workload identity and authorization for Envoy meshes.
-
-Usage:
-  meshid run [-config meshid.yaml]   run the node daemon
-  meshid envoy bootstrap [flags]     print an Envoy sidecar bootstrap that uses meshid
-  meshid ca mint-intermediate [...]  issue a node's intermediate CA from a root
-  meshid policy test DIR             run the Rego unit tests of a policy directory
-  meshid policy eval -input F [...]  decide one CheckRequest (proto-JSON) with the policies
-  meshid policy check DIR            compile a policy directory; errors as file:line:col
-  meshid entry lint [-entries FILE]  check entries for what meshid refuses and what others could claim
-  meshid entry explain -pid N        show what meshid sees of a process and which entries match
-  meshid svid fetch [-write DIR]     print (and write) this process's X509-SVIDs from the Workload API
-  meshid svid watch -write DIR [...] keep SVID files fresh, signal or run the program that reads them
-  meshid jwt fetch -audience A       print a JWT-SVID for this process
-  meshid jwt validate -audience A T  validate JWT-SVID T with meshid
-  meshid bundle show [-format F]     print the trust bundles (pem or jwks)
-  meshid healthcheck                 check meshid serves and this process's SVID rotates
-  meshid version                     print the version
-
-Run "meshid <command> -h" for a command's flags.
-`
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -43,58 +23,191 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	report(os.Stderr, err)
+	os.Exit(exitStatus(err))
+}
+
+// dispatch runs the command args name, as main does. What it returns
+// becomes the message (report) and the exit status (exitStatus).
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCmd(stdout, stderr)
+	// The shell's completion requests (meshid __complete ...) are cobra's
+	// own command and parse nothing of ours.
+	if len(args) == 0 || (args[0] != cobra.ShellCompRequestCmd && args[0] != cobra.ShellCompNoDescRequestCmd) {
+		cmd, _, err := root.Find(args)
+		if err != nil {
+			return usage(cmd, err)
+		}
+		args = longFlags(cmd, args)
+	}
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// exitStatus is 0 for success, 2 for a command line meshid cannot run as
+// typed, the managed program's status for svid watch, and 1 for every
+// other failure.
+func exitStatus(err error) int {
+	var u *usageError
+	var code exitCode
 	switch {
 	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+		return 0
+	case errors.As(err, &u):
+		return 2
+	case errors.As(err, &code):
+		return int(code)
+	}
+	return 1
+}
+
+// report tells the user why meshid failed.
+func report(w io.Writer, err error) {
+	var u *usageError
+	var code exitCode
+	switch {
+	case err == nil, errors.As(err, &code): // the program has said why
+	case errors.As(err, &u) && !u.helpShown:
+		fmt.Fprintf(w, "meshid: %v\nRun '%s --help' for usage.\n", err, u.cmd)
 	default:
-		fmt.Fprintln(os.Stderr, "meshid:", err)
-		os.Exit(1)
+		fmt.Fprintln(w, "meshid:", err)
 	}
 }
 
-// subcommands are the two-word commands; each parses its own flags.
-var subcommands = map[string]func(args []string, stdout, stderr io.Writer) error{
-	"envoy bootstrap":      envoyBootstrap,
-	"ca mint-intermediate": caMintIntermediate,
-	"policy test":          policyTest,
-	"policy eval":          policyEval,
-	"policy check":         policyCheck,
-	"entry lint":           entryLint,
-	"entry explain":        entryExplain,
-	"svid fetch":           svidFetch,
-	"svid watch":           svidWatch,
-	"jwt fetch":            jwtFetch,
-	"jwt validate":         jwtValidate,
-	"bundle show":          bundleShow,
+// exitCode is the status of the program svid watch supervised, which
+// meshid exits with.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("the program exited with status %d", int(c)) }
+
+const (
+	nodeGroup     = "node"
+	workloadGroup = "workload"
+)
+
+// newRootCmd is meshid's command tree, printing to stdout and stderr.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "meshid",
+		Short: "SPIFFE workload identity and authorization for Envoy meshes",
+		Long: `meshid: SPIFFE workload identity and authorization for Envoy meshes.
+
+"meshid run" is the node daemon: it issues X509- and JWT-SVIDs to the
+processes that call on its Unix socket (Envoy over SDS, others over the
+SPIFFE Workload API) and answers Envoy's ext_authz with Rego policies. The
+other commands set up and check a node, its policies and entries, or ask
+the daemon for this process's identity.
+
+Flags are spelt --name (-name works too); flags may follow arguments.`,
+		Example: `  meshid run --config /etc/meshid/meshid.yaml
+  meshid policy test policies/ -v
+  meshid svid fetch --socket unix:///run/meshid/agent.sock
+  meshid completion bash > /etc/bash_completion.d/meshid`,
+		Version:                    version,
+		SilenceErrors:              true,
+		SilenceUsage:               true,
+		SuggestionsMinimumDistance: 2,
+		// Alone, meshid says what it can do; an unknown word is refused
+		// with a suggestion by cobra's own check of the root.
+		RunE: needsCommand,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	root.SetFlagErrorFunc(flagError)
+	root.AddGroup(
+		&cobra.Group{ID: nodeGroup, Title: "Node and operator commands:"},
+		&cobra.Group{ID: workloadGroup, Title: "Workload commands (they ask meshid on its socket):"},
+	)
+	for _, c := range []*cobra.Command{
+		newRunCmd(),
+		group("envoy", nodeGroup, "Envoy sidecar configuration that uses meshid",
+			`Generate the static configuration of Envoy sidecars that take their
+certificates and trust bundles from meshid over SDS and ask meshid's
+ext_authz about each request.`,
+			`  meshid envoy bootstrap --spiffe-id spiffe://example.org/ns/demo/sa/backend \
+      --inbound 127.0.0.1:8443 --app 127.0.0.1:8080`,
+			newEnvoyBootstrapCmd()),
+		group("ca", nodeGroup, "Certificate authorities for meshid nodes",
+			`Issue the CA material a node's ca.upstream takes, so that nodes with
+intermediates of one root trust each other's SVIDs.`,
+			`  meshid ca mint-intermediate --root-cert root.crt --root-key root.key \
+      --trust-domain example.org --out node-a/`,
+			newCAMintIntermediateCmd()),
+		group("policy", nodeGroup, "Test, check and evaluate Rego policies as meshid runs them",
+			`Work with a policy directory (authz.policy_dir) as "meshid run" loads it:
+run its Rego unit tests, compile it, or decide one request with it. The
+flags follow OPA's: -d for the policy directory, -i for the input, the
+decision as envoy/authz/allow or data.envoy.authz.allow.`,
+			`  meshid policy test policies/ -v
+  meshid policy check policies/
+  meshid policy eval -i check.json -d policies/ envoy/authz/allow`,
+			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd()),
+		group("entry", nodeGroup, "Check entries and explain which one a process matches",
+			`Lint an entries file for what meshid refuses and what other workloads
+could claim, or ask the running daemon which entries a process matches.`,
+			`  meshid entry lint --config /etc/meshid/meshid.yaml
+  meshid entry explain --pid 4242`,
+			newEntryLintCmd(), newEntryExplainCmd()),
+		group("svid", workloadGroup, "This process's X509-SVIDs from meshid's Workload API",
+			`Fetch this process's X509-SVIDs once, or keep them on disk for a program
+that reads certificate files (helper mode).`,
+			`  meshid svid fetch
+  meshid svid watch --write /run/svid -- nginx -g 'daemon off;'`,
+			newSVIDFetchCmd(), newSVIDWatchCmd()),
+		group("jwt", workloadGroup, "JWT-SVIDs from meshid's Workload API",
+			`Fetch a JWT-SVID for this process, or have meshid validate one.`,
+			`  TOKEN=$(meshid jwt fetch --audience payments --token)
+  meshid jwt validate "$TOKEN" --audience payments`,
+			newJWTFetchCmd(), newJWTValidateCmd()),
+		group("bundle", workloadGroup, "Trust bundles from meshid's Workload API",
+			`Print the trust bundles meshid gives this process, as PEM or as a SPIFFE
+bundle for federation.`,
+			`  meshid bundle show
+  meshid bundle show --format spiffe --trust-domain example.org`,
+			newBundleShowCmd()),
+		newHealthcheckCmd(time.Now),
+		newVersionCmd(),
+	} {
+		root.AddCommand(c)
+	}
+	// Part of the tree from the start, so that Find, help and the tests
+	// see them as the shell does. The completion scripts go to stdout as
+	// it is now.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	return root
 }
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+// group is a command that holds others. Alone it shows its help and
+// fails; an unknown word after it is refused with a suggestion.
+func group(name, groupID, short, long, example string, cmds ...*cobra.Command) *cobra.Command {
+	g := &cobra.Command{
+		Use:                        name,
+		GroupID:                    groupID,
+		Short:                      short,
+		Long:                       long,
+		Example:                    example,
+		Args:                       subcommandArgs,
+		RunE:                       needsCommand,
+		SuggestionsMinimumDistance: 2,
 	}
-	switch args[0] {
-	case "run":
-		return run(ctx, args[1:], stderr)
-	case "envoy", "ca", "policy", "entry", "svid", "jwt", "bundle":
-		if len(args) >= 2 {
-			if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
-				return cmd(args[2:], stdout, stderr)
-			}
-		}
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", strings.Join(args, " "))
-	case "healthcheck":
-		return healthcheck(args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "meshid", version)
-		return nil
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+	g.AddCommand(cmds...)
+	return g
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "version",
+		Short:             "Print the version",
+		Long:              `Print meshid's version, as "meshid --version" does.`,
+		Example:           "  meshid version",
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			root := cmd.Root()
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", root.Name(), root.Version)
+			return err
+		},
 	}
 }

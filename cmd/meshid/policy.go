@@ -4,16 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshid/meshid/authz"
@@ -25,11 +27,6 @@ import (
 // has printed which tests failed.
 var errPolicyTestsFailed = errors.New("policy tests failed")
 
-// regoVersionFlag is the -rego-version flag every policy command takes.
-func regoVersionFlag(flags *flag.FlagSet) *string {
-	return flags.String("rego-version", "v1", "Rego version of the policies: v1, or v0 for policies written before OPA 1.0 (authz.rego_version)")
-}
-
 func regoVersion(s string) (ast.RegoVersion, error) {
 	switch s {
 	case "v1":
@@ -40,176 +37,283 @@ func regoVersion(s string) (ast.RegoVersion, error) {
 	return 0, fmt.Errorf("-rego-version %q: want v1 or v0", s)
 }
 
-// policyDirArg is the one DIR argument of policy test and policy check.
-func policyDirArg(flags *flag.FlagSet, args []string) (string, error) {
-	if err := flags.Parse(args); err != nil {
-		return "", err
-	}
-	if flags.NArg() != 1 {
-		flags.Usage()
-		return "", fmt.Errorf("%s: want exactly one policy directory, got %d arguments", flags.Name(), flags.NArg())
-	}
-	return flags.Arg(0), nil
+// decisionFlag is --decision, the rule that decides.
+func decisionFlag(cmd *cobra.Command, usage string) *string {
+	p := cmd.Flags().String("decision", authz.DefaultDecision, "the `rule` that decides, as envoy/authz/allow or data.envoy.authz.allow ("+usage+")")
+	_ = cmd.RegisterFlagCompletionFunc("decision", cobra.NoFileCompletions)
+	return p
 }
 
-// policyCheck compiles a policy dir as meshid run would, and says so.
-func policyCheck(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("policy check", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshid policy check [-decision REF] [-rego-version v1|v0] DIR\n\nCompile the .rego files and data documents in DIR as meshid run does; print every error as file:line:col.")
-		flags.PrintDefaults()
-	}
-	decision := flags.String("decision", authz.DefaultDecision, "the rule that decides (authz.decision); it must be defined")
-	version := regoVersionFlag(flags)
-	dir, err := policyDirArg(flags, args)
-	if err != nil {
-		return err
-	}
-	if _, err := regoVersion(*version); err != nil {
-		return err
-	}
-	e, err := authz.NewEngine(context.Background(), authz.Config{PolicyDir: dir, Decision: *decision, RegoV0: *version == "v0"})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: policies compile; decision %s is defined\n", dir, e.Decision())
-	return nil
-}
-
-// policyTest runs the Rego unit tests (test_ rules) of a policy dir with
-// OPA's runner and prints OPA's report.
-func policyTest(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("policy test", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshid policy test [-v] [-run REGEX] [-timeout D] [-rego-version v1|v0] DIR\n\nRun the Rego unit tests (rules named test_*) of the policies and data documents in DIR.")
-		flags.PrintDefaults()
-	}
-	verbose := flags.Bool("v", false, "list every test, not only failures")
-	run := flags.String("run", "", "run only the tests whose full name (data.pkg.test_name) matches this regular expression")
-	timeout := flags.Duration("timeout", 5*time.Second, "time limit of each test")
-	version := regoVersionFlag(flags)
-	dir, err := policyDirArg(flags, args)
-	if err != nil {
-		return err
-	}
-	v, err := regoVersion(*version)
-	if err != nil {
-		return err
-	}
-	policies, err := authz.LoadPolicies(dir, v)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	store := inmem.NewFromObject(policies.Data)
-	txn, err := store.NewTransaction(ctx)
-	if err != nil {
-		return err
-	}
-	defer store.Abort(ctx, txn)
-	runner := tester.NewRunner().
-		SetDefaultRegoVersion(v).
-		SetStore(store).
-		SetModules(policies.Modules).
-		SetTimeout(*timeout).
-		SetParallel(1) // in file order, like opa test
-	if *run != "" {
-		runner = runner.Filter(*run)
-	}
-	results, err := runner.RunTests(ctx, txn)
-	if err != nil {
-		return fmt.Errorf("policies in %s do not compile with their tests: %w", dir, err)
-	}
-
-	// Count as the results go by; the reporter prints them.
-	counted := make(chan *tester.Result)
-	var ran, failed int
-	go func() {
-		defer close(counted)
-		for r := range results {
-			ran++
-			if r.Fail || r.Error != nil {
-				failed++
-			}
-			counted <- r
+// decisionRef reads a decision the two ways OPA users write one: the path
+// of OPA-Envoy's "path" setting (envoy/authz/allow) or a reference into
+// data (data.envoy.authz.allow). It returns the reference, which is what
+// authz.decision holds.
+func decisionRef(s string) (string, error) {
+	const want = "want a path such as envoy/authz/allow or a reference such as " + authz.DefaultDecision
+	if strings.HasPrefix(s, "data.") || strings.HasPrefix(s, "data[") {
+		ref, err := ast.ParseRef(s)
+		if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() || len(ref) < 2 {
+			return "", fmt.Errorf("decision %q: not a reference into data; %s", s, want)
 		}
-	}()
-	if err := (tester.PrettyReporter{Output: stdout, Verbose: *verbose, FailureLine: true}).Report(counted); err != nil {
-		return err
+		return ref.String(), nil
 	}
-	switch {
-	case failed > 0:
-		return fmt.Errorf("%w: %d of %d", errPolicyTestsFailed, failed, ran)
-	case ran == 0:
-		return fmt.Errorf("no tests in %s: a policy's tests are rules named test_* (usually in a *_test.rego file)", dir)
+	if !strings.Contains(s, "/") {
+		if ref, err := ast.ParseRef("data." + s); err == nil && ref.IsGround() && strings.Contains(s, ".") {
+			return "", fmt.Errorf("decision %q: a reference starts at data: did you mean %s?", s, ref)
+		}
+		return "", fmt.Errorf("decision %q: %s", s, want)
+	}
+	segments := strings.Split(strings.TrimPrefix(s, "/"), "/")
+	if segments[0] == "data" {
+		return "", fmt.Errorf("decision %q: a path is relative to data: write %s", s, strings.Join(segments[1:], "/"))
+	}
+	ref := ast.DefaultRootRef.Copy()
+	for _, seg := range segments {
+		if seg == "" || strings.TrimSpace(seg) != seg {
+			return "", fmt.Errorf("decision %q: empty or padded path segment; %s", s, want)
+		}
+		ref = ref.Append(ast.StringTerm(seg))
+	}
+	return ref.String(), nil
+}
+
+// oneDir is the one DIR argument of policy test and policy check.
+func oneDir(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usagef(cmd, "%s: want exactly one policy directory, got %d arguments", name(cmd), len(args))
 	}
 	return nil
 }
 
-// policyEval decides one CheckRequest the way meshid run would and prints
-// the decision, the CheckResponse Envoy would get and, on request, the
-// input document the policy saw.
-func policyEval(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("policy eval", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meshid policy eval -input check.json [-config meshid.yaml] [-policy DIR] [-decision REF] [-rego-version v1|v0] [-show-input]\n\nDecide one request. check.json is an Envoy CheckRequest in proto-JSON, e.g.\n  {\"attributes\": {\"source\": {\"principal\": \"spiffe://example.org/ns/demo/sa/frontend\"},\n                  \"request\": {\"http\": {\"method\": \"GET\", \"path\": \"/hello\"}}}}")
-		flags.PrintDefaults()
+func completeDirs(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return nil, cobra.ShellCompDirectiveFilterDirs
+}
+
+// newPolicyCheckCmd compiles a policy dir as meshid run would, and says
+// so.
+func newPolicyCheckCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check DIR",
+		Short: "Compile a policy directory; errors as file:line:col",
+		Long: `Compile the .rego files and data documents in DIR as "meshid run" does,
+check that the decision rule is defined, and print every error as
+file:line:col.`,
+		Example: `  meshid policy check policies/
+  meshid policy check policies/ --decision mesh/authz/allow
+  meshid policy check legacy/ --rego-version v0`,
+		Args:              oneDir,
+		ValidArgsFunction: completeDirs,
 	}
-	input := flags.String("input", "", "file holding the CheckRequest in proto-JSON; - reads stdin")
-	configPath := flags.String("config", "", "decide as `meshid run -config` would: the authz section's settings, which the flags below override")
-	dir := flags.String("policy", "policies", "policy directory (authz.policy_dir)")
-	decision := flags.String("decision", authz.DefaultDecision, "the rule that decides (authz.decision)")
-	timeout := flags.Duration("eval-timeout", authz.DefaultEvalTimeout, "time limit of the evaluation (authz.eval_timeout)")
-	version := regoVersionFlag(flags)
-	showInput := flags.Bool("show-input", false, "print the input document the policy saw too")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if *input == "" || flags.NArg() != 0 {
-		flags.Usage()
-		return errors.New("policy eval: -input is required and there are no arguments")
-	}
-	if _, err := regoVersion(*version); err != nil {
-		return err
-	}
-	var data []byte
-	var err error
-	if *input == "-" {
-		data, err = io.ReadAll(os.Stdin)
-	} else {
-		data, err = os.ReadFile(*input)
-	}
-	if err != nil {
-		return fmt.Errorf("-input: %w", err)
-	}
-	var req authv3.CheckRequest
-	if err := protojson.Unmarshal(data, &req); err != nil {
-		return fmt.Errorf("-input %s is not a CheckRequest in proto-JSON: %w", *input, err)
-	}
-	authzCfg := config.Default().Authz
-	if *configPath != "" {
-		cfg, err := node.LoadConfig(*configPath)
+	decision := decisionFlag(cmd, "authz.decision; it must be defined")
+	version := regoVersionFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		dir := args[0]
+		if _, err := regoVersion(*version); err != nil {
+			return usage(cmd, err)
+		}
+		ref, err := decisionRef(*decision)
+		if err != nil {
+			return usage(cmd, err)
+		}
+		e, err := authz.NewEngine(cmd.Context(), authz.Config{PolicyDir: dir, Decision: ref, RegoV0: *version == "v0"})
 		if err != nil {
 			return err
 		}
-		authzCfg = cfg.Authz
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: policies compile; decision %s is defined\n", dir, e.Decision())
+		return nil
 	}
-	flags.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "policy":
+	return cmd
+}
+
+// newPolicyTestCmd runs the Rego unit tests (test_ rules) of a policy dir
+// with OPA's runner and prints OPA's report.
+func newPolicyTestCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "test DIR",
+		Short: "Run the Rego unit tests of a policy directory",
+		Long: `Run the Rego unit tests (rules named test_*) of the policies and data
+documents in DIR, as "opa test" does, and print OPA's report. Exits 1 when
+a test fails or DIR has none.`,
+		Example: `  meshid policy test policies/
+  meshid policy test policies/ -v
+  meshid policy test policies/ --run 'test_get.*' --timeout 10s`,
+		Args:              oneDir,
+		ValidArgsFunction: completeDirs,
+	}
+	flags := cmd.Flags()
+	verbose := flags.BoolP("verbose", "v", false, "list every test, not only failures")
+	run := flags.StringP("run", "r", "", "run only the tests whose full name (data.pkg.test_name) matches this regular expression")
+	var timeout time.Duration
+	timeoutFlag(cmd, &timeout, 5*time.Second, "time limit of each test")
+	version := regoVersionFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		dir := args[0]
+		v, err := regoVersion(*version)
+		if err != nil {
+			return usage(cmd, err)
+		}
+		policies, err := authz.LoadPolicies(dir, v)
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		store := inmem.NewFromObject(policies.Data)
+		txn, err := store.NewTransaction(ctx)
+		if err != nil {
+			return err
+		}
+		defer store.Abort(ctx, txn)
+		runner := tester.NewRunner().
+			SetDefaultRegoVersion(v).
+			SetStore(store).
+			SetModules(policies.Modules).
+			SetTimeout(timeout).
+			SetParallel(1) // in file order, like opa test
+		if *run != "" {
+			runner = runner.Filter(*run)
+		}
+		results, err := runner.RunTests(ctx, txn)
+		if err != nil {
+			return fmt.Errorf("policies in %s do not compile with their tests: %w", dir, err)
+		}
+
+		// Count as the results go by; the reporter prints them.
+		counted := make(chan *tester.Result)
+		var ran, failed int
+		go func() {
+			defer close(counted)
+			for r := range results {
+				ran++
+				if r.Fail || r.Error != nil {
+					failed++
+				}
+				counted <- r
+			}
+		}()
+		if err := (tester.PrettyReporter{Output: cmd.OutOrStdout(), Verbose: *verbose, FailureLine: true}).Report(counted); err != nil {
+			return err
+		}
+		switch {
+		case failed > 0:
+			return fmt.Errorf("%w: %d of %d", errPolicyTestsFailed, failed, ran)
+		case ran == 0:
+			return fmt.Errorf("no tests in %s: a policy's tests are rules named test_* (usually in a *_test.rego file)", dir)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// newPolicyEvalCmd decides one CheckRequest the way meshid run would and
+// prints the decision, the CheckResponse Envoy would get and, on request,
+// the input document the policy saw.
+func newPolicyEvalCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "eval -i check.json [-d DIR] [DECISION]",
+		Short: "Decide one CheckRequest (proto-JSON) with the policies",
+		Long: `Decide one request as "meshid run" would, and print the decision id, whether
+it is allowed, the policy's result, the CheckResponse Envoy would get and,
+with --show-input, the input document the policy saw. check.json is an
+Envoy CheckRequest in proto-JSON, e.g.
+  {"attributes": {"source": {"principal": "spiffe://example.org/ns/demo/sa/frontend"},
+                  "request": {"http": {"method": "GET", "path": "/hello"}}}}
+
+DECISION (or --decision) is the rule that decides, as OPA-Envoy's path
+envoy/authz/allow or as the reference data.envoy.authz.allow; default
+authz.decision. -d is the policy directory (--policy is its old name).
+With --config, the authz section of that meshid.yaml sets everything the
+flags do not.`,
+		Example: `  meshid policy eval -i check.json -d policies/
+  meshid policy eval -i check.json -d policies/ envoy/authz/allow --show-input
+  meshid policy eval --config /etc/meshid/meshid.yaml -i - < check.json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef(cmd, "policy eval: want at most one DECISION, got %d arguments", len(args))
+			}
+			return nil
+		},
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	flags := cmd.Flags()
+	input := flags.StringP("input", "i", "", "`file` holding the CheckRequest in proto-JSON; - reads stdin")
+	configPath := configFlag(cmd, "decide as \"meshid run\" would with this `meshid.yaml`: its authz section's settings, which the flags override")
+	dir := flags.StringP("data", "d", "policies", "the policy `directory` (authz.policy_dir)")
+	flags.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "policy" {
+			name = "data"
+		}
+		return pflag.NormalizedName(name)
+	})
+	decision := decisionFlag(cmd, "authz.decision")
+	timeout := flags.Duration("eval-timeout", authz.DefaultEvalTimeout, "time limit of the evaluation (authz.eval_timeout)")
+	version := regoVersionFlag(cmd)
+	showInput := flags.Bool("show-input", false, "print the input document the policy saw too")
+	_ = cmd.MarkFlagFilename("input", "json")
+	_ = cmd.MarkFlagDirname("data")
+
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if *input == "" {
+			return usagef(cmd, "policy eval: -input is required (-i FILE, the CheckRequest)")
+		}
+		if _, err := regoVersion(*version); err != nil {
+			return usage(cmd, err)
+		}
+		given := append([]string{}, args...) // DECISION, then --decision
+		if flags.Changed("decision") {
+			given = append(given, *decision)
+		}
+		var refs []string
+		for _, d := range given {
+			ref, err := decisionRef(d)
+			if err != nil {
+				return usage(cmd, err)
+			}
+			refs = append(refs, ref)
+		}
+		if len(refs) == 2 && refs[0] != refs[1] {
+			return usagef(cmd, "policy eval: two decisions, %s and -decision %s: give one", args[0], *decision)
+		}
+		var data []byte
+		var err error
+		if *input == "-" {
+			data, err = io.ReadAll(cmd.InOrStdin())
+		} else {
+			data, err = os.ReadFile(*input)
+		}
+		if err != nil {
+			return fmt.Errorf("-input: %w", err)
+		}
+		var req authv3.CheckRequest
+		if err := protojson.Unmarshal(data, &req); err != nil {
+			return fmt.Errorf("-input %s is not a CheckRequest in proto-JSON: %w", *input, err)
+		}
+		authzCfg := config.Default().Authz
+		if *configPath != "" {
+			cfg, err := node.LoadConfig(*configPath)
+			if err != nil {
+				return err
+			}
+			authzCfg = cfg.Authz
+		}
+		if flags.Changed("data") {
 			authzCfg.PolicyDir = *dir
-		case "decision":
-			authzCfg.Decision = *decision
-		case "eval-timeout":
+		}
+		if len(refs) > 0 {
+			authzCfg.Decision = refs[0]
+		}
+		if flags.Changed("eval-timeout") {
 			authzCfg.EvalTimeout = *timeout
-		case "rego-version":
+		}
+		if flags.Changed("rego-version") {
 			authzCfg.RegoVersion = *version
 		}
-	})
-	e, err := authz.NewEngine(context.Background(), node.EngineConfig(authzCfg))
+		return evalOne(cmd.Context(), cmd.OutOrStdout(), authzCfg, &req, *showInput)
+	}
+	return cmd
+}
+
+func evalOne(ctx context.Context, w io.Writer, authzCfg config.Authz, req *authv3.CheckRequest, showInput bool) error {
+	e, err := authz.NewEngine(ctx, node.EngineConfig(authzCfg))
 	if err != nil {
 		return err
 	}
@@ -217,7 +321,7 @@ func policyEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r := srv.Decide(context.Background(), &req)
+	r := srv.Decide(ctx, req)
 
 	out := struct {
 		DecisionID string          `json:"decision_id"`
@@ -233,13 +337,11 @@ func policyEval(args []string, stdout, stderr io.Writer) error {
 	if r.Err != nil {
 		out.Error = r.Err.Error()
 	}
-	if *showInput && r.Input != nil {
+	if showInput && r.Input != nil {
 		out.Input, _ = ast.JSON(r.Input)
 	}
 	if out.Response, err = protojson.Marshal(r.Response); err != nil {
 		return err
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeJSON(w, out)
 }

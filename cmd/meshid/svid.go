@@ -4,68 +4,64 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/helper"
 )
 
-// svidFetch prints (and optionally writes) the caller's X509-SVIDs.
-func svidFetch(args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("svid fetch", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.Usage = func() {
-		fmt.Fprint(stderr, `Usage: meshid svid fetch [-socket PATH] [-write DIR [file flags]] [-json]
-
-Asks meshid's Workload API for this process's X509-SVIDs and prints each
+// newSVIDFetchCmd prints (and optionally writes) the caller's X509-SVIDs.
+func newSVIDFetchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fetch [--socket PATH] [--write DIR [file flags]]",
+		Short: "Print (and write) this process's X509-SVIDs from the Workload API",
+		Long: `Ask meshid's Workload API for this process's X509-SVIDs and print each
 one's SPIFFE ID, expiry and chain, and the trust bundles that came with them.
-With -write, the default SVID, its key (mode 0600) and its trust domain's
+With --write, the default SVID, its key (mode 0600) and its trust domain's
 roots are written to DIR atomically: a reader sees the old file or the new
-one, never half of one.
-
-`)
-		flags.PrintDefaults()
+one, never half of one.`,
+		Example: `  meshid svid fetch
+  meshid svid fetch --write /run/svid --key-file tls.key
+  SPIFFE_ENDPOINT_SOCKET=unix:///run/meshid/agent.sock meshid svid fetch --json`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	ep := addEndpointFlags(flags)
-	files := addSVIDFileFlags(flags)
-	asJSON := flags.Bool("json", false, "print JSON")
-	if err := flags.Parse(args); err != nil {
-		return err
-	}
-	if flags.NArg() > 0 {
-		flags.Usage()
-		return fmt.Errorf("svid fetch: unexpected argument %q", flags.Arg(0))
-	}
-	ctx, c, e, done, err := ep.connect()
-	if err != nil {
-		return err
-	}
-	defer done()
-	x509ctx, err := c.FetchX509Context(ctx)
-	if err != nil {
-		return e.Explain(err)
-	}
-	now := time.Now()
-	report := svidReport{SVIDs: []svidInfo{}, Bundles: bundleInfos(x509ctx.Bundles)}
-	for _, s := range x509ctx.SVIDs {
-		report.SVIDs = append(report.SVIDs, describeSVID(s, now))
-	}
-	if files.Dir != "" {
-		if report.Written, err = files.Write(x509ctx.DefaultSVID(), x509ctx.Bundles); err != nil {
+	client := addClientFlags(cmd)
+	files := addSVIDFileFlags(cmd)
+	asJSON := jsonFlag(cmd, "the SVIDs and bundles")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, c, e, done, err := client.connect(cmd.Context())
+		if err != nil {
 			return err
 		}
+		defer done()
+		x509ctx, err := c.FetchX509Context(ctx)
+		if err != nil {
+			return e.Explain(err)
+		}
+		now := time.Now()
+		report := svidReport{SVIDs: []svidInfo{}, Bundles: bundleInfos(x509ctx.Bundles)}
+		for _, s := range x509ctx.SVIDs {
+			report.SVIDs = append(report.SVIDs, describeSVID(s, now))
+		}
+		if files.Dir != "" {
+			if report.Written, err = files.Write(x509ctx.DefaultSVID(), x509ctx.Bundles); err != nil {
+				return err
+			}
+		}
+		if *asJSON {
+			return writeJSON(cmd.OutOrStdout(), report)
+		}
+		printSVIDReport(cmd.OutOrStdout(), report, now)
+		return nil
 	}
-	if *asJSON {
-		return writeJSON(stdout, report)
-	}
-	printSVIDReport(stdout, report, now)
-	return nil
+	return cmd
 }
 
 // svidReport is what svid fetch prints.
@@ -200,14 +196,16 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// addSVIDFileFlags are the flags that say where -write puts an SVID.
-func addSVIDFileFlags(flags *flag.FlagSet) *helper.Files {
+// addSVIDFileFlags are the flags that say where --write puts an SVID.
+func addSVIDFileFlags(cmd *cobra.Command) *helper.Files {
 	f := &helper.Files{}
-	flags.StringVar(&f.Dir, "write", "", "write the SVID, key and bundle into this directory")
-	flags.StringVar(&f.Cert, "cert-file", helper.DefaultCertFile, "name of the certificate chain file (leaf first) in -write")
-	flags.StringVar(&f.Key, "key-file", helper.DefaultKeyFile, "name of the private key file (PKCS#8, mode 0600) in -write")
-	flags.StringVar(&f.Bundle, "bundle-file", helper.DefaultBundleFile, "name of the trust bundle file (the SVID's trust domain's roots) in -write")
+	flags := cmd.Flags()
+	flags.StringVar(&f.Dir, "write", "", "write the SVID, key and bundle into this `directory`")
+	flags.StringVar(&f.Cert, "cert-file", helper.DefaultCertFile, "name of the certificate chain file (leaf first) in --write")
+	flags.StringVar(&f.Key, "key-file", helper.DefaultKeyFile, "name of the private key file (PKCS#8, mode 0600) in --write")
+	flags.StringVar(&f.Bundle, "bundle-file", helper.DefaultBundleFile, "name of the trust bundle file (the SVID's trust domain's roots) in --write")
 	flags.BoolVar(&f.Federated, "federated", false, "also put federated trust domains' roots in the bundle file")
+	_ = cmd.MarkFlagDirname("write")
 	return f
 }
 
