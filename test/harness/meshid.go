@@ -44,6 +44,7 @@ type Entry struct {
 	SPIFFEID      string   `yaml:"spiffe_id"`
 	Selectors     []string `yaml:"selectors"`
 	FederatesWith []string `yaml:"federates_with,omitempty"`
+	DNSNames      []string `yaml:"dns_names,omitempty"`
 }
 
 // Meshid is a running `meshid run`.
