@@ -117,7 +117,8 @@ func TestRefusalsAreLoggedOncePerIntervalPerUIDAndReason(t *testing.T) {
 	}
 	sub, _ := m.Watch(context.Background(), caller(4343)) // another uid is logged at once
 	sub.Close()
-	if got := lines("no entry matches caller"); len(got) != 2 || !strings.Contains(got[0], "uid=4242") || !strings.Contains(got[1], "uid=4343") {
+	if got := lines("no entry matches caller"); len(got) != 2 || !strings.Contains(got[0], "uid=4242") || !strings.Contains(got[1], "uid=4343") ||
+		!strings.Contains(got[0], "unlogged_refusals=0") {
 		t.Fatalf("5,000 refusals of uid 4242 and one of 4343 logged as:\n%s", strings.Join(got, ""))
 	}
 	clk.Add(refusalInterval - time.Millisecond)
@@ -129,8 +130,8 @@ func TestRefusalsAreLoggedOncePerIntervalPerUIDAndReason(t *testing.T) {
 	clk.Add(time.Millisecond)
 	sub, _ = m.Watch(context.Background(), caller(4242))
 	sub.Close()
-	if got := lines("no entry matches caller"); len(got) != 1 || !strings.Contains(got[0], "suppressed=5000") || !strings.Contains(got[0], "unix:uid:4242") {
-		t.Fatalf("after the interval, want one line saying 5000 were suppressed, got:\n%s", strings.Join(got, ""))
+	if got := lines("no entry matches caller"); len(got) != 1 || !strings.Contains(got[0], "unlogged_refusals=5000") || !strings.Contains(got[0], "unix:uid:4242") {
+		t.Fatalf("after the interval, want one line saying 5000 went unlogged, got:\n%s", strings.Join(got, ""))
 	}
 	if n := value(m.metrics.unmatched); n != 5003 {
 		t.Errorf("meshid_unmatched_callers_total = %v, want 5003", n)

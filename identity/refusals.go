@@ -13,8 +13,9 @@ import (
 // Refusals are logged at WARN so that an operator can write the missing
 // entry, but any local user can ask to be refused thousands of times a
 // second. So the lines for one uid and one reason are limited to one per
-// refusalInterval; the next one after a pause says how many were left out
-// (suppressed=N). The metrics count every refusal.
+// refusalInterval, each saying how many were left out since the last
+// (unlogged_refusals=N, as the socket's connection caps log theirs). The
+// metrics count every refusal.
 const refusalInterval = 10 * time.Second
 
 // maxRefusalKeys bounds the (uid, reason) pairs remembered. Only root can
@@ -40,8 +41,8 @@ type refusalLog struct {
 }
 
 type refusalWindow struct {
-	logged     time.Time // when the last line was written
-	suppressed int       // lines left out since
+	logged   time.Time // when the last line was written
+	unlogged int       // lines left out since
 }
 
 func newRefusalLog(log *slog.Logger, clock func() time.Time) *refusalLog {
@@ -56,21 +57,21 @@ func (r *refusalLog) warn(uid uint32, reason, msg string, args ...any) {
 	r.mu.Lock()
 	w, ok := r.seen[k]
 	if ok && now.Sub(w.logged) < refusalInterval {
-		w.suppressed++
+		w.unlogged++
 		r.mu.Unlock()
 		return
 	}
-	if ok && w.suppressed > 0 {
-		args = append(args, "suppressed", w.suppressed)
-	}
-	if !ok {
+	unlogged := 0
+	if ok {
+		unlogged = w.unlogged
+	} else {
 		w = r.track(k, now)
 	}
 	if w != nil {
 		*w = refusalWindow{logged: now}
 	}
 	r.mu.Unlock()
-	r.log.Warn(msg, args...)
+	r.log.Warn(msg, append(args, "unlogged_refusals", unlogged)...)
 }
 
 // track remembers a new key, forgetting those whose interval has passed
