@@ -62,7 +62,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 func TestCommandsExplainThemselves(t *testing.T) {
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
-		if c.Name() == "help" || c.Name() == "completion" {
+		if c.Name() == "completion" {
 			return // cobra's own
 		}
 		if c.Short == "" || c.Long == "" || c.Example == "" {
@@ -101,6 +101,8 @@ func TestUsageErrors(t *testing.T) {
 		{"an argument too many", []string{"healthcheck", "extra"}, 2, []string{`healthcheck: unexpected argument "extra"`}, ""},
 		{"a required flag missing", []string{"jwt", "fetch"}, 2, []string{"jwt fetch: -audience is required"}, ""},
 		{"a choice not offered", []string{"bundle", "show", "--format", "der"}, 2, []string{`bundle show: -format "der": want pem or spiffe`}, ""},
+		{"help for nothing", []string{"help", "frob"}, 2, []string{`unknown command "frob" for "meshid"`}, ""},
+		{"help for a misspelt subcommand", []string{"help", "svid", "wathc"}, 2, []string{`no help for "svid wathc": "meshid svid" has no command "wathc"`, "Did you mean this?\n\twatch"}, ""},
 		{"a runtime failure is not one", []string{"policy", "check", "/nonexistent"}, 1, []string{"no such file or directory"}, ""},
 	}
 	for _, tt := range tests {

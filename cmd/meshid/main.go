@@ -1,6 +1,6 @@
-// Command meshid is the node daemon and its command-line tools. This is the
-// only package that wires meshid's parts together: its commands parse
-// flags, hand the work to the package that owns it and print the outcome.
+// Command meshid is the node daemon and its command-line tools. Its
+// commands parse flags, hand the work to the package that owns it (node
+// builds and runs the daemon) and print the outcome.
 package main
 
 import (
@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -171,6 +172,7 @@ bundle for federation.`,
 	} {
 		root.AddCommand(c)
 	}
+	root.SetHelpCommand(newHelpCmd())
 	// Part of the tree from the start, so that Find, help and the tests
 	// see them as the shell does. The completion scripts go to stdout as
 	// it is now.
@@ -208,6 +210,43 @@ func newVersionCmd() *cobra.Command {
 			root := cmd.Root()
 			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", root.Name(), root.Version)
 			return err
+		},
+	}
+}
+
+// newHelpCmd is "meshid help CMD": CMD's help, or a usage error for a
+// command meshid does not have.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  `Print the help of any command: "meshid help svid watch" is "meshid svid watch --help".`,
+		Example: `  meshid help
+  meshid help policy eval`,
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			cmd, _, err := c.Root().Find(args)
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var names []cobra.Completion
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), toComplete) {
+					names = append(names, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil {
+				return usage(c, err)
+			}
+			if len(rest) > 0 {
+				return usagef(c, "no help for %q: %q has no command %q%s", strings.Join(args, " "), cmd.CommandPath(), rest[0], didYouMean(cmd.SuggestionsFor(rest[0])))
+			}
+			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
+			return cmd.Help()
 		},
 	}
 }
