@@ -34,7 +34,8 @@ type Config struct {
 	// Decision is the rule whose value decides, as a data reference.
 	// Empty means DefaultDecision.
 	Decision string
-	// EvalTimeout bounds one evaluation. Zero means DefaultEvalTimeout.
+	// EvalTimeout bounds one decision, from building its input to the
+	// end of its evaluation. Zero means DefaultEvalTimeout.
 	EvalTimeout time.Duration
 	// RegoV0 parses the policies as Rego v0 (OPA before 1.0) instead of v1.
 	RegoV0 bool
@@ -245,14 +246,15 @@ func definesData(data map[string]any, ref ast.Ref) bool {
 // errUndefined is an evaluation that produced no value.
 var errUndefined = errors.New("undefined")
 
-// Eval evaluates the decision for one input document and returns its
-// value. An undefined decision is an error, as are a timeout and any
-// evaluation error.
-func (e *Engine) Eval(ctx context.Context, input ast.Value) (ast.Value, error) {
+// eval evaluates the decision for one input document and returns its
+// value. An undefined decision is an error, as are passing deadline (by
+// the clock now: the decision's eval timeout, which started before its
+// input was built) and any evaluation error.
+func (e *Engine) eval(ctx context.Context, input ast.Value, deadline time.Time, now func() time.Time) (ast.Value, error) {
 	// The deadline cancels the evaluation on the timeout, or when the
 	// caller gives up, without the goroutine per evaluation rego would
 	// start to watch ctx.
-	st := getEvalState(ctx, e.timeout)
+	st := getEvalState(ctx, deadline, now)
 	defer putEvalState(st)
 
 	rs, err := e.query.Eval(ctx,

@@ -21,9 +21,11 @@ type evalState struct {
 
 var evalStates = sync.Pool{New: func() any { return new(evalState) }}
 
-func getEvalState(ctx context.Context, timeout time.Duration) *evalState {
+// getEvalState is the state of an evaluation that must end by at, by the
+// clock now, or when ctx ends.
+func getEvalState(ctx context.Context, at time.Time, now func() time.Time) *evalState {
 	s := evalStates.Get().(*evalState)
-	s.deadline.reset(ctx, time.Now().Add(timeout))
+	s.deadline.reset(ctx, at, now)
 	return s
 }
 
@@ -36,7 +38,7 @@ func putEvalState(s *evalState) {
 	if len(s.rules.refs) > maxPooledRules {
 		return
 	}
-	s.deadline.reset(context.Background(), time.Time{}) // drop the caller's context
+	s.deadline.reset(context.Background(), time.Time{}, nil) // drop the caller's context and clock
 	s.rules.reset()
 	evalStates.Put(s)
 }
@@ -54,13 +56,14 @@ const deadlineCheckEvery = 16
 type deadline struct {
 	ctx      context.Context
 	at       time.Time
+	now      func() time.Time
 	calls    int // Cancelled is only called by the evaluating goroutine
 	expired  atomic.Bool
 	canceled atomic.Bool
 }
 
-func (d *deadline) reset(ctx context.Context, at time.Time) {
-	d.ctx, d.at, d.calls = ctx, at, 0
+func (d *deadline) reset(ctx context.Context, at time.Time, now func() time.Time) {
+	d.ctx, d.at, d.now, d.calls = ctx, at, now, 0
 	d.expired.Store(false)
 	d.canceled.Store(false)
 }
@@ -76,7 +79,7 @@ func (d *deadline) Cancelled() bool {
 	if d.calls++; d.calls%deadlineCheckEvery != 0 {
 		return false
 	}
-	if time.Now().After(d.at) {
+	if d.now().After(d.at) {
 		d.expired.Store(true)
 		return true
 	}

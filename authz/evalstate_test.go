@@ -60,7 +60,7 @@ result := {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := getEvalState(ctx, time.Minute)
+	st := getEvalState(ctx, time.Now().Add(time.Minute), time.Now)
 	defer putEvalState(st)
 	for _, in := range inputs {
 		input := ast.MustParseTerm(in).Value
@@ -163,12 +163,12 @@ func TestDeadline(t *testing.T) {
 	}
 
 	var d deadline
-	d.reset(context.Background(), time.Now().Add(time.Hour))
+	d.reset(context.Background(), time.Now().Add(time.Hour), time.Now)
 	if n := checks(&d); n != 0 {
 		t.Errorf("cancelled after %d checks with an hour to go", n)
 	}
 
-	d.reset(context.Background(), time.Now().Add(-time.Millisecond))
+	d.reset(context.Background(), time.Now().Add(-time.Millisecond), time.Now)
 	if n := checks(&d); n == 0 || n > deadlineCheckEvery {
 		t.Errorf("past deadline: cancelled after %d checks, want within %d", n, deadlineCheckEvery)
 	}
@@ -177,7 +177,7 @@ func TestDeadline(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	d.reset(ctx, time.Now().Add(time.Hour))
+	d.reset(ctx, time.Now().Add(time.Hour), time.Now)
 	cancel()
 	if n := checks(&d); n == 0 || n > deadlineCheckEvery {
 		t.Errorf("caller gone: cancelled after %d checks, want within %d", n, deadlineCheckEvery)
@@ -186,7 +186,7 @@ func TestDeadline(t *testing.T) {
 		t.Error("caller gone: reported as a timeout")
 	}
 
-	d.reset(context.Background(), time.Now().Add(time.Hour))
+	d.reset(context.Background(), time.Now().Add(time.Hour), time.Now)
 	d.Cancel()
 	if !d.Cancelled() {
 		t.Error("Cancel did not cancel at once")

@@ -31,15 +31,15 @@ type Options struct {
 	// log and the decision log.
 	DryRun bool
 	// Input says what the input document may take from
-	// x-forwarded-client-cert and JWT-SVIDs, and how gRPC bodies are
-	// decoded.
+	// x-forwarded-client-cert and JWT-SVIDs, how gRPC bodies are decoded,
+	// and how large and deep a body is parsed. Its Log is Log unless set.
 	Input input.Options
 	// DecisionLog receives every decision; nil logs none.
 	DecisionLog *DecisionLog
 	// Metrics registers the authz series; nil registers none.
 	Metrics prometheus.Registerer
 	// Clock is time.Now unless a test sets it; it is Input's Clock too
-	// unless that is set.
+	// unless that is set, and the clock of the eval timeout.
 	Clock func() time.Time
 }
 
@@ -83,6 +83,9 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 	}
 	if o.Input.Clock == nil {
 		o.Input.Clock = s.clock
+	}
+	if o.Input.Log == nil {
+		o.Input.Log = s.log
 	}
 	var err error
 	if s.inputs, err = input.NewBuilder(o.Input); err != nil {
@@ -145,7 +148,7 @@ func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry 
 	growStack()
 	start := s.clock()
 	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun}
-	r.Err = s.decide(ctx, req, r)
+	r.Err = s.decide(ctx, req, r, start)
 	if r.Err == nil && carry != nil {
 		r.Err = carry(r.Response)
 	}
@@ -179,18 +182,25 @@ func (s *Server) refuse(err error) *Result {
 	return r
 }
 
-func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result) error {
+// decide reaches the decision on req, begun at start: the eval timeout
+// bounds all of it, the input (a request body is the sender's to make
+// large) as well as the evaluation.
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result, start time.Time) error {
 	e := s.engine.Load()
 	if e == nil {
 		return errNoEngine
 	}
 	r.Path = e.decision
-	in, err := s.inputs.Build(req)
+	deadline := start.Add(e.timeout)
+	in, err := s.inputs.Build(ctx, req, deadline)
+	if errors.Is(err, input.ErrDeadline) {
+		return fmt.Errorf("not decided within the eval timeout (%v): build policy input: %w", e.timeout, err)
+	}
 	if err != nil {
 		return fmt.Errorf("build policy input: %w", err)
 	}
 	r.Input = in
-	if r.Decision, err = e.Eval(ctx, in); err != nil {
+	if r.Decision, err = e.eval(ctx, in, deadline, s.clock); err != nil {
 		return err
 	}
 	r.Response, r.Allowed, err = response.FromDecision(r.Decision, s.denyStatus)

@@ -1,95 +1,207 @@
 package input
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 )
 
-// Limits on what a multipart body may make meshid build. Envoy already
-// bounds the body it sends (with_request_body.max_request_bytes); these
-// bound the work per part count, not per byte.
-const maxMultipartParts = 1000
+// Defaults of BodyLimits. Envoy sends at most with_request_body's
+// max_request_bytes (meshid's generated sidecars: 8 KiB; a few MiB is
+// already unusual, and gRPC refuses a CheckRequest over 4 MiB), so 1 MiB
+// parses every body a sidecar is configured to send while keeping a
+// hostile one's cost bounded. 64 levels is deeper than any API nests;
+// 10000 values is Go's own limit on query parameters and multipart
+// headers, and takes a few milliseconds to build.
+const (
+	DefaultMaxBodyBytes  = 1 << 20
+	DefaultMaxBodyDepth  = 64
+	DefaultMaxBodyValues = 10000
+)
 
-// parseBody is parseBodyWith without proto descriptors: gRPC bodies stay
-// unparsed.
-func parseBody(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, err error) {
-	return parseBodyWith(httpReq, nil)
+// BodyLimits bound the work a request body may make meshid do: a body's
+// sender chooses its size and shape, the operator chooses what that may
+// cost. Zero fields take the defaults.
+type BodyLimits struct {
+	// MaxBytes is the largest body parsed; a longer one keeps
+	// parsed_body null (as a body of a type meshid does not parse) and
+	// truncated_body false (Envoy sent it whole), and stays in
+	// attributes.request.http as sent, for the policy to decide on.
+	MaxBytes int
+	// MaxDepth is how deeply parsed_body may nest arrays and objects; a
+	// form is 2 deep, a multipart part's JSON starts at 3. Deeper is an
+	// error, hence a deny.
+	MaxDepth int
+	// MaxValues is how many values parsed_body may hold (each JSON
+	// scalar, array and object, each field of a gRPC message, each
+	// form pair, each multipart part). More is an error, hence a deny.
+	MaxValues int
 }
 
-// parseBodyWith is parsed_body and truncated_body, as OPA-Envoy fills them
-// when Envoy sends the body (with_request_body): JSON, form-urlencoded or
-// multipart/form-data by content-type, from body or else raw_body, and
-// gRPC when protos describe its services; null for any other type or an
-// empty body. A body Envoy cut short (it says so with
-// x-envoy-auth-partial-body, or content-length is longer than what
-// arrived) is reported truncated and never parsed: half a document could
-// read as a different one. A body that claims a type it does not have is
-// an error, hence a deny.
-func parseBodyWith(httpReq *authv3.AttributeContext_HttpRequest, protos *ProtoDescriptors) (parsed *ast.Term, truncated bool, err error) {
-	headers := httpReq.GetHeaders()
-	body := httpReq.GetBody()
-	if body == "" {
-		body = string(httpReq.GetRawBody())
+func (l BodyLimits) withDefaults() (BodyLimits, error) {
+	if l.MaxBytes < 0 || l.MaxDepth < 0 || l.MaxValues < 0 {
+		return l, fmt.Errorf("body limits %+v: must not be negative", l)
 	}
-	if body == "" {
-		return nullTerm, false, nil
+	if l.MaxBytes == 0 {
+		l.MaxBytes = DefaultMaxBodyBytes
+	}
+	if l.MaxDepth == 0 {
+		l.MaxDepth = DefaultMaxBodyDepth
+	}
+	if l.MaxValues == 0 {
+		l.MaxValues = DefaultMaxBodyValues
+	}
+	return l, nil
+}
+
+// ErrDeadline is the deadline given to Build passing while the body was
+// being parsed; Build's error wraps it.
+var ErrDeadline = errors.New("deadline passed")
+
+// body is what parsing one request's body needs besides the body: the
+// limits, the proto descriptors of gRPC bodies, and when to stop (the
+// deadline, or the caller gone).
+type body struct {
+	limits   BodyLimits
+	protos   *ProtoDescriptors // nil: gRPC bodies stay unparsed
+	ctx      context.Context
+	deadline time.Time // zero: none
+	clock    func() time.Time
+}
+
+// stopper is the stop condition a body's budget polls. It is made only
+// for a body that is parsed: a closure costs an allocation, which the
+// requests without a body should not pay.
+func (p body) stopper() func() error {
+	ctx, deadline, clock := p.ctx, p.deadline, p.clock
+	return func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !deadline.IsZero() && clock().After(deadline) {
+			return ErrDeadline
+		}
+		return nil
+	}
+}
+
+// skipped is a body not parsed because it is larger than MaxBytes.
+type skipped struct{ size int }
+
+// parse is parsed_body and truncated_body, as OPA-Envoy fills them when
+// Envoy sends the body (with_request_body): JSON, form-urlencoded or
+// multipart/form-data by content-type, from body or else raw_body, and
+// gRPC when protos describe its services; null for any other type, an
+// empty body, or one over MaxBytes (then skip says so). A body Envoy cut
+// short (it says so with x-envoy-auth-partial-body, or content-length is
+// longer than what arrived) is reported truncated and never parsed: half
+// a document could read as a different one. A body that claims a type it
+// does not have, or is beyond the limits' depth or values, is an error,
+// hence a deny.
+func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, skip *skipped, err error) {
+	headers := httpReq.GetHeaders()
+	size := len(httpReq.GetBody())
+	if size == 0 {
+		size = len(httpReq.GetRawBody())
+	}
+	if size == 0 {
+		return nullTerm, false, nil, nil
 	}
 	// Envoy's own word, whatever the type (OPA-Envoy ignores it).
 	if headers["x-envoy-auth-partial-body"] == "true" {
-		return nullTerm, true, nil
+		return nullTerm, true, nil, nil
 	}
 	contentType := headers["content-type"]
 	kind := bodyKind(contentType)
-	if kind == "" || kind == "grpc" && protos == nil {
-		return nullTerm, false, nil
+	if kind == "" || kind == "grpc" && p.protos == nil {
+		return nullTerm, false, nil, nil
 	}
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, fmt.Errorf("content-length %q: %w", cl, err)
+			return nil, false, nil, fmt.Errorf("content-length %s: %w", quoteShort(cl), err)
 		}
-		if n > int64(len(body)) {
-			return nullTerm, true, nil
+		if n > int64(size) {
+			return nullTerm, true, nil, nil
 		}
 	}
-	switch kind {
-	case "json":
-		t, err := jsonTerm(body)
-		if err != nil {
-			return nil, false, fmt.Errorf("content-type is JSON but the body is not: %w", err)
-		}
-		return t, false, nil
-	case "form":
-		t, err := queryTerm(body)
-		if err != nil {
-			return nil, false, fmt.Errorf("content-type is form-urlencoded but the body is not: %w", err)
-		}
-		return t, false, nil
-	case "grpc":
+	if kind != "grpc" && size > p.limits.MaxBytes {
+		return nullTerm, false, &skipped{size}, nil
+	}
+	// The stop condition may hold already: the attributes took long.
+	stop := p.stopper()
+	if err := stop(); err != nil {
+		return nil, false, nil, err
+	}
+	budget := jsonterm.NewBudget(p.limits.MaxDepth, p.limits.MaxValues, stop)
+	if kind == "grpc" {
 		// The same bytes as body, without copying raw_body (pack_as_bytes,
 		// which binary messages need) again.
 		msg := httpReq.GetRawBody()
 		if httpReq.GetBody() != "" {
-			msg = []byte(body)
+			msg = []byte(httpReq.GetBody())
 		}
-		return protos.parsedBody(httpReq.GetPath(), headers, msg)
-	default:
-		t, err := multipartTerm(contentType, body)
-		if err != nil {
-			return nil, false, fmt.Errorf("content-type is multipart/form-data but the body is not: %w", err)
+		parsed, truncated, err := p.protos.parsedBody(httpReq.GetPath(), headers, msg, p.limits.MaxBytes, budget)
+		if errors.Is(err, errSkipped) {
+			return nullTerm, false, &skipped{size}, nil
 		}
-		return t, false, nil
+		return parsed, truncated, nil, limitHint(err)
 	}
+	text := httpReq.GetBody()
+	if text == "" {
+		text = string(httpReq.GetRawBody())
+	}
+	var t *ast.Term
+	switch kind {
+	case "json":
+		if t, err = jsonterm.Parse(text, budget); err != nil && !beyondLimits(err) {
+			err = fmt.Errorf("content-type is JSON but the body is not: %w", err)
+		}
+	case "form":
+		if t, err = formTerm(text, budget); err != nil && !beyondLimits(err) {
+			err = fmt.Errorf("content-type is form-urlencoded but the body is not: %w", err)
+		}
+	default:
+		if t, err = multipartTerm(contentType, text, budget); err != nil && !beyondLimits(err) {
+			err = fmt.Errorf("content-type is multipart/form-data but the body is not: %w", err)
+		}
+	}
+	if err != nil {
+		return nil, false, nil, limitHint(err)
+	}
+	return t, false, nil, nil
+}
+
+// beyondLimits is an error that is not about the body's syntax: a limit
+// or the stop condition.
+func beyondLimits(err error) bool {
+	return errors.Is(err, jsonterm.ErrTooDeep) || errors.Is(err, jsonterm.ErrTooMany) || errors.Is(err, ErrDeadline) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// limitHint names the setting a limit error is about, for the operator
+// who reads it in the log.
+func limitHint(err error) error {
+	switch {
+	case errors.Is(err, jsonterm.ErrTooDeep):
+		return fmt.Errorf("%w (limit: max_body_depth)", err)
+	case errors.Is(err, jsonterm.ErrTooMany):
+		return fmt.Errorf("%w (limit: max_body_values)", err)
+	}
+	return err
 }
 
 // bodyKind matches content types the way OPA-Envoy does: by substring, so
@@ -108,23 +220,73 @@ func bodyKind(contentType string) string {
 	return ""
 }
 
-func jsonTerm(s string) (*ast.Term, error) {
-	var v any
-	// util.UnmarshalJSON keeps numbers as json.Number (large integers stay
-	// exact) and rejects anything after the first value.
-	if err := util.UnmarshalJSON([]byte(s), &v); err != nil {
+// formTerm is a form body as a map of value lists, parsed as
+// url.ParseQuery parses it, each pair (empty ones too) drawn from budget.
+func formTerm(body string, budget *jsonterm.Budget) (*ast.Term, error) {
+	if err := enterLists(budget); err != nil {
 		return nil, err
 	}
-	val, err := ast.InterfaceToValue(v)
-	if err != nil {
-		return nil, err
+	lists := map[string][]*ast.Term{}
+	var order []string
+	for rest := body; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if err := budget.Spend(1); err != nil {
+			return nil, err
+		}
+		if strings.Contains(pair, ";") {
+			return nil, errors.New("invalid semicolon separator in query")
+		}
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = url.QueryUnescape(v); err != nil {
+			return nil, err
+		}
+		if !utf8.ValidString(k) {
+			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
+		}
+		if !utf8.ValidString(v) {
+			return nil, fmt.Errorf("query value of %s decodes to %w", quoteShort(k), errInvalidUTF8)
+		}
+		if _, ok := lists[k]; !ok {
+			order = append(order, k)
+		}
+		lists[k] = append(lists[k], ast.StringTerm(v))
 	}
-	return ast.NewTerm(val), nil
+	budget.Leave()
+	budget.Leave()
+	return listsTerm(order, lists), nil
+}
+
+// enterLists opens the object of lists that form and multipart bodies
+// are, and draws the object from budget.
+func enterLists(budget *jsonterm.Budget) error {
+	for range 2 {
+		if err := budget.Enter(); err != nil {
+			return err
+		}
+	}
+	return budget.Spend(1)
+}
+
+func listsTerm(order []string, lists map[string][]*ast.Term) *ast.Term {
+	pairs := make([][2]*ast.Term, 0, len(order))
+	for _, k := range order {
+		pairs = append(pairs, ast.Item(ast.StringTerm(k), ast.ArrayTerm(lists[k]...)))
+	}
+	return ast.ObjectTerm(pairs...)
 }
 
 // multipartTerm maps each form field name to the list of its values: JSON
-// for parts whose content-type is JSON, the text otherwise.
-func multipartTerm(contentType, body string) (*ast.Term, error) {
+// for parts whose content-type is JSON, the text otherwise. Each part is
+// drawn from budget, and the values of its JSON too.
+func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term, error) {
 	_, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return nil, err
@@ -133,10 +295,13 @@ func multipartTerm(contentType, body string) (*ast.Term, error) {
 	if boundary == "" {
 		return nil, errors.New("no boundary in content-type")
 	}
+	if err := enterLists(budget); err != nil {
+		return nil, err
+	}
 	r := multipart.NewReader(strings.NewReader(body), boundary)
-	fields := map[string][]*ast.Term{}
+	lists := map[string][]*ast.Term{}
 	var order []string
-	for n := 0; ; n++ {
+	for n := 1; ; n++ {
 		part, err := r.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
@@ -144,35 +309,54 @@ func multipartTerm(contentType, body string) (*ast.Term, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n == maxMultipartParts {
-			return nil, fmt.Errorf("more than %d parts", maxMultipartParts)
+		// A JSON part is the values it holds, which Parse draws.
+		isJSON := strings.Contains(part.Header.Get("Content-Type"), "application/json")
+		if !isJSON {
+			if err := budget.Spend(1); err != nil {
+				return nil, fmt.Errorf("part %d: %w", n, err)
+			}
 		}
 		data, err := io.ReadAll(part)
 		if err != nil {
-			return nil, fmt.Errorf("part %d: %w", n+1, err)
+			return nil, fmt.Errorf("part %d: %w", n, err)
 		}
 		name := part.FormName()
 		if !utf8.ValidString(name) {
-			return nil, fmt.Errorf("part %d name: %w", n+1, errInvalidUTF8)
+			return nil, fmt.Errorf("part %d name: %w", n, errInvalidUTF8)
 		}
 		var val *ast.Term
-		if strings.Contains(part.Header.Get("Content-Type"), "application/json") {
-			if val, err = jsonTerm(string(data)); err != nil {
-				return nil, fmt.Errorf("part %q is declared JSON but is not: %w", name, err)
+		if isJSON {
+			if val, err = jsonterm.Parse(string(data), budget); err != nil {
+				if beyondLimits(err) {
+					return nil, fmt.Errorf("part %s: %w", quoteShort(name), err)
+				}
+				return nil, fmt.Errorf("part %s is declared JSON but is not: %w", quoteShort(name), err)
 			}
 		} else {
 			// A file part may be binary: its bytes are passed on as they
 			// are, as OPA-Envoy does.
 			val = ast.StringTerm(string(data))
 		}
-		if _, ok := fields[name]; !ok {
+		if _, ok := lists[name]; !ok {
 			order = append(order, name)
 		}
-		fields[name] = append(fields[name], val)
+		lists[name] = append(lists[name], val)
 	}
-	pairs := make([][2]*ast.Term, 0, len(order))
-	for _, name := range order {
-		pairs = append(pairs, ast.Item(ast.StringTerm(name), ast.ArrayTerm(fields[name]...)))
+	budget.Leave()
+	budget.Leave()
+	return listsTerm(order, lists), nil
+}
+
+// quoteShort quotes s for an error message, cut to a length a log line
+// can carry: the request's sender chooses s.
+func quoteShort(s string) string {
+	const max = 128
+	if len(s) <= max {
+		return strconv.Quote(s)
 	}
-	return ast.ObjectTerm(pairs...), nil
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + fmt.Sprintf("... (%d bytes)", len(s))
 }

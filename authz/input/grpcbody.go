@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 	"github.com/meshid/meshid/authz/input/internal/prototerm"
 )
 
@@ -111,6 +112,9 @@ func (d *ProtoDescriptors) Methods() []string {
 	return ms
 }
 
+// errSkipped is a gRPC body not decoded for its size.
+var errSkipped = errors.New("body larger than the limit")
+
 // grpcPrefixLen is the gRPC message prefix: a compressed flag and a
 // big-endian uint32 length.
 const grpcPrefixLen = 5
@@ -128,9 +132,10 @@ const grpcPrefixLen = 5
 // error, hence a deny: no gRPC frame, a compressed flag that is neither 0
 // nor 1 or set without a grpc-encoding, bytes after the message (a unary
 // request has one), a message that does not decode as its type, a path
-// that is not /package.Service/Method. A message longer than the body is
-// truncated: null, never half a message.
-func (d *ProtoDescriptors) parsedBody(path string, headers map[string]string, body []byte) (*ast.Term, bool, error) {
+// that is not /package.Service/Method, a message beyond budget. A message
+// longer than the body is truncated: null, never half a message. A whole
+// message longer than maxBytes is not decoded: errSkipped.
+func (d *ProtoDescriptors) parsedBody(path string, headers map[string]string, body []byte, maxBytes int, budget *jsonterm.Budget) (*ast.Term, bool, error) {
 	if !protobufCodec(headers["content-type"]) {
 		return nullTerm, false, nil
 	}
@@ -156,6 +161,9 @@ func (d *ProtoDescriptors) parsedBody(path string, headers map[string]string, bo
 	if size > uint64(len(msg)) {
 		return nullTerm, true, nil
 	}
+	if len(body) > maxBytes {
+		return nil, false, errSkipped
+	}
 	m := d.methods[name]
 	if m == nil || m.IsStreamingClient() || compressed == 1 {
 		return nullTerm, false, nil
@@ -167,7 +175,7 @@ func (d *ProtoDescriptors) parsedBody(path string, headers map[string]string, bo
 	if err := (proto.UnmarshalOptions{Resolver: d.types}).Unmarshal(msg, dm); err != nil {
 		return nil, false, fmt.Errorf("gRPC request of /%s is not a %s: %w", name, m.Input().FullName(), err)
 	}
-	t, err := prototerm.Message(dm.ProtoReflect(), d.types)
+	t, err := prototerm.Message(dm.ProtoReflect(), d.types, budget)
 	if err != nil {
 		return nil, false, fmt.Errorf("gRPC request of /%s as JSON: %w", name, err)
 	}
@@ -196,7 +204,7 @@ func grpcMethodName(path string) (string, error) {
 	if err == nil && strings.Count(strings.TrimLeft(p, "/"), "/") == 1 {
 		return strings.TrimLeft(p, "/"), nil
 	}
-	return "", fmt.Errorf("content-type is gRPC but the path %q is not /package.Service/Method", path)
+	return "", fmt.Errorf("content-type is gRPC but the path %s is not /package.Service/Method", quoteShort(path))
 }
 
 // protoTypes resolves the types of Any fields: first in the descriptor

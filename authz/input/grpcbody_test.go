@@ -1,6 +1,7 @@
 package input_test
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"os"
@@ -272,7 +273,7 @@ func grpcRequest(path, contentType string, body []byte) *authv3.CheckRequest {
 // denied).
 func bodyOf(t testing.TB, b *input.Builder, req *authv3.CheckRequest) (parsed string, truncated bool, err error) {
 	t.Helper()
-	doc, err := b.Build(req)
+	doc, err := b.Build(context.Background(), req, time.Time{})
 	if err != nil {
 		return "", false, err
 	}
@@ -426,7 +427,7 @@ allow if object.get(input.parsed_body, "service", "") in {"", "backend"}
 	b := newBuilder(t, input.Options{ProtoDescriptors: testProtos(t)})
 	for service, want := range map[string]bool{"backend": true, "": true, "admin": false} {
 		req := grpcRequest("/grpc.health.v1.Health/Check", "application/grpc", grpcFrame(0, marshal(t, &grpc_health_v1.HealthCheckRequest{Service: service})))
-		doc, err := b.Build(req)
+		doc, err := b.Build(context.Background(), req, time.Time{})
 		if err != nil {
 			t.Errorf("service %q: %v", service, err)
 			continue
@@ -640,7 +641,7 @@ func BenchmarkGRPCBody(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := ib.Build(bc.req); err != nil {
+				if _, err := ib.Build(context.Background(), bc.req, time.Time{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,9 +1,11 @@
 package input
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -135,8 +137,14 @@ type Options struct {
 	// (content-type application/grpc) into input.parsed_body, as
 	// OPA-Envoy's proto-descriptor does; nil leaves them null.
 	ProtoDescriptors *ProtoDescriptors
-	// Clock tells when a JWT-SVID has expired; nil is time.Now.
+	// Body bounds the work of parsing request bodies.
+	Body BodyLimits
+	// Clock tells when a JWT-SVID has expired and when Build's deadline
+	// has passed; nil is time.Now.
 	Clock func() time.Time
+	// Log gets a debug line for each body left unparsed for its size;
+	// nil discards.
+	Log *slog.Logger
 }
 
 // Builder turns CheckRequests into policy input. It is safe for
@@ -146,6 +154,9 @@ type Builder struct {
 	jwt  *jwtValidator // nil: no input.spiffe.jwt
 	// protos decode gRPC bodies; nil leaves them unparsed.
 	protos *ProtoDescriptors
+	limits BodyLimits
+	clock  func() time.Time
+	log    *slog.Logger
 
 	strings cache[string, *ast.Term]
 	paths   cache[string, pathTerms]
@@ -155,8 +166,18 @@ type Builder struct {
 }
 
 // NewBuilder returns a Builder for o. JWT audiences without bundles to
-// validate against are an error.
+// validate against are an error, as are negative body limits.
 func NewBuilder(o Options) (*Builder, error) {
+	limits, err := o.Body.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	var xfcc *xfccTrust
 	if o.TrustXFCC {
 		xfcc = &xfccTrust{proxies: map[string]bool{}}
@@ -169,20 +190,23 @@ func NewBuilder(o Options) (*Builder, error) {
 		if o.JWTBundles == nil {
 			return nil, errors.New("JWT audiences are set but there are no JWT bundles to validate against")
 		}
-		if o.Clock == nil {
-			o.Clock = time.Now
-		}
 		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, o.Clock)
 	}
 	b := newBuilder(xfcc, jwt)
-	b.protos = o.ProtoDescriptors
+	b.protos, b.limits, b.clock, b.log = o.ProtoDescriptors, limits, o.Clock, o.Log
 	return b, nil
 }
 
+// newBuilder is a Builder with the default body limits and no proto
+// descriptors.
 func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
+	limits, _ := BodyLimits{}.withDefaults()
 	return &Builder{
 		xfcc:    xfcc,
 		jwt:     jwt,
+		limits:  limits,
+		clock:   time.Now,
+		log:     slog.New(slog.DiscardHandler),
 		strings: newCache[string, *ast.Term](stringCacheSize),
 		paths:   newCache[string, pathTerms](pathCacheSize),
 		peers:   newCache[peerKey, *ast.Term](peerCacheSize),
@@ -192,9 +216,13 @@ func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
 }
 
 // Build returns the input document for req. An error means the request
-// cannot be described faithfully (a malformed path, body or field) and
-// must be denied.
-func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
+// cannot be described faithfully (a malformed path, body or field, a body
+// beyond the limits) or not in time, and must be denied: parsing a body
+// stops with an error wrapping ErrDeadline once the clock passes deadline
+// (the zero time never does), or with ctx's error once ctx ends. The
+// deadline is a time, not ctx's, so that a decision is bounded without a
+// timer for every request.
+func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline time.Time) (ast.Value, error) {
 	a := getArena()
 	defer putArena(a)
 
@@ -211,14 +239,19 @@ func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
 
 	pt, err := b.parsedPath(httpReq.GetPath())
 	if err != nil {
-		return nil, fmt.Errorf("request path %q: %w", httpReq.GetPath(), err)
+		return nil, fmt.Errorf("request path %s: %w", quoteShort(httpReq.GetPath()), err)
 	}
 	a.add(kParsedPath, pt.path)
 	a.add(kParsedQuery, pt.query)
 
-	body, truncated, err := parseBodyWith(httpReq, b.protos)
+	body, truncated, skip, err := b.body(ctx, deadline).parse(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("request body: %w", err)
+	}
+	if skip != nil && b.log.Enabled(ctx, slog.LevelDebug) {
+		b.log.DebugContext(ctx, "authz: request body not parsed: it is larger than max_body_bytes; parsed_body is null",
+			"path", quoteShort(httpReq.GetPath()), "content_type", quoteShort(httpReq.GetHeaders()["content-type"]),
+			"bytes", skip.size, "max_body_bytes", b.limits.MaxBytes)
 	}
 	a.add(kParsedBody, body)
 	a.add(kTruncatedBody, ast.InternedTerm(truncated))
@@ -228,6 +261,12 @@ func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
 	a.add(kVersion, versionTerm)
 	a.add(kSPIFFE, b.spiffe(a, attrs))
 	return a.endValue(top), nil
+}
+
+// body is how Build parses a body: within the limits, stopping at
+// deadline or when ctx ends.
+func (b *Builder) body(ctx context.Context, deadline time.Time) body {
+	return body{limits: b.limits, protos: b.protos, ctx: ctx, deadline: deadline, clock: b.clock}
 }
 
 func (b *Builder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Term, error) {
@@ -478,7 +517,7 @@ func (b *Builder) stringMap(a *arena, m map[string]string, uncached map[string]b
 			vt, err = b.checkedStr(a, v)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", k, err)
+			return nil, fmt.Errorf("%s: %w", quoteShort(k), err)
 		}
 		a.add(kt, vt)
 	}
@@ -604,7 +643,7 @@ func queryTerm(raw string) (*ast.Term, error) {
 		list := make([]*ast.Term, len(vs))
 		for i, v := range vs {
 			if !utf8.ValidString(v) {
-				return nil, fmt.Errorf("query value of %q decodes to %w", k, errInvalidUTF8)
+				return nil, fmt.Errorf("query value of %s decodes to %w", quoteShort(k), errInvalidUTF8)
 			}
 			list[i] = ast.StringTerm(v)
 		}

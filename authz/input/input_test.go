@@ -1,8 +1,10 @@
 package input_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
@@ -125,7 +127,7 @@ func TestInputSeenByPolicies(t *testing.T) {
 	for _, tt := range tests {
 		for i, expr := range tt.holds {
 			t.Run(fmt.Sprintf("%s/%d", tt.name, i), func(t *testing.T) {
-				doc, err := newBuilder(t, input.Options{}).Build(tt.req)
+				doc, err := newBuilder(t, input.Options{}).Build(context.Background(), tt.req, time.Time{})
 				if err != nil {
 					t.Fatalf("Build: %v", err)
 				}

@@ -1,6 +1,7 @@
 package input_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -23,7 +24,7 @@ import (
 // spiffeDoc returns input.spiffe as a policy sees it, as JSON.
 func spiffeDoc(t *testing.T, b *input.Builder, req *authv3.CheckRequest) map[string]any {
 	t.Helper()
-	in, err := b.Build(req)
+	in, err := b.Build(context.Background(), req, time.Time{})
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}

@@ -5,7 +5,8 @@
 //
 // It never decodes wire bytes and never looks a type up by itself: the
 // message comes decoded, and the Resolver for the types of Any fields and
-// extensions comes with it.
+// extensions comes with it. What it builds is drawn from a
+// jsonterm.Budget, as a JSON body's values are.
 package prototerm
 
 import (
@@ -19,11 +20,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 )
 
 // Resolver finds the types of Any fields and extensions, as protojson's.
@@ -40,13 +42,21 @@ type Resolver interface {
 // the well-known types (Timestamp, Duration, Any, Struct, wrappers...),
 // which are few in a request, and the rare messages with extensions, the
 // proto1 MessageSet wire format, or two fields sharing a JSON name.
-func Message(m protoreflect.Message, r Resolver) (*ast.Term, error) {
-	return writer{resolver: r}.messageTerm(m)
+//
+// Every value written (message, field, list or map entry) is drawn from
+// b, and every message, list and map enters a level of it: a message
+// beyond b is an error wrapping jsonterm.ErrTooDeep or ErrTooMany, or
+// b's stop error.
+func Message(m protoreflect.Message, r Resolver, b *jsonterm.Budget) (*ast.Term, error) {
+	return writer{resolver: r, budget: b}.messageTerm(m)
 }
 
 // writer writes messages with the resolver protojson needs for the
-// forms it writes itself.
-type writer struct{ resolver Resolver }
+// forms it writes itself, within a budget.
+type writer struct {
+	resolver Resolver
+	budget   *jsonterm.Budget
+}
 
 var (
 	nullTerm       = ast.NullTerm()
@@ -61,6 +71,9 @@ func (w writer) messageTerm(m protoreflect.Message) (*ast.Term, error) {
 	}
 	if opts, ok := md.Options().(*descriptorpb.MessageOptions); ok && opts.GetMessageSetWireFormat() {
 		return w.protoJSONTerm(m)
+	}
+	if err := w.open(); err != nil {
+		return nil, err
 	}
 	var pairs [][2]*ast.Term
 	var err error
@@ -77,6 +90,9 @@ func (w writer) messageTerm(m protoreflect.Message) (*ast.Term, error) {
 		pairs = append(pairs, ast.Item(ast.StringTerm(fd.JSONName()), t))
 		return true
 	})
+	w.budget.Leave()
+	// Written through protojson instead, the message is drawn anew; what
+	// was drawn for it here stays drawn, erring on the side of the limit.
 	if slow {
 		return w.protoJSONTerm(m)
 	}
@@ -91,7 +107,22 @@ func (w writer) messageTerm(m protoreflect.Message) (*ast.Term, error) {
 	return ast.NewTerm(obj), nil
 }
 
+// open draws a message, list or map from the budget and enters it.
+func (w writer) open() error {
+	if err := w.budget.Spend(1); err != nil {
+		return err
+	}
+	return w.budget.Enter()
+}
+
 func (w writer) fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*ast.Term, error) {
+	switch {
+	case fd.IsList() || fd.IsMap():
+		if err := w.open(); err != nil {
+			return nil, err
+		}
+		defer w.budget.Leave()
+	}
 	switch {
 	case fd.IsList():
 		list := v.List()
@@ -129,6 +160,12 @@ func (w writer) fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value)
 }
 
 func (w writer) singularTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) (*ast.Term, error) {
+	if k := fd.Kind(); k != protoreflect.MessageKind && k != protoreflect.GroupKind {
+		// A message draws itself.
+		if err := w.budget.Spend(1); err != nil {
+			return nil, err
+		}
+	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
 		return ast.InternedTerm(v.Bool()), nil
@@ -205,15 +242,7 @@ func (w writer) protoJSONTerm(m protoreflect.Message) (*ast.Term, error) {
 	if err != nil {
 		return nil, err
 	}
-	var doc any
-	// util.UnmarshalJSON keeps numbers as json.Number: large integers
-	// stay exact.
-	if err := util.UnmarshalJSON(bs, &doc); err != nil {
-		return nil, err
-	}
-	v, err := ast.InterfaceToValue(doc)
-	if err != nil {
-		return nil, err
-	}
-	return ast.NewTerm(v), nil
+	// jsonterm keeps numbers as written, as util.UnmarshalJSON does:
+	// large integers stay exact.
+	return jsonterm.Parse(string(bs), w.budget)
 }

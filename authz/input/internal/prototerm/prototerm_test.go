@@ -2,6 +2,7 @@ package prototerm_test
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 	"github.com/meshid/meshid/authz/input/internal/prototerm"
 )
 
@@ -59,9 +61,15 @@ func TestMessageIsProtoJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := prototerm.Message(m.ProtoReflect(), protoregistry.GlobalTypes)
+			b := roomy()
+			got, err := prototerm.Message(m.ProtoReflect(), protoregistry.GlobalTypes, b)
 			if err != nil {
 				t.Fatalf("Message: %v", err)
+			}
+			// Written through protojson after all, the message was
+			// drawn twice in part.
+			if n := values(got.Value); b.Spent() != n && (name != "proto2 and extensions" || b.Spent() < n) {
+				t.Errorf("drew %d values from the budget for a document of %d", b.Spent(), n)
 			}
 			gotJSON, err := json.Marshal(ast.MustJSON(got.Value))
 			if err != nil {
@@ -79,9 +87,61 @@ func TestMessageIsProtoJSON(t *testing.T) {
 // write one.
 func TestMessageRefusesInvalidUTF8(t *testing.T) {
 	m := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"\xff": {}}}
-	if _, err := prototerm.Message(m.ProtoReflect(), protoregistry.GlobalTypes); err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
+	if _, err := prototerm.Message(m.ProtoReflect(), protoregistry.GlobalTypes, roomy()); err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
 		t.Errorf("Message of a map key that is not UTF-8: %v, want an error", err)
 	}
+}
+
+// TestMessageBeyondBudget: a message with more values, or nesting deeper,
+// than its budget allows is an error saying which, through the fast path
+// and through protojson's (a Struct) alike.
+func TestMessageBeyondBudget(t *testing.T) {
+	wide := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+	for i := range 100 {
+		wide.FilterMetadata[strings.Repeat("k", i+1)] = &structpb.Struct{}
+	}
+	nested := structpb.NewStructValue(&structpb.Struct{})
+	for range 10 {
+		nested = structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{nested}})
+	}
+	deep := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"a": {Fields: map[string]*structpb.Value{"b": nested}}}}
+	deepMessages := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Id: "x"}}}}
+	tests := []struct {
+		name  string
+		m     proto.Message
+		b     *jsonterm.Budget
+		want  error
+		holds string
+	}{
+		{"many map entries", wide, jsonterm.NewBudget(64, 50, nil), jsonterm.ErrTooMany, "more than 50"},
+		{"a deep Struct", deep, jsonterm.NewBudget(8, 1000, nil), jsonterm.ErrTooDeep, "more than 8 levels"},
+		{"deep messages", deepMessages, jsonterm.NewBudget(3, 1000, nil), jsonterm.ErrTooDeep, "more than 3 levels"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := prototerm.Message(tt.m.ProtoReflect(), protoregistry.GlobalTypes, roomy()); err != nil {
+				t.Fatalf("with a roomy budget: %v", err)
+			}
+			_, err := prototerm.Message(tt.m.ProtoReflect(), protoregistry.GlobalTypes, tt.b)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.holds) {
+				t.Errorf("Message = %v, want %v saying %q", err, tt.want, tt.holds)
+			}
+		})
+	}
+}
+
+func roomy() *jsonterm.Budget { return jsonterm.NewBudget(1000, 1<<20, nil) }
+
+// values counts the values of a JSON document as a budget does.
+func values(v ast.Value) int {
+	n := 1
+	switch v := v.(type) {
+	case *ast.Array:
+		v.Foreach(func(t *ast.Term) { n += values(t.Value) })
+	case ast.Object:
+		v.Foreach(func(_, t *ast.Term) { n += values(t.Value) })
+	}
+	return n
 }
 
 // canonical re-encodes a JSON text with sorted keys and no spaces; numbers
