@@ -123,14 +123,15 @@ func (p *Process) exited() error {
 	if p.pidfd == nil {
 		return nil
 	}
+	// SyscallConn and Control fail only on a closed handle: nothing to ask.
 	rc, err := p.pidfd.SyscallConn()
 	if err != nil {
-		return nil
+		return nil //nolint:nilerr // a closed handle, see above
 	}
 	var gone bool
 	var pollErr error
 	if err := rc.Control(func(fd uintptr) { gone, pollErr = pollPidfd(int(fd)) }); err != nil {
-		return nil
+		return nil //nolint:nilerr // a closed handle, see above
 	}
 	if pollErr != nil {
 		return &Error{Reason: ReasonProcfs, Err: fmt.Errorf("pid %d: poll pidfd: %w", p.PID, pollErr)}
