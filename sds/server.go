@@ -215,7 +215,7 @@ var errNoPeer = status.Error(codes.PermissionDenied,
 // process is attested afresh; the socket's new holder, if the caller passed
 // it on, is refused then.
 var errCallerExited = status.Error(codes.Unavailable,
-	"the attested process exited: its stream ends with it; reconnect to be attested afresh")
+	"the attested process exited: nothing more is served on its connection; reconnect to be attested afresh")
 
 func (s *Server) callerExited(api string) error {
 	s.log.Debug("stream ended: the attested process exited", "api", api)

@@ -257,7 +257,7 @@ func (s *Server) stream(ctx context.Context, build func(Subscription) (proto.Mes
 // a reconnecting process is attested afresh; the socket's new holder, if
 // the caller passed it on, is refused then.
 var errCallerExited = status.Error(codes.Unavailable,
-	"the attested process exited: its stream ends with it; reconnect to be attested afresh")
+	"the attested process exited: nothing more is served on its connection; reconnect to be attested afresh")
 
 // exited reports whether the caller's process has exited, without waiting.
 func exited(sub Subscription) bool {
