@@ -32,6 +32,11 @@ const (
 	uidB = 12346
 )
 
+// prompt is how soon a call must be answered while others are refused:
+// a new connection and a health check take milliseconds, and the rest is
+// room for a loaded machine running -race.
+const prompt = 2 * time.Second
+
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -260,8 +265,8 @@ func TestPerUIDCap(t *testing.T) {
 	if got != "accepted=3 refused=2" {
 		t.Fatalf("uid %d asking for 5 connections with a share of 3: %s, want accepted=3 refused=2", uidA, got)
 	}
-	if took, err := s.healthCheck(t, 5*time.Second); err != nil || took > time.Second {
-		t.Fatalf("root's health check while uid %d holds its share: %v after %s, want an answer within 1s", uidA, err, took)
+	if took, err := s.healthCheck(t, 5*time.Second); err != nil || took > prompt {
+		t.Fatalf("root's health check while uid %d holds its share: %v after %s, want an answer within %s", uidA, err, took, prompt)
 	}
 	b, got := s.hold(t, uidB, 3, false)
 	if got != "accepted=3 refused=0" {
@@ -317,6 +322,7 @@ func TestFloodFromOneUIDDoesNotHoldUpOthers(t *testing.T) {
 	if got != "accepted=4 refused=0" {
 		t.Fatalf("got %s, want accepted=4 refused=0", got)
 	}
+	flooding := time.Now()
 	deadline := time.Now().Add(10 * time.Second)
 	for s.refused(reasonPerUID) < 500 {
 		if time.Now().After(deadline) {
@@ -335,12 +341,12 @@ func TestFloodFromOneUIDDoesNotHoldUpOthers(t *testing.T) {
 	during := s.refused(reasonPerUID)
 	report := a.stop(t)
 	t.Logf("slowest of 20 health checks during the flood: %s; %d refusals (%s)", slowest, during, report)
-	if slowest > time.Second {
-		t.Errorf("slowest health check took %s during the flood, want under 1s", slowest)
+	if slowest > prompt {
+		t.Errorf("slowest health check took %s during the flood, want under %s", slowest, prompt)
 	}
-	// The test lasts less than logEvery: one line, however many refusals.
-	if lines := s.logs.lines("connection refused"); len(lines) != 1 {
-		t.Errorf("%d refusal log lines for %d refusals, want 1", len(lines), during)
+	// One line per logEvery, however many refusals.
+	if lines, most := s.logs.lines("connection refused"), 1+int(time.Since(flooding)/logEvery); len(lines) < 1 || len(lines) > most {
+		t.Errorf("%d refusal log lines for %d refusals, want 1 to %d", len(lines), during, most)
 	}
 	s.waitHeld(t, 0)
 }
