@@ -80,7 +80,7 @@ func decisionRef(s string) (string, error) {
 // oneDir is the one DIR argument of policy test and policy check.
 func oneDir(cmd *cobra.Command, args []string) error {
 	if len(args) != 1 {
-		return usagef(cmd, "%s: want exactly one policy directory, got %d arguments", name(cmd), len(args))
+		return usagef(cmd, "%s: want exactly one policy directory, got %d arguments", commandName(cmd), len(args))
 	}
 	return nil
 }

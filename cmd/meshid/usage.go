@@ -29,8 +29,8 @@ func usagef(cmd *cobra.Command, format string, args ...any) error {
 	return usage(cmd, fmt.Errorf(format, args...))
 }
 
-// name is a command as meshid's messages call it: "svid fetch".
-func name(cmd *cobra.Command) string {
+// commandName is a command as meshid's messages call it: "svid fetch".
+func commandName(cmd *cobra.Command) string {
 	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
 }
 
@@ -43,7 +43,7 @@ func needsCommand(cmd *cobra.Command, _ []string) error {
 	}
 	msg := "a command is required"
 	if cmd.HasParent() {
-		msg = name(cmd) + ": " + msg
+		msg = commandName(cmd) + ": " + msg
 	}
 	return &usageError{cmd: cmd.CommandPath(), err: errors.New(msg), helpShown: true}
 }
@@ -60,7 +60,7 @@ func subcommandArgs(cmd *cobra.Command, args []string) error {
 // noArgs refuses positional arguments.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef(cmd, "%s: unexpected argument %q", name(cmd), args[0])
+		return usagef(cmd, "%s: unexpected argument %q", commandName(cmd), args[0])
 	}
 	return nil
 }
