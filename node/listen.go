@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 
@@ -39,39 +40,59 @@ func listenUnix(key, path string) (net.Listener, error) {
 	return lis, nil
 }
 
-// listenAgent opens socket_path behind the caps of the limits section, those
-// configured or else those derived from the file descriptor limit (raised
-// to its hard limit first), so that what callers hold leaves meshid the
-// descriptors for its own work (issue 13). Caps the descriptors cannot back
-// stop the start before the socket exists.
-func (n *Node) listenAgent() (net.Listener, error) {
+// socketLimits are the workload socket's connection caps and the file
+// descriptor limit they were derived from.
+type socketLimits struct {
+	connlimit.Limits
+	nofile uint64
+}
+
+// budgetSockets settles the caps of the limits section, those configured or
+// else those derived from the file descriptor limit (raised to its hard
+// limit first), so that what callers hold leaves meshid the descriptors for
+// its own work (issue 13). It runs with the other inputs: caps the
+// descriptors cannot back stop the start before anything is written.
+func budgetSockets(l config.Limits, log *slog.Logger) (socketLimits, error) {
 	nofile, err := connlimit.RaiseFDLimit()
 	switch {
 	case err != nil && nofile == 0:
-		return nil, err
+		return socketLimits{}, err
 	case err != nil:
-		n.log.Warn("file descriptor limit not raised: connection caps are derived from the lower one", "error", err, "limit", nofile)
+		log.Warn("file descriptor limit not raised: connection caps are derived from the lower one", "error", err, "limit", nofile)
 	}
-	limits, err := connlimit.Budget(nofile, connlimit.Limits{Total: n.cfg.Limits.Connections, PerUID: n.cfg.Limits.ConnectionsPerUID})
+	limits, err := connlimit.Budget(nofile, connlimit.Limits{Total: l.Connections, PerUID: l.ConnectionsPerUID})
 	if err != nil {
-		return nil, fmt.Errorf("limits: %w", err)
+		return socketLimits{}, fmt.Errorf("limits: %w", err)
 	}
+	return socketLimits{Limits: limits, nofile: nofile}, nil
+}
+
+// listenAgent opens socket_path behind the caps budgetSockets settled.
+func (n *Node) listenAgent(s socketLimits) (net.Listener, error) {
 	lis, err := listenUnix("socket_path", n.cfg.SocketPath)
 	if err != nil {
 		return nil, err
 	}
-	limited, err := connlimit.NewListener(lis, connlimit.Options{Limits: limits, Log: n.log, Metrics: n.reg})
+	limited, err := connlimit.NewListener(lis, connlimit.Options{Limits: s.Limits, Log: n.log, Metrics: n.reg})
 	if err != nil {
 		lis.Close()
 		return nil, err
 	}
-	n.log.Info("workload socket connection caps", "connections", limits.Total, "connections_per_uid", limits.PerUID, "fd_limit", nofile)
+	n.log.Info("workload socket connection caps", "connections", s.Total, "connections_per_uid", s.PerUID, "fd_limit", s.nofile)
 	return limited, nil
 }
 
+// maxStreamsPerConn bounds the streams one connection may hold open, so a
+// caller within its connection cap cannot grow meshid's memory without
+// limit through streams instead. An Envoy opens one SDS stream per secret
+// it asks for over its connection; 256 is far above any sidecar's count.
+const maxStreamsPerConn = 256
+
 // agentServerOptions are the workload socket server's connection options:
-// the callers' kernel credentials, read through listenAgent's caps, and how
-// long a connection may go without its preface or without a stream.
+// the callers' kernel credentials, read through listenAgent's caps, how
+// long a connection may go without its preface or without a stream, and
+// how many streams it may hold.
 func agentServerOptions(l config.Limits) []grpc.ServerOption {
-	return connlimit.ServerOptions(attestor.PeerCredentials(), l.HandshakeTimeout, l.IdleTimeout)
+	return append(connlimit.ServerOptions(attestor.PeerCredentials(), l.HandshakeTimeout, l.IdleTimeout),
+		grpc.MaxConcurrentStreams(maxStreamsPerConn))
 }

@@ -14,19 +14,22 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/test/authztest"
 )
 
-// limitsConfig is a node that gives this process's uid an SVID.
-func limitsConfig(t *testing.T) config.Config {
+// nodeConfig is a node that gives this process's uid an SVID.
+func nodeConfig(t *testing.T) config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	entries := filepath.Join(dir, "entries.yaml")
 	uid := strconv.Itoa(os.Geteuid())
-	if err := os.WriteFile(entries, []byte("entries:\n  - spiffe_id: spiffe://example.org/limits-test\n    selectors: [\"unix:uid:"+uid+"\"]\n"), 0o644); err != nil {
+	if err := os.WriteFile(entries, []byte("entries:\n  - spiffe_id: spiffe://example.org/node-test\n    selectors: [\"unix:uid:"+uid+"\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
@@ -62,7 +65,7 @@ func dialSilent(t *testing.T, sock string) (net.Conn, bool) {
 // so in /metrics, and drops a connection that never sends its preface after
 // handshake_timeout, which gives its place back to the next caller.
 func TestNodeCapsWorkloadSocket(t *testing.T) {
-	cfg := limitsConfig(t)
+	cfg := nodeConfig(t)
 	cfg.Limits = config.Limits{Connections: 10, ConnectionsPerUID: 2, HandshakeTimeout: time.Second, IdleTimeout: time.Minute}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -115,7 +118,7 @@ func TestNodeCapsWorkloadSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fetch once the silent connections were dropped: %v", err)
 	}
-	if got := svid.ID.String(); got != "spiffe://example.org/limits-test" {
+	if got := svid.ID.String(); got != "spiffe://example.org/node-test" {
 		t.Errorf("SVID for %s", got)
 	}
 
@@ -133,15 +136,17 @@ func TestNodeCapsWorkloadSocket(t *testing.T) {
 // TestNodeRefusesCapsBeyondItsFDs: connections the file descriptor limit
 // cannot back stop the start before the socket exists.
 func TestNodeRefusesCapsBeyondItsFDs(t *testing.T) {
-	cfg := limitsConfig(t)
+	cfg := nodeConfig(t)
 	cfg.Limits.Connections = 1 << 30
 	cfg.Limits.ConnectionsPerUID = 1
 	_, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "limits: 1073741824 connections need") || !strings.Contains(err.Error(), "RLIMIT_NOFILE") {
 		t.Fatalf("New = %v, want the limits error", err)
 	}
-	if _, err := os.Stat(cfg.SocketPath); err == nil {
-		t.Error("a refused start created the workload socket")
+	for _, p := range []string{cfg.SocketPath, cfg.DataDir} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("a refused start created %s", p)
+		}
 	}
 }
 
@@ -165,4 +170,64 @@ func adminGet(t *testing.T, addr, path string) string {
 		t.Fatal(err)
 	}
 	return string(body)
+}
+
+// TestNodeBoundsStreamsPerConnection: one connection holds at most
+// maxStreamsPerConn streams; the next waits for one of them to end.
+func TestNodeBoundsStreamsPerConnection(t *testing.T) {
+	cfg := nodeConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	conn, err := grpc.NewClient("unix://"+cfg.SocketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	watch := func(ctx context.Context) error {
+		w, err := health.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		_, err = w.Recv()
+		return err
+	}
+	cancels := make([]context.CancelFunc, maxStreamsPerConn)
+	for i := range cancels {
+		var streamCtx context.Context
+		streamCtx, cancels[i] = context.WithCancel(ctx)
+		if err := watch(streamCtx); err != nil {
+			t.Fatalf("stream %d: %v", i+1, err)
+		}
+	}
+	extra := make(chan error, 1)
+	go func() { extra <- watch(ctx) }()
+	select {
+	case err := <-extra:
+		t.Fatalf("stream %d answered (%v) while %d were open", maxStreamsPerConn+1, err, maxStreamsPerConn)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancels[0]()
+	select {
+	case err := <-extra:
+		if err != nil {
+			t.Fatalf("stream %d after one ended: %v", maxStreamsPerConn+1, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("stream %d still waits after one ended", maxStreamsPerConn+1)
+	}
+	for _, c := range cancels {
+		c()
+	}
 }

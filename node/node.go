@@ -86,6 +86,7 @@ type Node struct {
 	ready atomic.Bool
 
 	authz    *authzService
+	sockets  socketLimits
 	agent    *grpc.Server
 	streams  *streamEnder // ends agent's streams at shutdown
 	agentLis net.Listener
@@ -100,7 +101,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), sockets: in.sockets}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if n.ca, err = ca.Open(caOptions(cfg, in.trustDomain, log, n.reg)); err != nil {
@@ -143,6 +144,7 @@ type inputs struct {
 	federated   *spiffebundle.Set
 	policies    policies
 	attestor    *attestor.Attestor
+	sockets     socketLimits // the workload socket's connection caps
 }
 
 // readInputs reads and checks every input before anything is written.
@@ -182,6 +184,9 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 	if in.attestor, err = newAttestor(cfg); err != nil {
 		return in, err
 	}
+	if in.sockets, err = budgetSockets(cfg.Limits, log); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 
@@ -208,7 +213,7 @@ func (n *Node) authzIdentity(p policies) authzIdentity {
 // listen opens every listener, or none: once a socket exists, clients may
 // use it.
 func (n *Node) listen() (err error) {
-	if n.agentLis, err = n.listenAgent(); err != nil {
+	if n.agentLis, err = n.listenAgent(n.sockets); err != nil {
 		return err
 	}
 	defer func() {

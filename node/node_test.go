@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,20 +22,7 @@ import (
 // asks the admin endpoint whether it is ready, and stops it: Run returns
 // nil and nothing it started outlives it (TestMain checks).
 func TestNodeServesAndStops(t *testing.T) {
-	dir := t.TempDir()
-	entries := filepath.Join(dir, "entries.yaml")
-	uid := strconv.Itoa(os.Geteuid())
-	if err := os.WriteFile(entries, []byte("entries:\n  - spiffe_id: spiffe://example.org/node-test\n    selectors: [\"unix:uid:"+uid+"\"]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.SocketPath = filepath.Join(dir, "sock", "agent.sock")
-	cfg.EntriesFile = entries
-	cfg.EntriesOptional = false
-	cfg.Admin.Address = freeTCPAddr(t)
-	cfg.Authz.Address = freeTCPAddr(t)
-	cfg.Authz.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
+	cfg := nodeConfig(t)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
