@@ -1,23 +1,23 @@
 package authz
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
-	"time"
-
-	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// Defaults of DecisionLogOptions.
+// Defaults of DecisionLogOptions. A field of 8 KiB keeps whole what a
+// request carries when nobody is trying (a JWT, a client certificate, the
+// 8 KiB body meshid's sidecars send); an input of 64 KiB is several such
+// fields and every usual header.
 const (
-	DefaultDecisionLogQueue = 1024
-	maskedValue             = "<masked>"
+	DefaultDecisionLogQueue         = 1024
+	DefaultDecisionLogMaxFieldBytes = 8 << 10
+	DefaultDecisionLogMaxInputBytes = 64 << 10
+	maskedValue                     = "<masked>"
 )
 
 // DefaultMaskedHeaders carry credentials: their values never reach a
@@ -38,27 +38,46 @@ type DecisionLogOptions struct {
 	// means all. Decisions that failed (no decision reached) are always
 	// logged.
 	SampleRate float64
+	// MaxFieldBytes caps each string of the logged input and result (a
+	// body, a header value, a path), the error, and parsed_body and the
+	// result as a whole (their JSON). A longer string keeps its start and
+	// gains a marker with its length; a longer parsed_body or result
+	// becomes a marker with its length. Zero means
+	// DefaultDecisionLogMaxFieldBytes.
+	MaxFieldBytes int
+	// MaxInputBytes caps the logged input as a whole (its JSON, after the
+	// field caps); a longer one becomes a marker with its length. Zero
+	// means DefaultDecisionLogMaxInputBytes.
+	MaxInputBytes int
 	// Log reports write errors; nil discards.
 	Log *slog.Logger
 }
 
 // DecisionLog writes one JSON line per decision: decision id, time, the
-// decision path, the input (masked), the result, and how long it took.
-// Check only queues the decision; Run encodes and writes, so a slow disk
-// costs dropped log lines, never slower answers to Envoy.
+// decision path, the input (masked, capped), the result, and how long it
+// took. Check only queues the decision; Run encodes and writes, so a slow
+// disk costs dropped log lines, never slower answers to Envoy. What one
+// line may take is bounded by the caps, whatever the request.
 type DecisionLog struct {
-	queue   chan *Result
-	mask    map[string]bool
-	sample  float64
-	log     *slog.Logger
-	dropped atomic.Uint64
+	queue              chan *Result
+	mask               map[string]bool
+	sample             float64
+	maxField, maxInput int
+	log                *slog.Logger
+	dropped            atomic.Uint64
 }
 
 // NewDecisionLog returns a log that queues decisions; Run writes them.
 func NewDecisionLog(o DecisionLogOptions) *DecisionLog {
-	d := &DecisionLog{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log}
+	d := &DecisionLog{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes}
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultDecisionLogQueue
+	}
+	if d.maxField <= 0 {
+		d.maxField = DefaultDecisionLogMaxFieldBytes
+	}
+	if d.maxInput <= 0 {
+		d.maxInput = DefaultDecisionLogMaxInputBytes
 	}
 	d.queue = make(chan *Result, o.QueueSize)
 	if o.MaskHeaders == nil {
@@ -88,18 +107,28 @@ func (d *DecisionLog) Log(r *Result) {
 // Dropped counts the decisions not logged because the queue was full.
 func (d *DecisionLog) Dropped() uint64 { return d.dropped.Load() }
 
+// Batching: lines are written to out in batches of whole lines, up to
+// batchBytes or whatever is queued, so that a writer that rotates files
+// (LogFile) never sees half a line. A batch buffer grown past
+// maxKeptBatch by a burst is let go rather than kept.
+const (
+	batchBytes   = 64 << 10
+	maxKeptBatch = 4 << 20
+)
+
 // Run writes queued decisions to out until ctx ends, then writes what is
-// still queued and returns.
+// still queued and returns. Each Write to out is whole lines.
 func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
-	w := bufio.NewWriter(out)
+	w := &lineWriter{maxField: d.maxField, maxInput: d.maxInput, mask: d.mask}
 	failing := false
-	write := func(r *Result) {
-		line, err := d.encode(r)
-		if err == nil {
-			_, err = w.Write(line)
+	flush := func() error {
+		if len(w.buf) == 0 {
+			return nil
 		}
-		if err == nil && len(d.queue) == 0 {
-			err = w.Flush()
+		_, err := out.Write(w.buf)
+		w.buf = w.buf[:0]
+		if cap(w.buf) > maxKeptBatch {
+			w.buf = nil
 		}
 		switch {
 		case err != nil && !failing:
@@ -108,6 +137,13 @@ func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
 		case err == nil && failing:
 			d.log.Info("authz: decision log writes again")
 			failing = false
+		}
+		return err
+	}
+	write := func(r *Result) {
+		w.line(r)
+		if len(w.buf) >= batchBytes || len(d.queue) == 0 {
+			flush()
 		}
 	}
 	for {
@@ -120,76 +156,9 @@ func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
 				case r := <-d.queue:
 					write(r)
 				default:
-					return w.Flush()
+					return flush()
 				}
 			}
 		}
 	}
-}
-
-// decisionLine is the JSON of one decision, close to OPA's decision log
-// event so the same tools read both.
-type decisionLine struct {
-	DecisionID string    `json:"decision_id"`
-	Timestamp  time.Time `json:"timestamp"`
-	Path       string    `json:"path,omitempty"`
-	Input      any       `json:"input,omitempty"`
-	Result     any       `json:"result,omitempty"`
-	Allowed    bool      `json:"allowed"`
-	DryRun     bool      `json:"dry_run,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	DurationNS int64     `json:"duration_ns"`
-}
-
-func (d *DecisionLog) encode(r *Result) ([]byte, error) {
-	line := decisionLine{
-		DecisionID: r.ID,
-		Timestamp:  r.Time.UTC(),
-		Path:       r.Path,
-		Allowed:    r.Allowed,
-		DryRun:     r.DryRun,
-		DurationNS: r.Duration.Nanoseconds(),
-	}
-	if r.Err != nil {
-		line.Error = r.Err.Error()
-	}
-	var err error
-	if r.Input != nil {
-		if line.Input, err = ast.JSON(r.Input); err != nil {
-			return nil, err
-		}
-		d.maskInput(line.Input)
-	}
-	if r.Decision != nil {
-		if line.Result, err = ast.JSON(r.Decision); err != nil {
-			return nil, err
-		}
-	}
-	b, err := json.Marshal(line)
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
-
-// maskInput replaces the values of masked headers in a JSON input
-// document; ast.JSON made a fresh copy, so the input terms are untouched.
-func (d *DecisionLog) maskInput(in any) {
-	headers, _ := dig(in, "attributes", "request", "http", "headers").(map[string]any)
-	for name := range headers {
-		if d.mask[name] {
-			headers[name] = maskedValue
-		}
-	}
-}
-
-func dig(v any, keys ...string) any {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
 }
