@@ -102,6 +102,7 @@ func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
 			TrustXFCC:    c.XFCC.Trust,
 			XFCCProxies:  c.XFCC.Proxies,
 			JWTAudiences: c.JWTAudiences,
+			Body:         input.BodyLimits{MaxBytes: c.MaxBodyBytes, MaxDepth: c.MaxBodyDepth, MaxValues: c.MaxBodyValues},
 		},
 	}
 }
@@ -113,10 +114,12 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 	s := &authzService{cfg: cfg, log: log}
 	if cfg.DecisionLog != "" {
 		s.decisions = authz.NewDecisionLog(authz.DecisionLogOptions{
-			MaskHeaders: cfg.DecisionLogMask,
-			QueueSize:   cfg.DecisionLogQueue,
-			SampleRate:  cfg.DecisionLogSampleRate,
-			Log:         log,
+			MaskHeaders:   cfg.DecisionLogMask,
+			QueueSize:     cfg.DecisionLogQueue,
+			SampleRate:    cfg.DecisionLogSampleRate,
+			MaxFieldBytes: cfg.DecisionLogMaxFieldBytes,
+			MaxInputBytes: cfg.DecisionLogMaxInputBytes,
+			Log:           log,
 		})
 	}
 	opts := ServerOptions(cfg, log)
@@ -164,7 +167,9 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 	return s, nil
 }
 
-// listen opens the listeners and the decision log file.
+// listen opens the listeners and the decision log file, which rotates by
+// size; stderr is the operator's to rotate (or journald's), never
+// meshid's.
 func (s *authzService) listen() (err error) {
 	defer func() {
 		if err != nil {
@@ -190,7 +195,11 @@ func (s *authzService) listen() (err error) {
 		if err := os.MkdirAll(filepath.Dir(s.cfg.DecisionLog), 0o755); err != nil {
 			return fmt.Errorf("authz.decision_log: %w", err)
 		}
-		f, err := os.OpenFile(s.cfg.DecisionLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		f, err := authz.OpenLogFile(s.cfg.DecisionLog, authz.LogFileOptions{
+			MaxBytes: s.cfg.DecisionLogMaxBytes,
+			MaxFiles: s.cfg.DecisionLogMaxFiles,
+			Log:      s.log,
+		})
 		if err != nil {
 			return fmt.Errorf("authz.decision_log: %w", err)
 		}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
@@ -228,5 +230,127 @@ func TestAuthzServiceRefusesBadProtoDescriptor(t *testing.T) {
 	_, err := compilePolicies(context.Background(), cfg)
 	if err == nil || !strings.HasPrefix(err.Error(), "authz.proto_descriptor: ") || !strings.Contains(err.Error(), cfg.ProtoDescriptor) {
 		t.Fatalf("compilePolicies = %v, want an authz.proto_descriptor error naming the file", err)
+	}
+}
+
+// TestServerOptionsBodyLimits: the body limits reach the input builder,
+// for `meshid run` and `meshid policy eval` alike.
+func TestServerOptionsBodyLimits(t *testing.T) {
+	cfg := config.Default().Authz
+	cfg.MaxBodyBytes, cfg.MaxBodyDepth, cfg.MaxBodyValues = 4096, 8, 50
+	if got, want := ServerOptions(cfg, nil).Input.Body, (input.BodyLimits{MaxBytes: 4096, MaxDepth: 8, MaxValues: 50}); got != want {
+		t.Errorf("Input.Body = %+v, want %+v", got, want)
+	}
+}
+
+// runAuthz serves s until the test ends; the returned function stops it
+// (writing out the decision log) and may be called again.
+func runAuthz(t *testing.T, s *authzService) func() {
+	t.Helper()
+	if err := s.listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			stopped = true
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestAuthzDecisionLogRotates: a decision log file is rotated at
+// decision_log_max_bytes, decision_log_max_files kept, every line whole,
+// each field within decision_log_max_field_bytes.
+func TestAuthzDecisionLogRotates(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default().Authz
+	cfg.Address = "unix://" + filepath.Join(dir, "authz.sock")
+	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
+	cfg.DecisionLog = filepath.Join(dir, "decisions.jsonl")
+	cfg.DecisionLogMaxBytes, cfg.DecisionLogMaxFiles = 1<<20, 2
+	cfg.DecisionLogMaxFieldBytes, cfg.DecisionLogMaxInputBytes = 64<<10, 128<<10
+	s, _ := newTestAuthz(t, cfg, prometheus.NewRegistry())
+	stop := runAuthz(t, s)
+
+	conn, err := grpc.NewClient(cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	// 100 KB of header each, cut to 64 KiB: about 3.8 MiB in all.
+	for range 60 {
+		if _, err := client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Path: "/hello", Headers: map[string]string{"x-big": strings.Repeat("b", 100_000)},
+			}},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+
+	lines := 0
+	for _, name := range []string{"decisions.jsonl", "decisions.jsonl.1", "decisions.jsonl.2"} {
+		bs, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(bs) > 1<<20 {
+			t.Errorf("%s is %d bytes, more than decision_log_max_bytes", name, len(bs))
+		}
+		for l := range strings.Lines(string(bs)) {
+			var line struct {
+				Input struct {
+					Attributes struct {
+						Request struct {
+							HTTP struct {
+								Headers map[string]string `json:"headers"`
+							} `json:"http"`
+						} `json:"request"`
+					} `json:"attributes"`
+				} `json:"input"`
+			}
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatalf("%s: a line is not JSON: %v", name, err)
+			}
+			if h := line.Input.Attributes.Request.HTTP.Headers["x-big"]; !strings.HasSuffix(h, "...[truncated: 100000 bytes]") || len(h) > 64<<10+64 {
+				t.Fatalf("%s: x-big logged as %d bytes ending %q", name, len(h), h[max(0, len(h)-40):])
+			}
+			lines++
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "decisions.jsonl.3")); err == nil {
+		t.Error("decisions.jsonl.3 exists: more files kept than decision_log_max_files")
+	}
+	if lines == 0 || lines > 60 {
+		t.Errorf("%d lines in the files kept", lines)
+	}
+}
+
+// TestAuthzDecisionLogStderr: stderr is written as it is, never rotated,
+// whatever decision_log_max_bytes says.
+func TestAuthzDecisionLogStderr(t *testing.T) {
+	cfg := config.Default().Authz
+	cfg.Address = "unix://" + filepath.Join(t.TempDir(), "authz.sock")
+	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy})
+	cfg.DecisionLog = config.DecisionLogStderr
+	cfg.DecisionLogMaxBytes = 1 << 20
+	s, _ := newTestAuthz(t, cfg, prometheus.NewRegistry())
+	if err := s.listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if w, ok := s.logFile.(nopCloser); !ok || w.Writer != os.Stderr {
+		t.Errorf("the decision log writes to %T, want stderr as it is", s.logFile)
 	}
 }

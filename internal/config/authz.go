@@ -17,10 +17,12 @@ type Authz struct {
 	// policies, "host:port" or "unix:///path"; empty: off.
 	HTTPAddress string `yaml:"http_address"`
 	// Reflection registers gRPC server reflection on Address.
-	Reflection  bool          `yaml:"reflection"`
-	PolicyDir   string        `yaml:"policy_dir"`
-	Decision    string        `yaml:"decision"`
-	RegoVersion string        `yaml:"rego_version"`
+	Reflection  bool   `yaml:"reflection"`
+	PolicyDir   string `yaml:"policy_dir"`
+	Decision    string `yaml:"decision"`
+	RegoVersion string `yaml:"rego_version"`
+	// EvalTimeout bounds a whole decision: the input (its body parsed)
+	// and the evaluation.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
 	// ReloadInterval is how often the policy dir is checked for changes
 	// besides the file-system watch; 0 relies on the watch alone.
@@ -28,11 +30,27 @@ type Authz struct {
 	// DenyStatus is the HTTP status of denies the policy gave no status.
 	DenyStatus int  `yaml:"deny_status"`
 	DryRun     bool `yaml:"dry_run"`
+	// MaxBodyBytes is the largest request body parsed into parsed_body;
+	// a longer one is left unparsed (null), as sent in attributes.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxBodyDepth and MaxBodyValues bound parsed_body's shape: deeper
+	// or more is a deny.
+	MaxBodyDepth  int `yaml:"max_body_depth"`
+	MaxBodyValues int `yaml:"max_body_values"`
 	// DecisionLog is "stderr", a file path, or empty for no decision log.
 	DecisionLog           string   `yaml:"decision_log"`
 	DecisionLogMask       []string `yaml:"decision_log_mask"`
 	DecisionLogQueue      int      `yaml:"decision_log_queue"`
 	DecisionLogSampleRate float64  `yaml:"decision_log_sample_rate"`
+	// DecisionLogMaxFieldBytes caps each logged string, parsed_body and
+	// the result; DecisionLogMaxInputBytes the logged input as a whole.
+	DecisionLogMaxFieldBytes int `yaml:"decision_log_max_field_bytes"`
+	DecisionLogMaxInputBytes int `yaml:"decision_log_max_input_bytes"`
+	// DecisionLogMaxBytes rotates a decision log file past this size (0:
+	// never), keeping DecisionLogMaxFiles rotated files; stderr is never
+	// rotated.
+	DecisionLogMaxBytes int64 `yaml:"decision_log_max_bytes"`
+	DecisionLogMaxFiles int   `yaml:"decision_log_max_files"`
 	// ProtoDescriptor is a binary FileDescriptorSet that decodes gRPC
 	// request bodies into input.parsed_body; empty leaves them unparsed.
 	ProtoDescriptor string `yaml:"proto_descriptor"`
@@ -63,18 +81,38 @@ type XFCC struct {
 
 func defaultAuthz() Authz {
 	return Authz{
-		Address:               "127.0.0.1:9191",
-		PolicyDir:             "policies",
-		Decision:              "data.envoy.authz.allow",
-		RegoVersion:           "v1",
-		EvalTimeout:           100 * time.Millisecond,
-		ReloadInterval:        10 * time.Second,
-		DenyStatus:            403,
+		Address:        "127.0.0.1:9191",
+		PolicyDir:      "policies",
+		Decision:       "data.envoy.authz.allow",
+		RegoVersion:    "v1",
+		EvalTimeout:    100 * time.Millisecond,
+		ReloadInterval: 10 * time.Second,
+		DenyStatus:     403,
+		// docs/authz.md, "Request bodies", says why these.
+		MaxBodyBytes:          1 << 20,
+		MaxBodyDepth:          64,
+		MaxBodyValues:         10000,
 		DecisionLogMask:       []string{"authorization", "proxy-authorization", "cookie"},
 		DecisionLogQueue:      1024,
 		DecisionLogSampleRate: 1,
+		// docs/authz.md, "Decision logs".
+		DecisionLogMaxFieldBytes: 8 << 10,
+		DecisionLogMaxInputBytes: 64 << 10,
+		DecisionLogMaxBytes:      100 << 20,
+		DecisionLogMaxFiles:      5,
 	}
 }
+
+// Bounds of the size settings: a body nests at least 2 deep (a form is an
+// object of lists), and deeper than 1000 levels is no API's shape; a
+// field cut to fewer than 64 bytes says too little of what it was; a
+// rotated file smaller than 1 MiB holds a handful of decisions.
+const (
+	minBodyDepth        = 2
+	maxBodyDepth        = 1000
+	minLogFieldBytes    = 64
+	minDecisionLogBytes = 1 << 20
+)
 
 // DecisionLogStderr is the decision_log value that writes to stderr.
 const DecisionLogStderr = "stderr"
@@ -123,6 +161,27 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 	}
 	if a.DenyStatus < 300 || a.DenyStatus > 599 {
 		bad(at("authz", "deny_status"), "authz.deny_status %d: want a 3xx, 4xx or 5xx HTTP status", a.DenyStatus)
+	}
+	if a.MaxBodyBytes < 1 {
+		bad(at("authz", "max_body_bytes"), "authz.max_body_bytes %d must be at least 1", a.MaxBodyBytes)
+	}
+	if a.MaxBodyDepth < minBodyDepth || a.MaxBodyDepth > maxBodyDepth {
+		bad(at("authz", "max_body_depth"), "authz.max_body_depth %d: want %d to %d (a form body is %d deep)", a.MaxBodyDepth, minBodyDepth, maxBodyDepth, minBodyDepth)
+	}
+	if a.MaxBodyValues < 1 {
+		bad(at("authz", "max_body_values"), "authz.max_body_values %d must be at least 1", a.MaxBodyValues)
+	}
+	if a.DecisionLogMaxFieldBytes < minLogFieldBytes {
+		bad(at("authz", "decision_log_max_field_bytes"), "authz.decision_log_max_field_bytes %d must be at least %d", a.DecisionLogMaxFieldBytes, minLogFieldBytes)
+	}
+	if a.DecisionLogMaxInputBytes < a.DecisionLogMaxFieldBytes {
+		bad(at("authz", "decision_log_max_input_bytes"), "authz.decision_log_max_input_bytes %d is less than authz.decision_log_max_field_bytes %d: the input holds the fields", a.DecisionLogMaxInputBytes, a.DecisionLogMaxFieldBytes)
+	}
+	if a.DecisionLogMaxBytes != 0 && a.DecisionLogMaxBytes < minDecisionLogBytes {
+		bad(at("authz", "decision_log_max_bytes"), "authz.decision_log_max_bytes %d: want 0 (never rotate) or at least %d (1 MiB)", a.DecisionLogMaxBytes, minDecisionLogBytes)
+	}
+	if a.DecisionLogMaxBytes != 0 && a.DecisionLogMaxFiles < 1 {
+		bad(at("authz", "decision_log_max_files"), "authz.decision_log_max_files %d must be at least 1 when authz.decision_log_max_bytes rotates the file", a.DecisionLogMaxFiles)
 	}
 	if a.DecisionLogQueue < 1 {
 		bad(at("authz", "decision_log_queue"), "authz.decision_log_queue %d must be at least 1", a.DecisionLogQueue)

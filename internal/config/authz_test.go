@@ -12,7 +12,9 @@ func TestAuthzDefaults(t *testing.T) {
 	a := Default().Authz
 	if a.RegoVersion != "v1" || a.DenyStatus != 403 || a.EvalTimeout != 100*time.Millisecond || a.ReloadInterval != 10*time.Second ||
 		a.DecisionLog != "" || a.DecisionLogQueue != 1024 || a.DecisionLogSampleRate != 1 || a.DryRun || a.XFCC.Trust || a.HTTPAddress != "" ||
-		!slices.Equal(a.DecisionLogMask, []string{"authorization", "proxy-authorization", "cookie"}) {
+		!slices.Equal(a.DecisionLogMask, []string{"authorization", "proxy-authorization", "cookie"}) ||
+		a.MaxBodyBytes != 1<<20 || a.MaxBodyDepth != 64 || a.MaxBodyValues != 10000 ||
+		a.DecisionLogMaxFieldBytes != 8192 || a.DecisionLogMaxInputBytes != 65536 || a.DecisionLogMaxBytes != 100<<20 || a.DecisionLogMaxFiles != 5 {
 		t.Errorf("authz defaults = %+v", a)
 	}
 }
@@ -33,6 +35,13 @@ func TestLoadAuthz(t *testing.T) {
   decision_log_mask: []
   decision_log_queue: 10
   decision_log_sample_rate: 0.5
+  decision_log_max_field_bytes: 100
+  decision_log_max_input_bytes: 1000
+  decision_log_max_bytes: 2097152
+  decision_log_max_files: 2
+  max_body_bytes: 4096
+  max_body_depth: 8
+  max_body_values: 50
   jwt_audiences: [backend]
   proto_descriptor: protos/api.pb
   xfcc: {trust: true, proxies: ["spiffe://example.org/gateway"]}
@@ -51,6 +60,8 @@ func TestLoadAuthz(t *testing.T) {
 		a.EvalTimeout != 50*time.Millisecond || a.ReloadInterval != 0 || a.DenyStatus != 401 || !a.DryRun ||
 		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
 		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
+		a.DecisionLogMaxFieldBytes != 100 || a.DecisionLogMaxInputBytes != 1000 || a.DecisionLogMaxBytes != 2<<20 || a.DecisionLogMaxFiles != 2 ||
+		a.MaxBodyBytes != 4096 || a.MaxBodyDepth != 8 || a.MaxBodyValues != 50 ||
 		!a.XFCC.Trust || !slices.Equal(a.XFCC.Proxies, []string{"spiffe://example.org/gateway"}) ||
 		a.ProtoDescriptor != filepath.Join(dir, "protos/api.pb") ||
 		a.TLS.SPIFFEID != "spiffe://example.org/meshid/authz" || !slices.Equal(a.TLS.ClientIDs, []string{"spiffe://example.org/ns/demo/sa/backend"}) {
@@ -86,6 +97,14 @@ func TestLoadAuthzRejects(t *testing.T) {
 		{"proxies without trust", "authz:\n  xfcc:\n    proxies: [\"spiffe://example.org/gw\"]\n", []string{"meshid.yaml:3: authz.xfcc.proxies is set but authz.xfcc.trust is false"}},
 		{"proxy not a SPIFFE ID", "authz:\n  xfcc:\n    trust: true\n    proxies:\n      - gateway\n", []string{`meshid.yaml:5: authz.xfcc.proxies: "gateway" is not a SPIFFE ID`}},
 		{"unknown xfcc key", "authz:\n  xfcc:\n    trusted: true\n", []string{`meshid.yaml:3: unknown key "trusted"`}},
+		{"body bytes", "authz:\n  max_body_bytes: 0\n", []string{"meshid.yaml:2: authz.max_body_bytes 0 must be at least 1"}},
+		{"body depth", "authz:\n  max_body_depth: 1\n", []string{"meshid.yaml:2: authz.max_body_depth 1: want 2 to 1000"}},
+		{"body too deep", "authz:\n  max_body_depth: 100000\n", []string{"meshid.yaml:2: authz.max_body_depth 100000: want 2 to 1000"}},
+		{"body values", "authz:\n  max_body_values: -1\n", []string{"meshid.yaml:2: authz.max_body_values -1 must be at least 1"}},
+		{"log field", "authz:\n  decision_log_max_field_bytes: 10\n", []string{"meshid.yaml:2: authz.decision_log_max_field_bytes 10 must be at least 64"}},
+		{"log input", "authz:\n  decision_log_max_field_bytes: 1000\n  decision_log_max_input_bytes: 999\n", []string{"meshid.yaml:3: authz.decision_log_max_input_bytes 999 is less than authz.decision_log_max_field_bytes 1000"}},
+		{"log file size", "authz:\n  decision_log_max_bytes: 1000\n", []string{"meshid.yaml:2: authz.decision_log_max_bytes 1000: want 0 (never rotate) or at least 1048576"}},
+		{"log files", "authz:\n  decision_log_max_files: 0\n", []string{"meshid.yaml:2: authz.decision_log_max_files 0 must be at least 1"}},
 		{"negative timeout", "authz:\n  eval_timeout: -1s\n", []string{"meshid.yaml:2: authz.eval_timeout must be positive"}},
 		{"tls id not SPIFFE", "authz:\n  tls:\n    spiffe_id: meshid\n", []string{`meshid.yaml:3: authz.tls.spiffe_id "meshid" is not a SPIFFE ID`}},
 		{"tls id elsewhere", "authz:\n  tls:\n    spiffe_id: spiffe://other.org/meshid\n", []string{`meshid.yaml:3: authz.tls.spiffe_id "spiffe://other.org/meshid" is outside the trust domain "example.org"`}},
@@ -104,5 +123,17 @@ func TestLoadAuthzRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadAuthzNoRotation: decision_log_max_bytes 0 never rotates, and
+// then needs no files to keep.
+func TestLoadAuthzNoRotation(t *testing.T) {
+	cfg, err := Load(writeConfig(t, "authz: {decision_log_max_bytes: 0, decision_log_max_files: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Authz.DecisionLogMaxBytes != 0 {
+		t.Errorf("decision_log_max_bytes = %d, want 0", cfg.Authz.DecisionLogMaxBytes)
 	}
 }
