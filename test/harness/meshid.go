@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -33,6 +34,10 @@ type MeshidOptions struct {
 	// harness does not write (federation, ca, ...). It must not repeat a
 	// top-level key the harness writes.
 	ExtraConfig string
+	// NoFile, when set, is meshid's RLIMIT_NOFILE, soft and hard, as
+	// `ulimit -n` sets it: a small one shows what a flood of connections
+	// does to a daemon with few descriptors to spare.
+	NoFile uint64
 	// Unready makes StartMeshid and Restart return once meshid is alive
 	// (/healthz answers) rather than ready, for a meshid expected to run
 	// unready, such as one whose CA cannot rotate: see Meshid.Readyz.
@@ -175,10 +180,17 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		return nil, err
 	}
 
+	path, args := bin, []string{"run", "-config", m.ConfigPath}
+	if o.NoFile > 0 {
+		// The shell lowers both limits and becomes meshid (same pid), so
+		// Restart, which reuses the command line, keeps the limit.
+		args = append([]string{"-c", "ulimit -n " + strconv.FormatUint(o.NoFile, 10) + ` && exec "$0" "$@"`, bin}, args...)
+		path = "/bin/sh"
+	}
 	m.Process, err = e.Start(ctx, ProcSpec{
 		Name: o.Name,
-		Path: bin,
-		Args: []string{"run", "-config", m.ConfigPath},
+		Path: path,
+		Args: args,
 		Dir:  dir,
 	})
 	if err != nil {
