@@ -11,6 +11,7 @@
 //	loadgen sds -socket S -streams N          SDS streams held open at once, each on its own connection
 //	loadgen fetch -socket S -n N              one connection and one FetchSecrets after another
 //	loadgen flood -socket S -conns N -for D   connections that never speak, held and reopened
+//	loadgen handoff -socket S -to T           a connection to meshid passed to another process
 package main
 
 import (
@@ -51,10 +52,11 @@ func main() {
 		os.Exit(2)
 	}
 	modes := map[string]func(context.Context, []string, io.Writer) (Result, error){
-		"authz": authz,
-		"sds":   sds,
-		"fetch": fetch,
-		"flood": flood,
+		"authz":   authz,
+		"sds":     sds,
+		"fetch":   fetch,
+		"flood":   flood,
+		"handoff": handoff,
 	}
 	run, ok := modes[os.Args[1]]
 	if !ok {
