@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -206,5 +207,24 @@ func TestDeadlineWhileParsing(t *testing.T) {
 	calls.Store(0)
 	if r := srv.Decide(t.Context(), bodyRequest("application/json", `{"a": 1}`)); !r.Allowed {
 		t.Errorf("a small body: %v", r.Err)
+	}
+}
+
+// TestHugePathLogsLittle: a request meshid denies is warned about in its
+// log, quoting the request only in part: a caller chooses how long its
+// path and principal are, and could otherwise write megabytes a request.
+func TestHugePathLogsLittle(t *testing.T) {
+	var logs syncBuffer
+	srv := newServer(t, engine(t, allowAll, authz.Config{}), authz.Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	path := "/" + strings.Repeat("a", 1<<20) + "%zz"
+	r := srv.Decide(t.Context(), checkRequest("spiffe://example.org/"+strings.Repeat("p", 1<<20), backend, "GET", path))
+	if r.Allowed {
+		t.Fatal("a path with a bad escape was allowed")
+	}
+	if got := logs.String(); !strings.Contains(got, "denied because the policy reached no decision") || len(got) > 4096 {
+		t.Errorf("logged %d bytes about one request, want one warning of at most 4096: %.300s", len(got), got)
+	}
+	if !strings.Contains(logs.String(), fmt.Sprintf("...[truncated: %d bytes]", len(path))) {
+		t.Errorf("the warning does not say how long the path was: %.600s", logs.String())
 	}
 }

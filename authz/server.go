@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -236,9 +238,9 @@ func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	attrs := []any{
 		slog.String("decision_id", r.ID),
-		slog.String("source", req.GetAttributes().GetSource().GetPrincipal()),
-		slog.String("method", httpReq.GetMethod()),
-		slog.String("path", httpReq.GetPath()),
+		slog.String("source", logShort(req.GetAttributes().GetSource().GetPrincipal())),
+		slog.String("method", logShort(httpReq.GetMethod())),
+		slog.String("path", logShort(httpReq.GetPath())),
 	}
 	if r.DryRun && !r.Allowed {
 		attrs = append(attrs, slog.Bool("dry_run", true))
@@ -251,6 +253,23 @@ func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {
 	default:
 		s.log.Debug("authz: allowed by policy", attrs...)
 	}
+}
+
+// maxLoggedValue bounds what a log line about a decision quotes of the
+// request: a caller may send megabytes of path, one warning per request.
+const maxLoggedValue = 512
+
+// logShort is s cut to maxLoggedValue bytes (at a character boundary),
+// with its length when it was longer.
+func logShort(s string) string {
+	if len(s) <= maxLoggedValue {
+		return s
+	}
+	n := maxLoggedValue
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "...[truncated: " + strconv.Itoa(len(s)) + " bytes]"
 }
 
 // newDecisionID is a random UUID (version 4), the form OPA's decision ids
