@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -58,6 +59,24 @@ func TestEntriesHotReload(t *testing.T) {
 			}
 		}
 		t.Logf("meshid entry explain -pid %d:\n%s", late.Pid(), out)
+	})
+
+	// What explain tells is the entry table and other processes' selectors:
+	// the Envoy's own uid gets none of it, on TCP or on the admin socket.
+	t.Run("explain is root's only", func(t *testing.T) {
+		out, err := m.CLI(ctx, lateUID, "entry", "explain", "-config", m.ConfigPath, "-pid", strconv.Itoa(late.Pid()))
+		if err == nil || !strings.Contains(out, "its admin socket is root's only (mode 0600)") || strings.Contains(out, uidSel) {
+			t.Errorf("uid %d: meshid entry explain = %v:\n%s\nwant a refusal that reveals nothing", lateUID, err, out)
+		}
+		resp, err := http.Get("http://" + m.AdminAddr + "/explain?pid=" + strconv.Itoa(late.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), uidSel) {
+			t.Errorf("GET /explain on admin.address = %d %q, want 404 and nothing about the process", resp.StatusCode, body)
+		}
 	})
 
 	t.Run("a broken file is refused and the mesh carries on", func(t *testing.T) {
@@ -154,7 +173,7 @@ func explain(t *testing.T, env *harness.Env, m *harness.Meshid, pid int) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(bin, "entry", "explain", "-admin", m.AdminAddr, "-pid", strconv.Itoa(pid)).CombinedOutput()
+	out, err := exec.Command(bin, "entry", "explain", "-config", m.ConfigPath, "-pid", strconv.Itoa(pid)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("meshid entry explain: %v\n%s", err, out)
 	}

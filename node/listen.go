@@ -67,6 +67,16 @@ func budgetSockets(l config.Limits, log *slog.Logger) (socketLimits, error) {
 	return socketLimits{Limits: limits, nofile: nofile}, nil
 }
 
+// listenPrivate opens a Unix socket only root and meshid's uid may
+// connect to, under the same directory rules. key is the config key.
+func listenPrivate(key, path string) (net.Listener, error) {
+	lis, err := unixsock.ListenPrivate(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return lis, nil
+}
+
 // listenAgent opens socket_path behind the caps budgetSockets settled.
 func (n *Node) listenAgent(s socketLimits) (net.Listener, error) {
 	lis, err := listenUnix("socket_path", n.cfg.SocketPath)

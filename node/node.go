@@ -30,7 +30,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
@@ -90,8 +89,10 @@ type Node struct {
 	agent    *grpc.Server
 	streams  *streamEnder // ends agent's streams at shutdown
 	agentLis net.Listener
-	admin    *http.Server
+	admin    *http.Server // public: health, readiness, metrics
 	adminLis net.Listener
+	private  *http.Server // root-only: what reveals other processes
+	privLis  net.Listener
 }
 
 // New builds the node from a validated configuration and opens its
@@ -130,6 +131,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	healthpb.RegisterHealthServer(n.agent, health.NewServer())
 
 	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.private = &http.Server{Handler: n.privateHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	if err := n.listen(); err != nil {
 		return nil, err
@@ -228,6 +230,11 @@ func (n *Node) listen() (err error) {
 		n.authz.close()
 		return fmt.Errorf("admin.address: %w", err)
 	}
+	if n.privLis, err = listenPrivate("admin.socket_path", n.cfg.AdminSocketPath()); err != nil {
+		n.authz.close()
+		n.adminLis.Close()
+		return err
+	}
 	return nil
 }
 
@@ -246,6 +253,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return serveGRPC(ctx, n.agent, n.agentLis) })
 	g.Go(func() error { return n.authz.run(ctx) })
 	g.Go(func() error { return serveHTTP(ctx, n.admin, n.adminLis) })
+	g.Go(func() error { return serveHTTP(ctx, n.private, n.privLis) })
 	g.Go(func() error {
 		gcfloor.Run(ctx, gcfloor.DefaultFloor, n.log)
 		return nil
@@ -255,36 +263,9 @@ func (n *Node) Run(ctx context.Context) error {
 		"trust_domain", n.cfg.TrustDomain,
 		"socket", n.cfg.SocketPath,
 		"authz", n.authz.addr(),
-		"admin", n.adminLis.Addr().String())
+		"admin", n.adminLis.Addr().String(),
+		"admin_socket", n.privLis.Addr().String())
 	err := g.Wait()
 	n.log.Info("meshid stopped")
 	return err
-}
-
-// readiness says why the node is not ready: still starting, or a CA that
-// cannot rotate. A failing rotation makes the node unready while the CA
-// still signs, hours before SVIDs stop: readiness is where operators look
-// first, and by the time signing stops it is too late to act.
-func (n *Node) readiness() error {
-	if !n.ready.Load() {
-		return errors.New("starting")
-	}
-	return n.ca.Health()
-}
-
-func (n *Node) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
-	mux.Handle("GET /explain", ExplainHandler(n.ids))
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := n.readiness(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	return mux
 }

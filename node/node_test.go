@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +57,22 @@ func TestNodeServesAndStops(t *testing.T) {
 		t.Errorf("/readyz = %d %q, want 200 ready", resp.StatusCode, body)
 	}
 
+	// What describes other processes is on the root-only socket, not TCP.
+	adminSock := filepath.Join(filepath.Dir(cfg.SocketPath), "admin.sock")
+	if info, err := os.Lstat(adminSock); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("admin socket %s: %v, %v; want mode 0600", adminSock, info, err)
+	}
+	explain := "/explain?pid=" + strconv.Itoa(os.Getpid())
+	if code, body := httpGet(t, &http.Client{}, "http://"+cfg.Admin.Address+explain); code != http.StatusNotFound || !strings.Contains(body, "admin socket") {
+		t.Errorf("TCP %s = %d %q, want 404 naming the admin socket", explain, code, body)
+	}
+	overSocket := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", adminSock)
+	}}}
+	if code, body := httpGet(t, overSocket, "http://meshid"+explain); code != http.StatusOK || !strings.Contains(body, "spiffe://example.org/node-test") {
+		t.Errorf("admin socket %s = %d %q, want 200 with this process's entry", explain, code, body)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -87,4 +105,18 @@ func TestNodeRefusesBadInputBeforeWriting(t *testing.T) {
 			t.Errorf("a refused start created %s", p)
 		}
 	}
+}
+
+func httpGet(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }

@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,19 +100,23 @@ func attestedTypes(cfg config.Config) []string {
 // and what each entry makes of it.
 func newEntryExplainCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "explain --pid N [--config meshid.yaml | --admin HOST:PORT]",
+		Use:   "explain --pid N [--config meshid.yaml | --admin-socket PATH]",
 		Short: "Show what meshid sees of a process and which entries match",
-		Long: `Ask the running meshid (its admin endpoint) to attest process N as it
-would a caller on its socket, and print the selectors it sees and, for
-each entry, whether it matches or which of its selectors the process lacks.`,
+		Long: `Ask the running meshid to attest process N as it would a caller on its
+socket, and print the selectors it sees and, for each entry, whether it
+matches or which of its selectors the process lacks.
+
+The answer describes other processes and the whole entry table, so meshid
+gives it only on its root-only admin socket (admin.socket_path, mode 0600):
+run this as root.`,
 		Example: `  meshid entry explain --pid $(pidof envoy) --config /etc/meshid/meshid.yaml
-  meshid entry explain --pid 4242 --admin 127.0.0.1:9902 --json`,
+  meshid entry explain --pid 4242 --admin-socket /run/meshid/admin.sock --json`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	pid := cmd.Flags().Int("pid", 0, "the process to explain")
-	configPath := configFlag(cmd, "`meshid.yaml`, for admin.address")
-	admin := cmd.Flags().String("admin", "", "the daemon's admin address (default: admin.address of the config)")
+	configPath := configFlag(cmd, "`meshid.yaml`, for its admin socket")
+	admin := cmd.Flags().String("admin-socket", "", "the daemon's root-only admin socket (default: that of the config: admin.socket_path, or admin.sock beside socket_path)")
 	asJSON := jsonFlag(cmd, "the daemon's answer")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if *pid <= 0 {
@@ -119,23 +127,30 @@ each entry, whether it matches or which of its selectors the process lacks.`,
 			if err != nil {
 				return err
 			}
-			*admin = cfg.Admin.Address
+			*admin = cfg.AdminSocketPath()
 		}
 		return explain(cmd.Context(), cmd.OutOrStdout(), *admin, *pid, *asJSON)
 	}
 	return cmd
 }
 
+// explain asks the daemon on its admin socket at path.
 func explain(ctx context.Context, stdout io.Writer, admin string, pid int, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/explain?pid="+url.QueryEscape(strconv.Itoa(pid)), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshid/explain?pid="+url.QueryEscape(strconv.Itoa(pid)), nil)
 	if err != nil {
-		return fmt.Errorf("-admin %q: %w", admin, err)
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("ask meshid at %s (is it running? see -admin): %w", admin, err)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", admin)
+	}}}
+	resp, err := client.Do(req)
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("uid %d may not ask meshid at %s: its admin socket is root's only (mode 0600); run this as root", os.Getuid(), admin)
+	case err != nil:
+		return fmt.Errorf("ask meshid at %s (is it running? see --admin-socket, --config): %w", admin, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -98,7 +98,8 @@ func TestEntryExplain(t *testing.T) {
 	att, _ := attestor.New(attestor.Options{})
 	ids := identity.NewManager(identity.Options{Entries: entries, DefaultTTL: time.Hour, DefaultJWTTTL: time.Minute, Minter: authority, Attestor: att})
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	admin := filepath.Join(t.TempDir(), "admin.sock")
+	lis, err := net.Listen("unix", admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,10 +108,9 @@ func TestEntryExplain(t *testing.T) {
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(lis)
 	defer srv.Close()
-	admin := lis.Addr().String()
 
 	var out bytes.Buffer
-	if err := dispatch(context.Background(), []string{"entry", "explain", "-admin", admin, "-pid", strconv.Itoa(os.Getpid())}, &out, &bytes.Buffer{}); err != nil {
+	if err := dispatch(context.Background(), []string{"entry", "explain", "-admin-socket", admin, "-pid", strconv.Itoa(os.Getpid())}, &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []string{
@@ -132,13 +132,13 @@ func TestEntryExplain(t *testing.T) {
 		{[]string{"-pid", "0"}, "-pid is required"},
 		{[]string{"-pid", "2147483647"}, "explain: pid 2147483647 exited"},
 	} {
-		err := dispatch(context.Background(), append([]string{"entry", "explain", "-admin", admin}, tt.args...), &bytes.Buffer{}, &bytes.Buffer{})
+		err := dispatch(context.Background(), append([]string{"entry", "explain", "-admin-socket", admin}, tt.args...), &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("explain %v = %v, want %q", tt.args, err, tt.want)
 		}
 	}
 	srv.Close()
-	if err := dispatch(context.Background(), []string{"entry", "explain", "-admin", admin, "-pid", "1"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "is it running") {
+	if err := dispatch(context.Background(), []string{"entry", "explain", "-admin-socket", admin, "-pid", "1"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "is it running") {
 		t.Errorf("explain with no daemon = %v", err)
 	}
 }

@@ -64,9 +64,22 @@ type SVID struct {
 	JWTTTL  time.Duration `yaml:"jwt_ttl"`
 }
 
-// Admin configures the HTTP admin endpoint (/healthz, /readyz).
+// Admin configures meshid's two admin endpoints, split by what they
+// reveal: Address serves what any local user may see (/healthz, /readyz,
+// /metrics) over TCP; SocketPath serves what only root may (/explain: the
+// entries and other processes' selectors) on a Unix socket of mode 0600.
 type Admin struct {
-	Address string `yaml:"address"`
+	Address    string `yaml:"address"`
+	SocketPath string `yaml:"socket_path"` // empty: admin.sock beside socket_path
+}
+
+// AdminSocketPath is where the root-only admin socket is: admin.socket_path,
+// or admin.sock in socket_path's directory.
+func (c Config) AdminSocketPath() string {
+	if c.Admin.SocketPath != "" {
+		return c.Admin.SocketPath
+	}
+	return filepath.Join(filepath.Dir(c.SocketPath), "admin.sock")
 }
 
 // Log configures meshid's own log output.
@@ -143,7 +156,7 @@ func Load(path string) (Config, error) {
 
 // resolve makes every relative path absolute against base.
 func (c *Config) resolve(base string) {
-	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile}, c.Authz.paths()...)
+	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Admin.SocketPath}, c.Authz.paths()...)
 	paths = append(paths, c.attestPaths()...)
 	paths = append(paths, c.Federation.paths()...)
 	if u := c.CA.Upstream; u != nil {
@@ -180,6 +193,12 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 	}
 	if n := len(c.SocketPath); n > unixsock.MaxPathLen {
 		bad(at("socket_path"), "socket_path %s is %d bytes, longer than the %d a Unix socket path may have; choose a shorter path", c.SocketPath, n, unixsock.MaxPathLen)
+	}
+	switch admin := c.AdminSocketPath(); {
+	case admin == c.SocketPath:
+		bad(at("admin", "socket_path"), "admin.socket_path %s is socket_path too: the root-only admin socket needs a path of its own", admin)
+	case len(admin) > unixsock.MaxPathLen:
+		bad(at("admin", "socket_path"), "admin.socket_path %s is %d bytes, longer than the %d a Unix socket path may have; choose a shorter path", admin, len(admin), unixsock.MaxPathLen)
 	}
 	if c.CA.KeyType != "ec-p256" {
 		bad(at("ca", "key_type"), "ca.key_type %q is not supported (supported: ec-p256)", c.CA.KeyType)

@@ -41,6 +41,28 @@ func TestLoadAppliesDefaultsAndResolvesPaths(t *testing.T) {
 	}
 }
 
+// The root-only admin socket sits beside the workload socket unless
+// admin.socket_path says otherwise (resolved like every path).
+func TestAdminSocketPath(t *testing.T) {
+	if got := Default().AdminSocketPath(); got != "/run/meshid/admin.sock" {
+		t.Errorf("default admin socket %q, want /run/meshid/admin.sock", got)
+	}
+	cfg, err := Load(writeConfig(t, "socket_path: /run/other/agent.sock\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.AdminSocketPath(); got != "/run/other/admin.sock" {
+		t.Errorf("admin socket %q, want it beside socket_path: /run/other/admin.sock", got)
+	}
+	path := writeConfig(t, "admin:\n  socket_path: run/admin.sock\n")
+	if cfg, err = Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(filepath.Dir(path), "run/admin.sock"); cfg.AdminSocketPath() != want {
+		t.Errorf("admin socket %q, want %q", cfg.AdminSocketPath(), want)
+	}
+}
+
 func TestLoadUpstreamPathsAreResolved(t *testing.T) {
 	path := writeConfig(t, "ca:\n  upstream: {cert_file: n/i.crt, key_file: /abs/i.key, bundle_file: b.crt}\n")
 	cfg, err := Load(path)
@@ -77,6 +99,7 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"bad trust domain", "log: {level: info}\ntrust_domain: Not_Valid!\n", []string{"meshid.yaml:2: trust_domain"}},
 		{"bad duration", "svid:\n  x509_ttl: soon\n", []string{"meshid.yaml:2:"}},
 		{"short ttl", "svid:\n  x509_ttl: 1s\n", []string{"meshid.yaml:2: svid.x509_ttl 1s is shorter than the minimum 10s"}},
+		{"admin socket is the workload socket", "socket_path: /run/m/agent.sock\nadmin:\n  socket_path: /run/m/agent.sock\n", []string{"meshid.yaml:3: admin.socket_path /run/m/agent.sock is socket_path too"}},
 		{"several problems at once", "admin:\n  address: nope\nlog:\n  level: loud\n  format: xml\n", []string{
 			"meshid.yaml:2: admin.address", "meshid.yaml:4: log.level", "meshid.yaml:5: log.format"}},
 		{"unsupported key type", "ca:\n  key_type: rsa-2048\n", []string{"meshid.yaml:2: ca.key_type \"rsa-2048\" is not supported"}},

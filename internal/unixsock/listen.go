@@ -68,13 +68,26 @@ const MaxPathLen = 107
 // tmpPrefix names the private directories the socket is bound in.
 const tmpPrefix = ".unixsock-"
 
-// socketMode lets every uid connect: callers are identified by SO_PEERCRED.
-const socketMode = 0o777
+// The modes of meshid's sockets: connecting needs write permission.
+const (
+	// publicMode lets every uid connect: callers are identified by
+	// SO_PEERCRED.
+	publicMode = 0o777
+	// privateMode lets only meshid's own uid connect (and root, which the
+	// kernel does not hold to file modes).
+	privateMode = 0o600
+)
 
 // Listen serves a Unix stream socket at path, mode 0777, after checking the
 // directory rules of the package doc. Errors name the path and what to fix.
 // Closing the listener removes the socket if path still names it.
-func Listen(path string) (net.Listener, error) {
+func Listen(path string) (net.Listener, error) { return listen(path, publicMode) }
+
+// ListenPrivate is Listen for a socket only meshid's uid and root may
+// connect to (mode 0600), such as the admin socket.
+func ListenPrivate(path string) (net.Listener, error) { return listen(path, privateMode) }
+
+func listen(path string, mode uint32) (net.Listener, error) {
 	path, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -94,12 +107,12 @@ func Listen(path string) (net.Listener, error) {
 	if err := removeStale(dir, name, path); err != nil {
 		return nil, err
 	}
-	return bindAndLink(dir, name, path)
+	return bindAndLink(dir, name, path, mode)
 }
 
-// bindAndLink creates the socket, mode 0777, in a private directory inside
+// bindAndLink creates the socket with mode in a private directory inside
 // dir and links it to name (see "Setting the mode without a window").
-func bindAndLink(dir int, name, path string) (net.Listener, error) {
+func bindAndLink(dir int, name, path string, mode uint32) (net.Listener, error) {
 	// A short name: the bind path must fit sun_path however long name is.
 	tmp, err := os.MkdirTemp(fdPath(dir), tmpPrefix)
 	if err != nil {
@@ -114,7 +127,7 @@ func bindAndLink(dir int, name, path string) (net.Listener, error) {
 	}
 	// The bound name is the temporary one; Close removes the real one.
 	l.SetUnlinkOnClose(false)
-	if err := unix.Fchmodat(dir, tmpSock, socketMode, 0); err != nil {
+	if err := unix.Fchmodat(dir, tmpSock, mode, 0); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("set the mode of %s: %w", path, err)
 	}

@@ -439,6 +439,39 @@ func TestListenSocketReachableByOtherUIDs(t *testing.T) {
 	}
 }
 
+// TestListenPrivate: the admin socket is mode 0600 under the same rules,
+// so another uid cannot connect while root (meshid) can.
+func TestListenPrivate(t *testing.T) {
+	requireRoot(t)
+	base := publicDir(t)
+	bin := copyExecutable(t, base)
+	sock := filepath.Join(base, "meshid/admin.sock")
+	lis, err := ListenPrivate(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	info, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode()&os.ModeSocket == 0 || info.Mode().Perm() != 0o600 {
+		t.Errorf("admin socket mode %v, want a socket with mode 0600", info.Mode())
+	}
+	cmd := exec.Command(bin)
+	cmd.Dir = base
+	cmd.Env = []string{dialAsChild + "=" + sock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: otherUID, Gid: otherUID}}
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("uid %d connected to the private socket: %s", otherUID, out)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("meshid's own uid cannot connect: %v", err)
+	}
+	conn.Close()
+}
+
 func TestListenAddrAndClose(t *testing.T) {
 	t.Run("Addr is the path and Close removes the socket", func(t *testing.T) {
 		sock := filepath.Join(publicDir(t), "agent.sock")
