@@ -167,8 +167,8 @@ func (w *lineWriter) object(o ast.Object) {
 			w.writeString(",")
 		}
 		first = false
-		// A key that is not a string is written as its JSON, as ast.JSON
-		// does.
+		// A key that is not a string (a policy's result may have one) is
+		// written as its Rego text: JSON keys are strings.
 		key, ok := k.Value.(ast.String)
 		if !ok {
 			key = ast.String(k.Value.String())

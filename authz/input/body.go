@@ -98,53 +98,50 @@ func (p body) stopper() func() error {
 	}
 }
 
-// skipped is a body not parsed because it is larger than MaxBytes.
-type skipped struct{ size int }
-
 // parse is parsed_body and truncated_body, as OPA-Envoy fills them when
 // Envoy sends the body (with_request_body): JSON, form-urlencoded or
 // multipart/form-data by content-type, from body or else raw_body, and
 // gRPC when protos describe its services; null for any other type, an
-// empty body, or one over MaxBytes (then skip says so). A body Envoy cut
-// short (it says so with x-envoy-auth-partial-body, or content-length is
-// longer than what arrived) is reported truncated and never parsed: half
-// a document could read as a different one. A body that claims a type it
+// empty body, or one over MaxBytes (then skipped is its size). A body
+// Envoy cut short (it says so with x-envoy-auth-partial-body, or
+// content-length is longer than what arrived) is reported truncated and
+// never parsed: half a document could read as a different one. A body that claims a type it
 // does not have, or is beyond the limits' depth or values, is an error,
 // hence a deny.
-func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, skip *skipped, err error) {
+func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, skipped int, err error) {
 	headers := httpReq.GetHeaders()
 	size := len(httpReq.GetBody())
 	if size == 0 {
 		size = len(httpReq.GetRawBody())
 	}
 	if size == 0 {
-		return nullTerm, false, nil, nil
+		return nullTerm, false, 0, nil
 	}
 	// Envoy's own word, whatever the type (OPA-Envoy ignores it).
 	if headers["x-envoy-auth-partial-body"] == "true" {
-		return nullTerm, true, nil, nil
+		return nullTerm, true, 0, nil
 	}
 	contentType := headers["content-type"]
 	kind := bodyKind(contentType)
 	if kind == "" || kind == "grpc" && p.protos == nil {
-		return nullTerm, false, nil, nil
+		return nullTerm, false, 0, nil
 	}
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, nil, fmt.Errorf("content-length %s: %w", quoteShort(cl), err)
+			return nil, false, 0, fmt.Errorf("content-length %s: %w", quoteShort(cl), err)
 		}
 		if n > int64(size) {
-			return nullTerm, true, nil, nil
+			return nullTerm, true, 0, nil
 		}
 	}
 	if kind != "grpc" && size > p.limits.MaxBytes {
-		return nullTerm, false, &skipped{size}, nil
+		return nullTerm, false, size, nil
 	}
 	// The stop condition may hold already: the attributes took long.
 	stop := p.stopper()
 	if err := stop(); err != nil {
-		return nil, false, nil, err
+		return nil, false, 0, err
 	}
 	budget := jsonterm.NewBudget(p.limits.MaxDepth, p.limits.MaxValues, stop)
 	if kind == "grpc" {
@@ -156,9 +153,9 @@ func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.T
 		}
 		parsed, truncated, err := p.protos.parsedBody(httpReq.GetPath(), headers, msg, p.limits.MaxBytes, budget)
 		if errors.Is(err, errSkipped) {
-			return nullTerm, false, &skipped{size}, nil
+			return nullTerm, false, size, nil
 		}
-		return parsed, truncated, nil, limitHint(err)
+		return parsed, truncated, 0, limitHint(err)
 	}
 	text := httpReq.GetBody()
 	if text == "" {
@@ -180,9 +177,9 @@ func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.T
 		}
 	}
 	if err != nil {
-		return nil, false, nil, limitHint(err)
+		return nil, false, 0, limitHint(err)
 	}
-	return t, false, nil, nil
+	return t, false, 0, nil
 }
 
 // beyondLimits is an error that is not about the body's syntax: a limit

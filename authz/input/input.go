@@ -244,14 +244,14 @@ func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline 
 	a.add(kParsedPath, pt.path)
 	a.add(kParsedQuery, pt.query)
 
-	body, truncated, skip, err := b.body(ctx, deadline).parse(httpReq)
+	body, truncated, skipped, err := b.body(ctx, deadline).parse(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("request body: %w", err)
 	}
-	if skip != nil && b.log.Enabled(ctx, slog.LevelDebug) {
+	if skipped > 0 && b.log.Enabled(ctx, slog.LevelDebug) {
 		b.log.DebugContext(ctx, "authz: request body not parsed: it is larger than max_body_bytes; parsed_body is null",
 			"path", quoteShort(httpReq.GetPath()), "content_type", quoteShort(httpReq.GetHeaders()["content-type"]),
-			"bytes", skip.size, "max_body_bytes", b.limits.MaxBytes)
+			"bytes", skipped, "max_body_bytes", b.limits.MaxBytes)
 	}
 	a.add(kParsedBody, body)
 	a.add(kTruncatedBody, ast.InternedTerm(truncated))
