@@ -61,9 +61,12 @@ func TestHostileCallers(t *testing.T) {
 			}
 			t.Logf("%s: %s", call, msg)
 		}
-		if n := longestLine(m.Logs()); n > maxEcho+1024 {
-			t.Errorf("meshid's log has a line of %d bytes", n)
+		longest := longestLine(m.Logs())
+		if longest > maxEcho+1024 {
+			t.Errorf("meshid's log has a line of %d bytes", longest)
 		}
+		report(t, "a 1 MB SDS resource name (FetchSecrets, StreamSecrets): InvalidArgument saying how long it was, echoed in <= 2 KiB, no long line in meshid's log",
+			"error messages %d and %d bytes; longest log line %d bytes", len(status.Convert(fetchErr).Message()), len(status.Convert(streamErr).Message()), longest)
 	})
 
 	t.Run("unregistered callers get one WARN line per 10s", func(t *testing.T) {
@@ -88,7 +91,7 @@ func TestHostileCallers(t *testing.T) {
 		if want := 1 + int(took/(10*time.Second)); len(lines) == 0 || len(lines) > want {
 			t.Errorf("meshid logged %d WARN lines for %d refusals of uid 1301 in %v, want 1 to %d", len(lines), calls, round(took), want)
 		}
-		report(t, "a 1 MB SDS resource name: InvalidArgument, echoed <= 2 KiB, no long log line; 500 calls by an unregistered uid: all PermissionDenied, all counted, <= 1 WARN line per 10s",
+		report(t, "500 calls by an unregistered uid: all PermissionDenied, all counted in meshid_unmatched_callers_total, <= 1 WARN line per 10s",
 			"%d refusals of uid 1301 in %v: %d WARN line(s)", calls, round(took), len(lines))
 	})
 
