@@ -161,29 +161,6 @@ func (a *reasonAttestor) Attest(context.Context, attestor.Caller) ([]attestor.Se
 	return nil, &attestor.Error{Reason: a.reason, Err: errors.New("pid 100: " + a.reason)}
 }
 
-// The remembered (uid, reason) pairs are bounded: once full, pairs whose
-// interval has passed are forgotten.
-func TestRefusalLogForgetsOldPairs(t *testing.T) {
-	var logs bytes.Buffer
-	clk := &clock{now: time.Now()}
-	r := newRefusalLog(slog.New(slog.NewTextHandler(&logs, nil)), clk.Now)
-	for uid := range uint32(maxRefusalKeys) {
-		r.warn(uid, reasonNoEntry, "refused")
-	}
-	r.warn(maxRefusalKeys, reasonNoEntry, "refused") // full: logged, not remembered
-	if len(r.seen) != maxRefusalKeys {
-		t.Fatalf("%d pairs remembered, want at most %d", len(r.seen), maxRefusalKeys)
-	}
-	clk.Add(refusalInterval)
-	r.warn(maxRefusalKeys+1, reasonNoEntry, "refused")
-	if len(r.seen) != 1 {
-		t.Fatalf("%d pairs remembered after their intervals passed, want only the new one", len(r.seen))
-	}
-	if n := strings.Count(logs.String(), "refused"); n != maxRefusalKeys+2 {
-		t.Fatalf("%d lines, want one per pair", n)
-	}
-}
-
 // What a caller presents is its own to choose; a log line holds a bounded
 // part of it.
 func TestLoggedSelectorsAreBounded(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/internal/echo"
 )
 
 // wildcardName subscribes a delta stream to everything the caller is
@@ -84,7 +86,7 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		}
 		s.metrics.responses.WithLabelValues(apiDelta).Inc()
 		s.log.Debug("sent secrets", "api", apiDelta, "system_version", resp.SystemVersionInfo,
-			"updated", len(resp.Resources), "removed", clipAll(resp.RemovedResources))
+			"updated", len(resp.Resources), "removed", echo.ClipAll(resp.RemovedResources, maxEcho))
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshid/meshid/internal/echo"
 )
 
 const secretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -52,7 +54,7 @@ var errNoIdentity = status.Error(codes.PermissionDenied,
 	"no identity issued: no meshid entry matches this process (meshid logs the selectors it presented; add an entry for them)")
 
 func notEntitled(name string) error {
-	return status.Errorf(codes.InvalidArgument, "resource %s: not an identity or trust domain this caller is entitled to", quote(name))
+	return status.Errorf(codes.InvalidArgument, "resource %s: not an identity or trust domain this caller is entitled to", echo.Quote(name, maxEcho))
 }
 
 // names lists what "everything the caller is entitled to" means: each of
@@ -212,7 +214,7 @@ func checkNames(names []string) error {
 	}
 	for _, n := range names {
 		if len(n) > maxNameLen {
-			return status.Errorf(codes.InvalidArgument, "resource %s: longer than any SPIFFE ID (%d bytes)", quote(n), maxNameLen)
+			return status.Errorf(codes.InvalidArgument, "resource %s: longer than any SPIFFE ID (%d bytes)", echo.Quote(n, maxEcho), maxNameLen)
 		}
 	}
 	return nil

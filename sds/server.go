@@ -30,6 +30,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshid/meshid/internal/echo"
 )
 
 // Identities subscribes a caller to its identities. who is the AuthInfo
@@ -168,7 +170,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		}
 		sent = resources
 		s.metrics.responses.WithLabelValues(apiSotW).Inc()
-		s.log.Debug("sent secrets", "api", apiSotW, "version", version, "resources", clipAll(names))
+		s.log.Debug("sent secrets", "api", apiSotW, "version", version, "resources", echo.ClipAll(names, maxEcho))
 	}
 }
 
@@ -248,14 +250,14 @@ func (s *Server) watch(ctx context.Context) (Subscription, error) {
 
 func (s *Server) nack(api, version string, names []string, message string) {
 	s.metrics.nacks.WithLabelValues(api).Inc()
-	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", clip(version, maxEcho),
-		"resources", clipAll(names), "error", clip(message, maxEchoDetail))
+	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", echo.Clip(version, maxEcho),
+		"resources", echo.ClipAll(names, maxEcho), "error", echo.Clip(message, maxEchoDetail))
 }
 
 // checkRequest validates what every request carries.
 func checkRequest(typeURL string, names []string) error {
 	if typeURL != "" && typeURL != secretType {
-		return status.Errorf(codes.InvalidArgument, "type_url %s: this server only serves %s", quote(typeURL), secretType)
+		return status.Errorf(codes.InvalidArgument, "type_url %s: this server only serves %s", echo.Quote(typeURL, maxEcho), secretType)
 	}
 	return checkNames(names)
 }

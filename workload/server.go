@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshid/meshid/internal/echo"
 )
 
 // Identities subscribes a caller to its identities. who is the AuthInfo
@@ -150,7 +152,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 	if req.SpiffeId != "" {
 		id, err := spiffeid.FromString(req.SpiffeId)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id %s: %v", quote(req.SpiffeId), err)
+			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id %s: %v", echo.Quote(req.SpiffeId, maxEcho), err)
 		}
 		want = id
 	}
@@ -173,7 +175,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 		}
 	}
 	if len(resp.Svids) == 0 {
-		return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s to this process", quote(req.SpiffeId))
+		return nil, status.Errorf(codes.PermissionDenied, "no identity issued for %s to this process", echo.Quote(req.SpiffeId, maxEcho))
 	}
 	if exited(sub) {
 		return nil, errCallerExited
@@ -204,7 +206,7 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 	defer sub.Close()
 	svid, err := jwtsvid.ParseAndValidate(req.Svid, bundles, []string{req.Audience})
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %s", clip(err.Error(), maxEchoDetail))
+		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %s", echo.Clip(err.Error(), maxEchoDetail))
 	}
 	if exited(sub) {
 		return nil, errCallerExited

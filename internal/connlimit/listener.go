@@ -84,7 +84,7 @@ func NewListener(inner net.Listener, o Options) (*Listener, error) {
 		Listener: inner,
 		limits:   o.Limits,
 		metrics:  m,
-		log:      &refusalLog{log: log, now: clock},
+		log:      newRefusalLog(log, clock),
 		byUID:    map[uint32]int{},
 	}, nil
 }

@@ -2,10 +2,11 @@ package connlimit
 
 import (
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshid/meshid/internal/logpace"
 )
 
 type metrics struct {
@@ -46,30 +47,23 @@ func newMetrics(reg prometheus.Registerer, l Limits) (metrics, error) {
 
 // logEvery paces the refusal log: a flood is one line per interval, saying
 // how many refusals went unlogged since the last; the counter has them all.
+// One pace covers every refusal, whatever its reason or uid.
 const logEvery = 10 * time.Second
 
 type refusalLog struct {
-	log *slog.Logger
-	now func() time.Time
+	log  *slog.Logger
+	pace *logpace.Pacer[struct{}]
+}
 
-	mu       sync.Mutex
-	next     time.Time // no line before then
-	unlogged int
+func newRefusalLog(log *slog.Logger, clock func() time.Time) *refusalLog {
+	return &refusalLog{log: log, pace: logpace.New[struct{}](logEvery, 1, clock)}
 }
 
 func (r *refusalLog) refused(f refusal) {
-	r.mu.Lock()
-	now := r.now()
-	if now.Before(r.next) {
-		r.unlogged++
-		r.mu.Unlock()
+	ok, unlogged := r.pace.Allow(struct{}{})
+	if !ok {
 		return
 	}
-	unlogged := r.unlogged
-	r.unlogged = 0
-	r.next = now.Add(logEvery)
-	r.mu.Unlock()
-
 	if f.reason == reasonPeerCred {
 		r.log.Warn("workload socket: connection refused: no peer credentials", "reason", f.reason, "error", f.err, "unlogged_refusals", unlogged)
 		return

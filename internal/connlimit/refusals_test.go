@@ -12,7 +12,7 @@ import (
 func TestRefusalLogIsPaced(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	logs := &syncBuffer{}
-	r := &refusalLog{log: slog.New(slog.NewTextHandler(logs, nil)), now: func() time.Time { return now }}
+	r := newRefusalLog(slog.New(slog.NewTextHandler(logs, nil)), func() time.Time { return now })
 	flood := refusal{reason: reasonPerUID, uid: 12345, pid: 42, held: 3, most: 3}
 
 	for range 1000 {
