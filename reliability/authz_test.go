@@ -83,10 +83,14 @@ func TestAuthzChecks(t *testing.T) {
 }
 
 // tool returns the path of a helper binary of the repository: BinDir's if
-// `make test-reliability` built it there, else one built now into Env.Dir.
+// `make test-reliability` built it there, else one built into Env.Dir the
+// first time an Env asks for it.
 func tool(t *testing.T, ctx context.Context, env *harness.Env, name, pkg string) string {
 	t.Helper()
 	if path := filepath.Join(env.BinDir, name); fileExists(path) {
+		return path
+	}
+	if path := filepath.Join(env.Dir, "bin", name); fileExists(path) {
 		return path
 	}
 	built, err := harness.Build(ctx, filepath.Join(env.Dir, "bin"), pkg)
