@@ -7,9 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,82 +23,34 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/test/svidtest"
 )
 
-// testCA mints X509-SVIDs: a self-signed root and leaves with a chosen
-// validity.
+// testCA is svidtest's CA under the names helper's tests use.
 type testCA struct {
-	td     spiffeid.TrustDomain
-	root   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	serial int64
+	*svidtest.CA
+	td   spiffeid.TrustDomain
+	root *x509.Certificate
 }
 
 func newTestCA(t *testing.T, td string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{Organization: []string{"meshid test"}, CommonName: "root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{td: spiffeid.RequireTrustDomainFromString(td), root: root, key: key, serial: 100}
+	ca := svidtest.NewCA(t, td)
+	return &testCA{CA: ca, td: ca.TD, root: ca.Root}
 }
 
 func (ca *testCA) svid(t *testing.T, path string, notBefore, notAfter time.Time) *x509svid.SVID {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := spiffeid.RequireFromPath(ca.td, path)
-	u, _ := url.Parse(id.String())
-	ca.serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(ca.serial),
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		URIs:         []*url.URL{u},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.root, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}
+	return ca.SVID(t, path, notBefore, notAfter)
 }
 
 // fresh is an SVID valid for an hour from now.
-func (ca *testCA) fresh(t *testing.T) *x509svid.SVID {
-	return ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
-}
+func (ca *testCA) fresh(t *testing.T) *x509svid.SVID { return ca.Fresh(t) }
 
-func (ca *testCA) bundles() *x509bundle.Set {
-	return x509bundle.NewSet(x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root}))
-}
+func (ca *testCA) bundles() *x509bundle.Set { return ca.Bundles() }
 
 func (ca *testCA) context(svids ...*x509svid.SVID) *workloadapi.X509Context {
-	return &workloadapi.X509Context{SVIDs: svids, Bundles: ca.bundles()}
+	return ca.X509Context(svids...)
 }
 
 // testJWT signs a JWT-SVID for aud that expires after ttl.
