@@ -18,8 +18,12 @@ type Limits struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// IdleTimeout closes a connection that has had no open stream (RPC)
 	// for this long. SDS and Workload API watches are streams, so their
-	// connections are never idle.
+	// connections are never idle. The ext_authz listeners use it too.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AuthzConnections is how many connections each ext_authz listener
+	// (authz.address, authz.http_address) may hold; 0 derives it from the
+	// file descriptor limit at start.
+	AuthzConnections int `yaml:"authz_connections"`
 }
 
 // minLimitTimeout keeps a timeout from dropping healthy callers of a busy
@@ -35,7 +39,7 @@ func (l Limits) validate(bad func(path []any, format string, args ...any)) {
 	for _, f := range []struct {
 		key string
 		val int
-	}{{"connections", l.Connections}, {"connections_per_uid", l.ConnectionsPerUID}} {
+	}{{"connections", l.Connections}, {"connections_per_uid", l.ConnectionsPerUID}, {"authz_connections", l.AuthzConnections}} {
 		if f.val < 0 {
 			bad(at("limits", f.key), "limits.%s %d must not be negative (0 or absent: derived from the file descriptor limit)", f.key, f.val)
 		}

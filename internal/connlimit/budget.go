@@ -31,6 +31,25 @@ const (
 // reserve is how many of nofile descriptors no connection may take.
 func reserve(nofile uint64) uint64 { return min(maxReserve, nofile/reserveDivisor) }
 
+// TCPCap is how many connections each of meshid's ext_authz listeners may
+// hold: configured where not 0, else a quarter of the reserve. TCP tells
+// nothing of the peer's uid, so these connections cannot be capped per
+// caller; capping them in all keeps them, the two ext_authz listeners and
+// the admin endpoint (AdminCap) together, within half the reserve, so that
+// no local user can take the descriptors meshid keeps for its own work
+// through them. A listener at its cap stops accepting until one of its
+// connections closes; the others wait in the kernel's backlog.
+func TCPCap(nofile uint64, configured int) int {
+	if configured > 0 {
+		return configured
+	}
+	return max(1, int(reserve(nofile)/4))
+}
+
+// AdminCap is how many connections the admin endpoint may hold: probes and
+// Prometheus need a few.
+const AdminCap = 32
+
 // Budget returns the caps for a process that may open nofile descriptors:
 // those configured, where not 0, else those derived from nofile. A
 // configured cap that the descriptors cannot back, or a per-uid cap above

@@ -83,3 +83,21 @@ func TestRaiseFDLimit(t *testing.T) {
 		t.Errorf("RaiseFDLimit at the hard limit = %d, %v; want %d", again, err, orig.Max)
 	}
 }
+
+func TestTCPCap(t *testing.T) {
+	for _, tc := range []struct {
+		nofile     uint64
+		configured int
+		want       int
+	}{
+		{1024, 0, 64},     // reserve 256
+		{4096, 0, 256},    // reserve 1024
+		{1 << 20, 0, 256}, // the reserve stops growing
+		{16, 0, 1},        // never none
+		{1024, 500, 500},  // configured wins
+	} {
+		if got := TCPCap(tc.nofile, tc.configured); got != tc.want {
+			t.Errorf("TCPCap(%d, %d) = %d, want %d", tc.nofile, tc.configured, got, tc.want)
+		}
+	}
+}
