@@ -15,6 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/authz/response"
 )
@@ -103,7 +104,7 @@ func TestHugeBodiesAtOnce(t *testing.T) {
 	for _, limits := range []input.BodyLimits{{}, {MaxBytes: 8 << 20}} {
 		t.Run(fmt.Sprintf("max_body_bytes %d", limits.MaxBytes), func(t *testing.T) {
 			var out syncBuffer
-			d := authz.NewDecisionLog(authz.DecisionLogOptions{})
+			d := decisionlog.New(decisionlog.Options{})
 			stop := runLog(t, d, &out)
 			srv := newServer(t, engine(t, allowAll, authz.Config{EvalTimeout: time.Minute}), authz.Options{DecisionLog: d, Input: input.Options{Body: limits}})
 			reqs := make([]*authv3.CheckRequest, 8)

@@ -4,18 +4,17 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/decisionlog"
 )
 
 // runLog runs d until the test ends and returns a function that stops it
 // and returns what it wrote, one decoded JSON object per line.
-func runLog(t *testing.T, d *authz.DecisionLog, out *syncBuffer) func() []map[string]any {
+func runLog(t *testing.T, d *decisionlog.Log, out *syncBuffer) func() []map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -45,9 +44,12 @@ func runLog(t *testing.T, d *authz.DecisionLog, out *syncBuffer) func() []map[st
 	return stop
 }
 
+// TestDecisionLog: every decision the server reaches, failures included,
+// reaches the log as the server recorded it, and masking finds the
+// headers where the input document has them.
 func TestDecisionLog(t *testing.T) {
 	var out syncBuffer
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{MaskHeaders: []string{"Authorization", "x-secret"}})
+	d := decisionlog.New(decisionlog.Options{MaskHeaders: []string{"Authorization", "x-secret"}})
 	stop := runLog(t, d, &out)
 
 	e := engine(t, "package envoy.authz\n\ndefault allow := false\n\nallow if input.parsed_path == [\"hello\"]\n\nallow := {\"allowed\": false, \"body\": \"no\"} if input.parsed_path == [\"obj\"]\n", authz.Config{})
@@ -100,164 +102,12 @@ func TestDecisionLog(t *testing.T) {
 	}
 }
 
-// blockingWriter blocks every write until released.
-type blockingWriter struct {
-	once    sync.Once
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (w *blockingWriter) Write(p []byte) (int, error) {
-	w.once.Do(func() { close(w.entered) })
-	<-w.release
-	return len(p), nil
-}
-
-// TestDecisionLogDropsWhenFull: a writer that never returns costs log
-// lines, counted, and never blocks a decision.
-func TestDecisionLogDropsWhenFull(t *testing.T) {
-	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{QueueSize: 2})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, w) }()
-
-	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{DecisionLog: d})
-	req := checkRequest(frontend, backend, "GET", "/hello")
-	srv.Decide(t.Context(), req) // taken by Run, which then blocks in Write
-	<-w.entered
-	start := time.Now()
-	for range 10 {
-		srv.Decide(t.Context(), req)
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("10 decisions took %v with a stuck decision log", took)
-	}
-	if got := d.Dropped(); got != 8 {
-		t.Errorf("Dropped() = %d, want 8 (10 decisions, room for 2)", got)
-	}
-	close(w.release)
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
-	}
-}
-
-func TestDecisionLogSampling(t *testing.T) {
-	var out syncBuffer
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{SampleRate: 0.25, QueueSize: 10000})
-	stop := runLog(t, d, &out)
-	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{DecisionLog: d})
-	for range 2000 {
-		srv.Decide(t.Context(), checkRequest(frontend, backend, "GET", "/hello"))
-	}
-	// Failures are always logged.
-	for range 10 {
-		srv.Decide(t.Context(), checkRequest(frontend, backend, "GET", "/%zz"))
-	}
-	lines := stop()
-	errs := 0
-	for _, l := range lines {
-		if l["error"] != nil {
-			errs++
-		}
-	}
-	if n := len(lines) - errs; n < 350 || n > 650 || errs != 10 {
-		t.Errorf("logged %d of 2000 allows at rate 0.25 (want about 500) and %d of 10 failures", n, errs)
-	}
-}
-
-// dig walks a decoded JSON line down keys.
-func dig(v any, keys ...string) any {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
-}
-
-// TestDecisionLogCaps: what a request's sender makes large is cut in the
-// log, with a marker saying how large it was, and the line says it was
-// cut; masking still applies, and a line with nothing to cut is as it was.
-func TestDecisionLogCaps(t *testing.T) {
-	var out syncBuffer
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{MaxFieldBytes: 100, MaxInputBytes: 20_000})
-	stop := runLog(t, d, &out)
-	e := engine(t, "package envoy.authz\n\nallow := {\"allowed\": true, \"headers\": {\"x-echo\": input.attributes.request.http.headers[\"x-long\"]}} if input.parsed_path == [\"echo\"]\n\nallow := true if input.parsed_path == [\"small\"]\n", authz.Config{})
-	srv := newServer(t, e, authz.Options{DecisionLog: d})
-
-	var fields []string
-	for i := range 40 {
-		fields = append(fields, `"k`+strconv.Itoa(i)+`":"v"`)
-	}
-	parsedJSON := "{" + strings.Join(fields, ",") + "}"
-	big := checkRequest(frontend, backend, "POST", "/echo")
-	h := big.Attributes.Request.Http
-	h.Headers["content-type"] = "application/json"
-	h.Body = parsedJSON
-	h.Headers["x-long"] = strings.Repeat("é", 150) // 300 bytes
-	h.Headers["authorization"] = "Bearer " + strings.Repeat("t", 500)
-	wide := checkRequest(frontend, backend, "GET", "/small")
-	for i := range 400 {
-		wide.Attributes.Request.Http.Headers["x-header-"+strconv.Itoa(i)] = strings.Repeat("v", 90)
-	}
-	long := checkRequest(frontend, backend, "GET", "/"+strings.Repeat("a", 200)+"%zz")
-
-	srv.Decide(t.Context(), big)
-	srv.Decide(t.Context(), checkRequest(frontend, backend, "GET", "/small"))
-	srv.Decide(t.Context(), wide)
-	rLong := srv.Decide(t.Context(), long)
-	lines := stop()
-	if len(lines) != 4 {
-		t.Fatalf("%d lines, want 4", len(lines))
-	}
-
-	http := dig(lines[0], "input", "attributes", "request", "http")
-	cut := strings.Repeat("é", 50) + "...[truncated: 300 bytes]"
-	if got := dig(http, "headers", "x-long"); got != cut {
-		t.Errorf("a 300-byte header logged as %q, want %q", got, cut)
-	}
-	if got := dig(http, "headers", "authorization"); got != "<masked>" {
-		t.Errorf("authorization logged as %q, want it masked", got)
-	}
-	if got, _ := dig(http, "body").(string); got != parsedJSON[:100]+"...[truncated: "+strconv.Itoa(len(parsedJSON))+" bytes]" {
-		t.Errorf("body logged as %q", got)
-	}
-	if got, want := dig(lines[0], "input", "parsed_body"), "[truncated: "+strconv.Itoa(len(parsedJSON))+" bytes of JSON]"; got != want {
-		t.Errorf("parsed_body logged as %v, want %q", got, want)
-	}
-	// The result as a whole, its header cut already, is over 100 bytes.
-	if got, _ := lines[0]["result"].(string); !strings.HasPrefix(got, "[truncated: ") {
-		t.Errorf("result logged as %v, want a marker", lines[0]["result"])
-	}
-	if lines[0]["truncated"] != true {
-		t.Errorf("a line with cut fields does not say so: %v", lines[0])
-	}
-
-	if _, ok := lines[1]["truncated"]; ok || dig(lines[1], "input", "parsed_path") == nil {
-		t.Errorf("a small decision logged as %v: want it whole, without truncated", lines[1])
-	}
-
-	if got, _ := dig(lines[2], "input").(string); !strings.HasPrefix(got, "[truncated: ") || !strings.HasSuffix(got, " bytes of JSON]") || lines[2]["truncated"] != true {
-		t.Errorf("an input over 20000 bytes logged as %.100v, want a marker", lines[2]["input"])
-	} else if n, err := strconv.Atoi(strings.Fields(got)[1]); err != nil || n < 400*100 {
-		t.Errorf("the marker %q does not give the input's size (at least %d)", got, 400*100)
-	}
-
-	if got, _ := lines[3]["error"].(string); len(got) > 100+len("...[truncated: 9999 bytes]") || !strings.HasSuffix(got, "...[truncated: "+strconv.Itoa(len(rLong.Err.Error()))+" bytes]") {
-		t.Errorf("error logged as %q (%d bytes), want it cut to 100 bytes and a marker", got, len(got))
-	}
-}
-
 // TestDecisionLogHugeBody: the request that once wrote megabytes per line
 // (a 3.8 MB body, logged raw and parsed) writes a line bounded by the
 // default caps.
 func TestDecisionLogHugeBody(t *testing.T) {
 	var out syncBuffer
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{})
+	d := decisionlog.New(decisionlog.Options{})
 	stop := runLog(t, d, &out)
 	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{DecisionLog: d})
 	for range 10 {
@@ -266,7 +116,7 @@ func TestDecisionLogHugeBody(t *testing.T) {
 		}
 	}
 	lines := stop()
-	if n := len(out.String()); len(lines) != 10 || n > 10*(authz.DefaultDecisionLogMaxInputBytes+authz.DefaultDecisionLogMaxFieldBytes) {
+	if n := len(out.String()); len(lines) != 10 || n > 10*(decisionlog.DefaultMaxInputBytes+decisionlog.DefaultMaxFieldBytes) {
 		t.Errorf("10 decisions on a %d-byte body wrote %d lines, %d bytes", len(hugeBodyRequest().Attributes.Request.Http.Body), len(lines), n)
 	}
 }

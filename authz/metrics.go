@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshid/meshid/authz/decisionlog"
 )
 
 // serverMetrics are the authz series listed in docs/authz.md § Metrics.
@@ -13,7 +15,7 @@ type serverMetrics struct {
 	reloadErrors            prometheus.Counter
 }
 
-func newServerMetrics(reg prometheus.Registerer, decisions *DecisionLog) (*serverMetrics, error) {
+func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log) (*serverMetrics, error) {
 	decisionsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshid_authz_decisions_total",
 		Help: "ext_authz decisions by result: allow, deny (by policy) or error (no decision reached, denied). Dry run counts what the policy decided.",

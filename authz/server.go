@@ -14,10 +14,10 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/authz/response"
 )
@@ -37,7 +37,7 @@ type Options struct {
 	// and how large and deep a body is parsed. Its Log is Log unless set.
 	Input input.Options
 	// DecisionLog receives every decision; nil logs none.
-	DecisionLog *DecisionLog
+	DecisionLog *decisionlog.Log
 	// Metrics registers the authz series; nil registers none.
 	Metrics prometheus.Registerer
 	// Clock is time.Now unless a test sets it; it is Input's Clock too
@@ -56,7 +56,7 @@ type Server struct {
 	log        *slog.Logger
 	denyStatus typev3.StatusCode
 	dryRun     bool
-	decisions  *DecisionLog
+	decisions  *decisionlog.Log
 	metrics    *serverMetrics
 	clock      func() time.Time
 }
@@ -115,23 +115,12 @@ func (s *Server) Register(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizatio
 // ReloadErrors counts policy reloads that failed; the reloader adds to it.
 func (s *Server) ReloadErrors() prometheus.Counter { return s.metrics.reloadErrors }
 
-// Result is one decision and everything known about how it was reached.
+// Result is one decision and everything known about how it was reached:
+// the record the decision log writes, and what Envoy is told.
 type Result struct {
-	ID string
+	decisionlog.Record
 	// Response is what Envoy is told, decision id included.
 	Response *authv3.CheckResponse
-	// Allowed is what the policy decided; with dry run, Response allows
-	// even when Allowed is false.
-	Allowed bool
-	DryRun  bool
-	// Decision is the policy's value; nil when none was reached.
-	Decision ast.Value
-	// Err says why no decision was reached (Allowed is then false).
-	Err      error
-	Input    ast.Value // nil when the request could not be described
-	Path     string    // the decision reference evaluated
-	Time     time.Time
-	Duration time.Duration
 }
 
 var errNoEngine = errors.New("no policy loaded")
@@ -149,7 +138,7 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
 func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error) *Result {
 	growStack()
 	start := s.clock()
-	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun}
+	r := &Result{Record: decisionlog.Record{ID: newDecisionID(), Time: start, DryRun: s.dryRun}}
 	r.Err = s.decide(ctx, req, r, start)
 	if r.Err == nil && carry != nil {
 		r.Err = carry(r.Response)
@@ -179,7 +168,7 @@ func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 // refuse is the decision on a request that could not even be read.
 func (s *Server) refuse(err error) *Result {
 	start := s.clock()
-	r := &Result{ID: newDecisionID(), Time: start, DryRun: s.dryRun, Err: err}
+	r := &Result{Record: decisionlog.Record{ID: newDecisionID(), Time: start, DryRun: s.dryRun, Err: err}}
 	s.finish(nil, r, start)
 	return r
 }
@@ -230,7 +219,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {
 	if s.decisions != nil {
-		s.decisions.Log(r)
+		s.decisions.Add(&r.Record)
 	}
 	if r.Err == nil && !s.log.Enabled(context.Background(), slog.LevelDebug) {
 		return

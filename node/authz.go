@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
@@ -38,7 +39,7 @@ type authzService struct {
 	grpc      *grpc.Server
 	http      *http.Server // nil unless authz.http_address is set
 	reloader  *authz.Reloader
-	decisions *authz.DecisionLog // nil unless authz.decision_log is set
+	decisions *decisionlog.Log // nil unless authz.decision_log is set
 
 	lis, httpLis net.Listener
 	logFile      io.WriteCloser
@@ -113,7 +114,7 @@ func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
 func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
 	s := &authzService{cfg: cfg, log: log}
 	if cfg.DecisionLog != "" {
-		s.decisions = authz.NewDecisionLog(authz.DecisionLogOptions{
+		s.decisions = decisionlog.New(decisionlog.Options{
 			MaskHeaders:   cfg.DecisionLogMask,
 			QueueSize:     cfg.DecisionLogQueue,
 			SampleRate:    cfg.DecisionLogSampleRate,
@@ -195,7 +196,7 @@ func (s *authzService) listen() (err error) {
 		if err := os.MkdirAll(filepath.Dir(s.cfg.DecisionLog), 0o755); err != nil {
 			return fmt.Errorf("authz.decision_log: %w", err)
 		}
-		f, err := authz.OpenLogFile(s.cfg.DecisionLog, authz.LogFileOptions{
+		f, err := decisionlog.OpenFile(s.cfg.DecisionLog, decisionlog.FileOptions{
 			MaxBytes: s.cfg.DecisionLogMaxBytes,
 			MaxFiles: s.cfg.DecisionLogMaxFiles,
 			Log:      s.log,

@@ -1,9 +1,8 @@
-package authz_test
+package decisionlog_test
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -12,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/decisionlog"
 )
 
 // readLines reads the decision ids of a decision log file, checking that
@@ -44,38 +43,31 @@ func readLines(t *testing.T, path string) []string {
 	return ids
 }
 
-// logDecisions writes n decisions through a DecisionLog into f and returns
-// their ids in order.
-func logDecisions(t *testing.T, f *authz.LogFile, n int) []string {
+// logDecisions writes n decisions through a Log into f and returns their
+// ids in order.
+func logDecisions(t *testing.T, f *decisionlog.File, n int) []string {
 	t.Helper()
-	d := authz.NewDecisionLog(authz.DecisionLogOptions{QueueSize: n})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, f) }()
-	srv := newServer(t, engine(t, allowAll, authz.Config{}), authz.Options{DecisionLog: d})
 	var ids []string
-	for range n {
-		ids = append(ids, srv.Decide(t.Context(), checkRequest(frontend, backend, "GET", "/hello")).ID)
+	var rs []*decisionlog.Record
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("decision-%04d", i))
+		rs = append(rs, &decisionlog.Record{ID: ids[i], Path: "data.envoy.authz.allow", Input: requestInput(t, map[string]string{":path": "/hello"}, "", nil), Allowed: true})
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if d.Dropped() != 0 {
-		t.Fatalf("%d decisions dropped", d.Dropped())
+	if lines := written(t, decisionlog.Options{QueueSize: n}, f, rs...); len(lines) != n {
+		t.Fatalf("%d of %d decisions written", len(lines), n)
 	}
 	return ids
 }
 
-// TestLogFileRotates: past MaxBytes the file is rotated to .1, .2, ...;
+// TestFileRotates: past MaxBytes the file is rotated to .1, .2, ...;
 // MaxFiles of them are kept, each holds whole lines within MaxBytes, and
 // together with the live file they hold the latest decisions in order,
 // none lost.
-func TestLogFileRotates(t *testing.T) {
+func TestFileRotates(t *testing.T) {
 	for _, keep := range []int{3, 1000} {
 		t.Run(fmt.Sprintf("keep %d", keep), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "decisions.jsonl")
-			f, err := authz.OpenLogFile(path, authz.LogFileOptions{MaxBytes: 4096, MaxFiles: keep})
+			f, err := decisionlog.OpenFile(path, decisionlog.FileOptions{MaxBytes: 4096, MaxFiles: keep})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,14 +115,14 @@ func TestLogFileRotates(t *testing.T) {
 	}
 }
 
-// TestLogFileLongLine: a line longer than MaxBytes gets a file of its own,
+// TestFileLongLine: a line longer than MaxBytes gets a file of its own,
 // whole; an existing file is appended to and counts towards MaxBytes.
-func TestLogFileLongLine(t *testing.T) {
+func TestFileLongLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
 	if err := os.WriteFile(path, []byte("old\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	f, err := authz.OpenLogFile(path, authz.LogFileOptions{MaxBytes: 10, MaxFiles: 5})
+	f, err := decisionlog.OpenFile(path, decisionlog.FileOptions{MaxBytes: 10, MaxFiles: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,9 +145,9 @@ func TestLogFileLongLine(t *testing.T) {
 	}
 }
 
-// TestLogFileCannotRotate: when a rename fails, the lines go on into the
+// TestFileCannotRotate: when a rename fails, the lines go on into the
 // file as it is, and the failure is logged once.
-func TestLogFileCannotRotate(t *testing.T) {
+func TestFileCannotRotate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
 	// A directory where the rotated file should go: rename refuses.
 	if err := os.Mkdir(path+".1", 0o755); err != nil {
@@ -164,8 +156,8 @@ func TestLogFileCannotRotate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(path+".1", "x"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var logged syncBuffer
-	f, err := authz.OpenLogFile(path, authz.LogFileOptions{MaxBytes: 1024, MaxFiles: 1, Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	var logged bytes.Buffer
+	f, err := decisionlog.OpenFile(path, decisionlog.FileOptions{MaxBytes: 1024, MaxFiles: 1, Log: slog.New(slog.NewTextHandler(&logged, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +171,12 @@ func TestLogFileCannotRotate(t *testing.T) {
 	}
 }
 
-func TestOpenLogFileRefuses(t *testing.T) {
+func TestOpenFileRefuses(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := authz.OpenLogFile(filepath.Join(dir, "a.jsonl"), authz.LogFileOptions{MaxBytes: 100}); err == nil {
+	if _, err := decisionlog.OpenFile(filepath.Join(dir, "a.jsonl"), decisionlog.FileOptions{MaxBytes: 100}); err == nil {
 		t.Error("rotating with no file to keep: accepted")
 	}
-	if _, err := authz.OpenLogFile(filepath.Join(dir, "missing", "a.jsonl"), authz.LogFileOptions{}); err == nil {
+	if _, err := decisionlog.OpenFile(filepath.Join(dir, "missing", "a.jsonl"), decisionlog.FileOptions{}); err == nil {
 		t.Error("a file in a directory that does not exist: accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package authz
+package decisionlog
 
 import (
 	"bytes"
@@ -9,17 +9,17 @@ import (
 	"os"
 )
 
-// LogFile is a decision log file that rotates by size: before a line
+// File is a decision log file that rotates by size: before a line
 // that would take it past MaxBytes, decisions.jsonl becomes
 // decisions.jsonl.1 (.1 becomes .2, and so on; the one past MaxFiles is
 // removed) and a new decisions.jsonl is started. Lines are never split
 // between two files, so every file is whole JSON lines; a single line
 // longer than MaxBytes gets a file of its own.
 //
-// It is written by DecisionLog.Run alone, whose writes are whole lines,
+// It is written by Log.Run alone, whose writes are whole lines,
 // and is not safe for concurrent use. Rotating is a few renames on the
 // writing goroutine: Checks only ever queue.
-type LogFile struct {
+type File struct {
 	path     string
 	maxBytes int64 // 0: never rotate
 	maxFiles int
@@ -29,9 +29,8 @@ type LogFile struct {
 	stuck    bool // the last rotation failed
 }
 
-// LogFileOptions say when a LogFile rotates and how many old files it
-// keeps.
-type LogFileOptions struct {
+// FileOptions say when a File rotates and how many old files it keeps.
+type FileOptions struct {
 	// MaxBytes is the size past which the file is rotated; zero never
 	// rotates.
 	MaxBytes int64
@@ -42,13 +41,13 @@ type LogFileOptions struct {
 	Log *slog.Logger
 }
 
-// OpenLogFile opens path for appending, creating it (mode 0640) if it does
+// OpenFile opens path for appending, creating it (mode 0640) if it does
 // not exist; its directory must.
-func OpenLogFile(path string, o LogFileOptions) (*LogFile, error) {
+func OpenFile(path string, o FileOptions) (*File, error) {
 	if o.MaxBytes < 0 || o.MaxBytes > 0 && o.MaxFiles < 1 {
 		return nil, fmt.Errorf("decision log %s: rotating at %d bytes keeping %d files: want a size of 0 (never) or more, and at least 1 file to keep", path, o.MaxBytes, o.MaxFiles)
 	}
-	l := &LogFile{path: path, maxBytes: o.MaxBytes, maxFiles: o.MaxFiles, log: o.Log}
+	l := &File{path: path, maxBytes: o.MaxBytes, maxFiles: o.MaxFiles, log: o.Log}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
@@ -58,7 +57,7 @@ func OpenLogFile(path string, o LogFileOptions) (*LogFile, error) {
 	return l, nil
 }
 
-func (l *LogFile) open() error {
+func (l *File) open() error {
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
@@ -77,7 +76,7 @@ func (l *LogFile) open() error {
 // (a rename refused) is logged and the lines go on into the file as it
 // is, past MaxBytes, until a later rotation works: a full file is better
 // than lost decisions.
-func (l *LogFile) Write(p []byte) (int, error) {
+func (l *File) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		if l.f == nil {
@@ -122,7 +121,7 @@ func (l *LogFile) Write(p []byte) (int, error) {
 
 // fits is how many bytes of the whole lines at the start of p fit in the
 // file before MaxBytes.
-func (l *LogFile) fits(p []byte) int {
+func (l *File) fits(p []byte) int {
 	if l.maxBytes == 0 {
 		return len(p)
 	}
@@ -148,7 +147,7 @@ func lineEnd(p []byte) int {
 // oldest, and starts path afresh. When a rename fails, path is reopened
 // as it is and the error returned; l.f is nil only when path cannot be
 // opened at all.
-func (l *LogFile) rotate() error {
+func (l *File) rotate() error {
 	err := l.f.Close()
 	l.f = nil
 	for i := l.maxFiles - 1; i >= 1 && err == nil; i-- {
@@ -172,7 +171,7 @@ func (l *LogFile) rotate() error {
 }
 
 // Close closes the file.
-func (l *LogFile) Close() error {
+func (l *File) Close() error {
 	if l.f == nil {
 		return nil
 	}

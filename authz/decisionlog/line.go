@@ -1,4 +1,4 @@
-package authz
+package decisionlog
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 )
 
 // lineWriter writes decision log lines as JSON straight from the terms of
-// a Result, with no copy of the input as Go values in between, capping
+// a Record, with no copy of the input as Go values in between, capping
 // what a request's sender could make large: every string of the input and
 // the result, and the error, to maxField bytes (the start of it, then a
 // marker with its length); parsed_body and the result as a whole to
@@ -56,7 +56,7 @@ func (w *lineWriter) writeString(s string) {
 
 // line appends the JSON line of r to buf: the fields of OPA's decision log
 // event that apply, so the same tools read both.
-func (w *lineWriter) line(r *Result) {
+func (w *lineWriter) line(r *Record) {
 	w.limit, w.over, w.truncated = noLimit, 0, false
 	w.writeString(`{"decision_id":`)
 	w.str(r.ID, noLimit)

@@ -1,4 +1,4 @@
-package authz
+package decisionlog
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func FuzzDecisionLine(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &Result{ID: "id", Time: time.Unix(0, 0), Decision: val, Input: ast.NewObject(ast.Item(ast.StringTerm("parsed_body"), ast.NewTerm(val)))}
+		r := &Record{ID: "id", Time: time.Unix(0, 0), Decision: val, Input: ast.NewObject(ast.Item(ast.StringTerm("parsed_body"), ast.NewTerm(val)))}
 
 		w := &lineWriter{maxField: 1 << 30, maxInput: 1 << 30}
 		w.line(r)

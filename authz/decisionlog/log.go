@@ -1,4 +1,4 @@
-package authz
+package decisionlog
 
 import (
 	"context"
@@ -7,32 +7,52 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// Defaults of DecisionLogOptions. A field of 8 KiB keeps whole what a
-// request carries when nobody is trying (a JWT, a client certificate, the
-// 8 KiB body meshid's sidecars send); an input of 64 KiB is several such
-// fields and every usual header.
+// Record is one decision as the log writes it. The server that reached
+// the decision fills it; the log only reads it, from Add on.
+type Record struct {
+	ID string
+	// Allowed is what the policy decided; with dry run, Envoy is told to
+	// allow even when Allowed is false.
+	Allowed bool
+	DryRun  bool
+	// Decision is the policy's value; nil when none was reached.
+	Decision ast.Value
+	// Err says why no decision was reached (Allowed is then false).
+	Err      error
+	Input    ast.Value // nil when the request could not be described
+	Path     string    // the decision reference evaluated
+	Time     time.Time
+	Duration time.Duration
+}
+
+// Defaults of Options. A field of 8 KiB keeps whole what a request
+// carries when nobody is trying (a JWT, a client certificate, the 8 KiB
+// body meshid's sidecars send); an input of 64 KiB is several such fields
+// and every usual header.
 const (
-	DefaultDecisionLogQueue         = 1024
-	DefaultDecisionLogMaxFieldBytes = 8 << 10
-	DefaultDecisionLogMaxInputBytes = 64 << 10
-	maskedValue                     = "<masked>"
+	DefaultQueue         = 1024
+	DefaultMaxFieldBytes = 8 << 10
+	DefaultMaxInputBytes = 64 << 10
+	maskedValue          = "<masked>"
 )
 
 // DefaultMaskedHeaders carry credentials: their values never reach a
 // decision log unless the operator configures otherwise.
 var DefaultMaskedHeaders = []string{"authorization", "proxy-authorization", "cookie"}
 
-// DecisionLogOptions configure a DecisionLog.
-type DecisionLogOptions struct {
+// Options configure a Log.
+type Options struct {
 	// MaskHeaders are request header names whose values are replaced by
 	// "<masked>" in the logged input. Nil means DefaultMaskedHeaders; an
 	// empty, non-nil list masks nothing.
 	MaskHeaders []string
 	// QueueSize bounds the decisions waiting to be written; when it is
-	// full, decisions are dropped and counted. Zero means
-	// DefaultDecisionLogQueue.
+	// full, decisions are dropped and counted. Zero means DefaultQueue.
 	QueueSize int
 	// SampleRate is the fraction of decisions logged, in (0, 1]; zero
 	// means all. Decisions that failed (no decision reached) are always
@@ -42,24 +62,22 @@ type DecisionLogOptions struct {
 	// body, a header value, a path), the error, and parsed_body and the
 	// result as a whole (their JSON). A longer string keeps its start and
 	// gains a marker with its length; a longer parsed_body or result
-	// becomes a marker with its length. Zero means
-	// DefaultDecisionLogMaxFieldBytes.
+	// becomes a marker with its length. Zero means DefaultMaxFieldBytes.
 	MaxFieldBytes int
 	// MaxInputBytes caps the logged input as a whole (its JSON, after the
 	// field caps); a longer one becomes a marker with its length. Zero
-	// means DefaultDecisionLogMaxInputBytes.
+	// means DefaultMaxInputBytes.
 	MaxInputBytes int
 	// Log reports write errors; nil discards.
 	Log *slog.Logger
 }
 
-// DecisionLog writes one JSON line per decision: decision id, time, the
-// decision path, the input (masked, capped), the result, and how long it
-// took. Check only queues the decision; Run encodes and writes, so a slow
+// Log writes one JSON line per decision: decision id, time, the decision
+// path, the input (masked, capped), the result, and how long it took. Add only queues the decision; Run encodes and writes, so a slow
 // disk costs dropped log lines, never slower answers to Envoy. What one
 // line may take is bounded by the caps, whatever the request.
-type DecisionLog struct {
-	queue              chan *Result
+type Log struct {
+	queue              chan *Record
 	mask               map[string]bool
 	sample             float64
 	maxField, maxInput int
@@ -67,19 +85,19 @@ type DecisionLog struct {
 	dropped            atomic.Uint64
 }
 
-// NewDecisionLog returns a log that queues decisions; Run writes them.
-func NewDecisionLog(o DecisionLogOptions) *DecisionLog {
-	d := &DecisionLog{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes}
+// New returns a log that queues decisions; Run writes them.
+func New(o Options) *Log {
+	d := &Log{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes}
 	if o.QueueSize <= 0 {
-		o.QueueSize = DefaultDecisionLogQueue
+		o.QueueSize = DefaultQueue
 	}
 	if d.maxField <= 0 {
-		d.maxField = DefaultDecisionLogMaxFieldBytes
+		d.maxField = DefaultMaxFieldBytes
 	}
 	if d.maxInput <= 0 {
-		d.maxInput = DefaultDecisionLogMaxInputBytes
+		d.maxInput = DefaultMaxInputBytes
 	}
-	d.queue = make(chan *Result, o.QueueSize)
+	d.queue = make(chan *Record, o.QueueSize)
 	if o.MaskHeaders == nil {
 		o.MaskHeaders = DefaultMaskedHeaders
 	}
@@ -92,8 +110,9 @@ func NewDecisionLog(o DecisionLogOptions) *DecisionLog {
 	return d
 }
 
-// Log queues r, or drops and counts it when the queue is full.
-func (d *DecisionLog) Log(r *Result) {
+// Add queues r, or drops and counts it when the queue is full. r must not
+// change after: Run reads it later, on its own goroutine.
+func (d *Log) Add(r *Record) {
 	if r.Err == nil && d.sample > 0 && d.sample < 1 && rand.Float64() >= d.sample {
 		return
 	}
@@ -105,11 +124,11 @@ func (d *DecisionLog) Log(r *Result) {
 }
 
 // Dropped counts the decisions not logged because the queue was full.
-func (d *DecisionLog) Dropped() uint64 { return d.dropped.Load() }
+func (d *Log) Dropped() uint64 { return d.dropped.Load() }
 
 // Batching: lines are written to out in batches of whole lines, up to
 // batchBytes or whatever is queued, so that a writer that rotates files
-// (LogFile) never sees half a line. A batch buffer grown past
+// (File) never sees half a line. A batch buffer grown past
 // maxKeptBatch by a burst is let go rather than kept.
 const (
 	batchBytes   = 64 << 10
@@ -118,7 +137,7 @@ const (
 
 // Run writes queued decisions to out until ctx ends, then writes what is
 // still queued and returns. Each Write to out is whole lines.
-func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
+func (d *Log) Run(ctx context.Context, out io.Writer) error {
 	w := &lineWriter{maxField: d.maxField, maxInput: d.maxInput, mask: d.mask}
 	failing := false
 	flush := func() error {
@@ -140,7 +159,7 @@ func (d *DecisionLog) Run(ctx context.Context, out io.Writer) error {
 		}
 		return err
 	}
-	write := func(r *Result) {
+	write := func(r *Record) {
 		w.line(r)
 		if len(w.buf) >= batchBytes || len(d.queue) == 0 {
 			flush()
