@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/envoy"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/internal/endpoint"
@@ -56,7 +57,7 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
   meshid envoy bootstrap --spiffe-id spiffe://example.org/ns/demo/sa/frontend \
       --outbound 127.0.0.1:15001 --peer 127.0.0.1:8443 \
       --peer-id spiffe://example.org/ns/demo/sa/backend`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	var (
@@ -70,7 +71,7 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
 	flags := cmd.Flags()
 	flags.StringVar(&sc.SPIFFEID, "spiffe-id", "", "the identity this sidecar asks meshid for (required)")
 	flags.StringVar(&trustDom, "trust-domain", "", "trust domain whose bundle validates peers (default: the --spiffe-id's)")
-	socketFlag(cmd, &socket, config.DefaultSocketPath, "meshid's socket_path, /PATH or unix:///PATH")
+	cli.SocketFlag(cmd, &socket, config.DefaultSocketPath, "meshid's socket_path, /PATH or unix:///PATH")
 	flags.StringVar(&sc.AdminAddr, "admin", "127.0.0.1:9901", "Envoy admin address")
 	flags.StringVar(&sc.Node, "node", "", "Envoy node id (informational; default: the SPIFFE ID)")
 	flags.StringVar(&in.ListenAddr, "inbound", "", "mTLS listener for peers")

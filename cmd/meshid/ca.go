@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 )
 
 // newCAMintIntermediateCmd issues an intermediate CA for one node from a
@@ -25,7 +26,7 @@ uses them. Nodes with intermediates of the same root trust each other's
 SVIDs.`,
 		Example: `  meshid ca mint-intermediate --root-cert root.crt --root-key root.key \
       --trust-domain example.org --out /etc/meshid/node-a --ttl 48h`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	flags := cmd.Flags()
@@ -40,7 +41,7 @@ SVIDs.`,
 			{"-root-cert", *rootCert}, {"-root-key", *rootKey}, {"-trust-domain", *trustDomain}, {"-out", *out},
 		} {
 			if f.value == "" {
-				return usagef(cmd, "ca mint-intermediate: %s is required", f.name)
+				return cli.Usagef(cmd, "ca mint-intermediate: %s is required", f.name)
 			}
 		}
 		td, err := spiffeid.TrustDomainFromString(*trustDomain)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 )
 
 // commands is every command of meshid's tree, by its words after
@@ -134,10 +136,10 @@ func TestReport(t *testing.T) {
 	}{
 		{"success", nil, 0, ""},
 		{"a failure", errors.New("unhealthy"), 1, "meshid: unhealthy\n"},
-		{"a usage error points at the help", usagef(fetch, "svid fetch: unexpected argument %q", "x"), 2,
+		{"a usage error points at the help", cli.Usagef(fetch, "svid fetch: unexpected argument %q", "x"), 2,
 			"meshid: svid fetch: unexpected argument \"x\"\nRun 'meshid svid fetch --help' for usage.\n"},
-		{"after the help, only the reason", needsCommand(root, nil), 2, "meshid: a command is required\n"},
-		{"the program's status is its own", exitCode(3), 3, ""},
+		{"after the help, only the reason", cli.NeedsCommand(root, nil), 2, "meshid: a command is required\n"},
+		{"the program's status is its own", cli.ExitCode(3), 3, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,10 +16,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/identity"
-	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/node"
 )
 
@@ -37,13 +36,13 @@ CA's, selectors of attestors meshid.yaml does not enable. Exits 1 when any
 finding is an error.`,
 		Example: `  meshid entry lint --config /etc/meshid/meshid.yaml
   meshid entry lint --entries entries.yaml --json`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	configPath := configFlag(cmd, "`meshid.yaml`: trust domain, CA TTL, enabled attestors and entries_file (default: built-in defaults)")
+	configPath := cli.ConfigFlag(cmd, "`meshid.yaml`: trust domain, CA TTL, enabled attestors and entries_file (default: built-in defaults)")
 	entriesPath := cmd.Flags().String("entries", "", "the entries `file` (default: entries_file of the config)")
 	_ = cmd.MarkFlagFilename("entries", "yaml", "yml")
-	asJSON := jsonFlag(cmd, "the findings")
+	asJSON := cli.JSONFlag(cmd, "the findings")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		stdout := cmd.OutOrStdout()
 		cfg, err := node.LoadConfig(*configPath)
@@ -53,17 +52,17 @@ finding is an error.`,
 		if *entriesPath == "" {
 			*entriesPath = cfg.EntriesFile
 		}
-		td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+		opts, err := node.LintOptions(cfg)
 		if err != nil {
 			return err
 		}
-		findings, err := identity.LintFile(*entriesPath, identity.LintOptions{TrustDomain: td, CATTL: cfg.CA.TTL, Types: attestedTypes(cfg)})
+		findings, err := identity.LintFile(*entriesPath, opts)
 		if err != nil {
 			return err
 		}
 		errs := identity.Errors(findings)
 		if *asJSON {
-			if err := writeJSON(stdout, struct {
+			if err := cli.WriteJSON(stdout, struct {
 				Findings []identity.Finding `json:"findings"`
 				Errors   int                `json:"errors"`
 				Warnings int                `json:"warnings"`
@@ -84,18 +83,6 @@ finding is an error.`,
 	return cmd
 }
 
-// attestedTypes are the selector types the daemon would attest with cfg.
-func attestedTypes(cfg config.Config) []string {
-	types := []string{"unix"}
-	if cfg.Docker != nil {
-		types = append(types, "docker")
-	}
-	if cfg.K8s != nil {
-		types = append(types, "k8s")
-	}
-	return types
-}
-
 // newEntryExplainCmd asks the running daemon what it sees of a process
 // and what each entry makes of it.
 func newEntryExplainCmd() *cobra.Command {
@@ -111,16 +98,16 @@ gives it only on its root-only admin socket (admin.socket_path, mode 0600):
 run this as root.`,
 		Example: `  meshid entry explain --pid $(pidof envoy) --config /etc/meshid/meshid.yaml
   meshid entry explain --pid 4242 --admin-socket /run/meshid/admin.sock --json`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	pid := cmd.Flags().Int("pid", 0, "the process to explain")
-	configPath := configFlag(cmd, "`meshid.yaml`, for its admin socket")
+	configPath := cli.ConfigFlag(cmd, "`meshid.yaml`, for its admin socket")
 	admin := cmd.Flags().String("admin-socket", "", "the daemon's root-only admin socket (default: that of the config: admin.socket_path, or admin.sock beside socket_path)")
-	asJSON := jsonFlag(cmd, "the daemon's answer")
+	asJSON := cli.JSONFlag(cmd, "the daemon's answer")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if *pid <= 0 {
-			return usagef(cmd, "entry explain: -pid is required")
+			return cli.Usagef(cmd, "entry explain: -pid is required")
 		}
 		if *admin == "" {
 			cfg, err := node.LoadConfig(*configPath)

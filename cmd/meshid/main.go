@@ -12,9 +12,11 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
+	"github.com/meshid/meshid/cmd/meshid/internal/workloadcli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -37,7 +39,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) == 0 || (args[0] != cobra.ShellCompRequestCmd && args[0] != cobra.ShellCompNoDescRequestCmd) {
 		cmd, _, err := root.Find(args)
 		if err != nil {
-			return usage(cmd, err)
+			return cli.Usage(cmd, err)
 		}
 		args = longFlags(cmd, args)
 	}
@@ -49,8 +51,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // typed, the managed program's status for svid watch, and 1 for every
 // other failure.
 func exitStatus(err error) int {
-	var u *usageError
-	var code exitCode
+	var u *cli.UsageError
+	var code cli.ExitCode
 	switch {
 	case err == nil:
 		return 0
@@ -64,22 +66,16 @@ func exitStatus(err error) int {
 
 // report tells the user why meshid failed.
 func report(w io.Writer, err error) {
-	var u *usageError
-	var code exitCode
+	var u *cli.UsageError
+	var code cli.ExitCode
 	switch {
 	case err == nil, errors.As(err, &code): // the program has said why
-	case errors.As(err, &u) && !u.helpShown:
-		fmt.Fprintf(w, "meshid: %v\nRun '%s --help' for usage.\n", err, u.cmd)
+	case errors.As(err, &u) && !u.HelpShown:
+		fmt.Fprintf(w, "meshid: %v\nRun '%s --help' for usage.\n", err, u.Cmd)
 	default:
 		fmt.Fprintln(w, "meshid:", err)
 	}
 }
-
-// exitCode is the status of the program svid watch supervised, which
-// meshid exits with.
-type exitCode int
-
-func (c exitCode) Error() string { return fmt.Sprintf("the program exited with status %d", int(c)) }
 
 const (
 	nodeGroup     = "node"
@@ -110,7 +106,7 @@ Flags are spelt --name (-name works too); flags may follow arguments.`,
 		SuggestionsMinimumDistance: 2,
 		// Alone, meshid says what it can do; an unknown word is refused
 		// with a suggestion by cobra's own check of the root.
-		RunE: needsCommand,
+		RunE: cli.NeedsCommand,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -122,20 +118,20 @@ Flags are spelt --name (-name works too); flags may follow arguments.`,
 	)
 	for _, c := range []*cobra.Command{
 		newRunCmd(),
-		group("envoy", nodeGroup, "Envoy sidecar configuration that uses meshid",
+		cli.Group("envoy", nodeGroup, "Envoy sidecar configuration that uses meshid",
 			`Generate the static configuration of Envoy sidecars that take their
 certificates and trust bundles from meshid over SDS and ask meshid's
 ext_authz about each request.`,
 			`  meshid envoy bootstrap --spiffe-id spiffe://example.org/ns/demo/sa/backend \
       --inbound 127.0.0.1:8443 --app 127.0.0.1:8080`,
 			newEnvoyBootstrapCmd()),
-		group("ca", nodeGroup, "Certificate authorities for meshid nodes",
+		cli.Group("ca", nodeGroup, "Certificate authorities for meshid nodes",
 			`Issue the CA material a node's ca.upstream takes, so that nodes with
 intermediates of one root trust each other's SVIDs.`,
 			`  meshid ca mint-intermediate --root-cert root.crt --root-key root.key \
       --trust-domain example.org --out node-a/`,
 			newCAMintIntermediateCmd()),
-		group("policy", nodeGroup, "Test, check and evaluate Rego policies as meshid runs them",
+		cli.Group("policy", nodeGroup, "Test, check and evaluate Rego policies as meshid runs them",
 			`Work with a policy directory (authz.policy_dir) as "meshid run" loads it:
 run its Rego unit tests, compile it, or decide one request with it. The
 flags follow OPA's: -d for the policy directory, -i for the input, the
@@ -144,34 +140,17 @@ decision as envoy/authz/allow or data.envoy.authz.allow.`,
   meshid policy check policies/
   meshid policy eval -i check.json -d policies/ envoy/authz/allow`,
 			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd()),
-		group("entry", nodeGroup, "Check entries and explain which one a process matches",
+		cli.Group("entry", nodeGroup, "Check entries and explain which one a process matches",
 			`Lint an entries file for what meshid refuses and what other workloads
 could claim, or ask the running daemon which entries a process matches.`,
 			`  meshid entry lint --config /etc/meshid/meshid.yaml
   meshid entry explain --pid 4242`,
 			newEntryLintCmd(), newEntryExplainCmd()),
-		group("svid", workloadGroup, "This process's X509-SVIDs from meshid's Workload API",
-			`Fetch this process's X509-SVIDs once, or keep them on disk for a program
-that reads certificate files (helper mode).`,
-			`  meshid svid fetch
-  meshid svid watch --write /run/svid -- nginx -g 'daemon off;'`,
-			newSVIDFetchCmd(), newSVIDWatchCmd()),
-		group("jwt", workloadGroup, "JWT-SVIDs from meshid's Workload API",
-			`Fetch a JWT-SVID for this process, or have meshid validate one.`,
-			`  TOKEN=$(meshid jwt fetch --audience payments --token)
-  meshid jwt validate "$TOKEN" --audience payments`,
-			newJWTFetchCmd(), newJWTValidateCmd()),
-		group("bundle", workloadGroup, "Trust bundles from meshid's Workload API",
-			`Print the trust bundles meshid gives this process, as PEM or as a SPIFFE
-bundle for federation.`,
-			`  meshid bundle show
-  meshid bundle show --format spiffe --trust-domain example.org`,
-			newBundleShowCmd()),
-		newHealthcheckCmd(time.Now),
 		newVersionCmd(),
 	} {
 		root.AddCommand(c)
 	}
+	workloadcli.Add(root, workloadGroup)
 	root.SetHelpCommand(newHelpCmd())
 	// Part of the tree from the start, so that Find, help and the tests
 	// see them as the shell does. The completion scripts go to stdout as
@@ -181,30 +160,13 @@ bundle for federation.`,
 	return root
 }
 
-// group is a command that holds others. Alone it shows its help and
-// fails; an unknown word after it is refused with a suggestion.
-func group(name, groupID, short, long, example string, cmds ...*cobra.Command) *cobra.Command {
-	g := &cobra.Command{
-		Use:                        name,
-		GroupID:                    groupID,
-		Short:                      short,
-		Long:                       long,
-		Example:                    example,
-		Args:                       subcommandArgs,
-		RunE:                       needsCommand,
-		SuggestionsMinimumDistance: 2,
-	}
-	g.AddCommand(cmds...)
-	return g
-}
-
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:               "version",
 		Short:             "Print the version",
 		Long:              `Print meshid's version, as "meshid --version" does.`,
 		Example:           "  meshid version",
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			root := cmd.Root()
@@ -239,10 +201,10 @@ func newHelpCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			cmd, rest, err := c.Root().Find(args)
 			if err != nil {
-				return usage(c, err)
+				return cli.Usage(c, err)
 			}
 			if len(rest) > 0 {
-				return usagef(c, "no help for %q: %q has no command %q%s", strings.Join(args, " "), cmd.CommandPath(), rest[0], didYouMean(cmd.SuggestionsFor(rest[0])))
+				return cli.Usagef(c, "no help for %q: %q has no command %q%s", strings.Join(args, " "), cmd.CommandPath(), rest[0], cli.DidYouMean(cmd.SuggestionsFor(rest[0])))
 			}
 			cmd.InitDefaultHelpFlag()
 			cmd.InitDefaultVersionFlag()

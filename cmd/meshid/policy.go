@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/node"
 )
@@ -27,14 +26,12 @@ import (
 // has printed which tests failed.
 var errPolicyTestsFailed = errors.New("policy tests failed")
 
-func regoVersion(s string) (ast.RegoVersion, error) {
-	switch s {
-	case "v1":
-		return ast.RegoV1, nil
-	case "v0":
-		return ast.RegoV0, nil
+// checkRegoVersion refuses a --rego-version other than v1 and v0.
+func checkRegoVersion(s string) error {
+	if s != "v1" && s != "v0" {
+		return fmt.Errorf("-rego-version %q: want v1 or v0", s)
 	}
-	return 0, fmt.Errorf("-rego-version %q: want v1 or v0", s)
+	return nil
 }
 
 // decisionFlag is --decision, the rule that decides.
@@ -80,7 +77,7 @@ func decisionRef(s string) (string, error) {
 // oneDir is the one DIR argument of policy test and policy check.
 func oneDir(cmd *cobra.Command, args []string) error {
 	if len(args) != 1 {
-		return usagef(cmd, "%s: want exactly one policy directory, got %d arguments", commandName(cmd), len(args))
+		return cli.Usagef(cmd, "%s: want exactly one policy directory, got %d arguments", cli.CommandName(cmd), len(args))
 	}
 	return nil
 }
@@ -105,15 +102,15 @@ file:line:col.`,
 		ValidArgsFunction: completeDirs,
 	}
 	decision := decisionFlag(cmd, "authz.decision; it must be defined")
-	version := regoVersionFlag(cmd)
+	version := cli.RegoVersionFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		dir := args[0]
-		if _, err := regoVersion(*version); err != nil {
-			return usage(cmd, err)
+		if err := checkRegoVersion(*version); err != nil {
+			return cli.Usage(cmd, err)
 		}
 		ref, err := decisionRef(*decision)
 		if err != nil {
-			return usage(cmd, err)
+			return cli.Usage(cmd, err)
 		}
 		e, err := authz.NewEngine(cmd.Context(), authz.Config{PolicyDir: dir, Decision: ref, RegoV0: *version == "v0"})
 		if err != nil {
@@ -144,37 +141,16 @@ a test fails or DIR has none.`,
 	verbose := flags.BoolP("verbose", "v", false, "list every test, not only failures")
 	run := flags.StringP("run", "r", "", "run only the tests whose full name (data.pkg.test_name) matches this regular expression")
 	var timeout time.Duration
-	timeoutFlag(cmd, &timeout, 5*time.Second, "time limit of each test")
-	version := regoVersionFlag(cmd)
+	cli.TimeoutFlag(cmd, &timeout, authz.DefaultTestTimeout, "time limit of each test")
+	version := cli.RegoVersionFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		dir := args[0]
-		v, err := regoVersion(*version)
-		if err != nil {
-			return usage(cmd, err)
+		if err := checkRegoVersion(*version); err != nil {
+			return cli.Usage(cmd, err)
 		}
-		policies, err := authz.LoadPolicies(dir, v)
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
-		store := inmem.NewFromObject(policies.Data)
-		txn, err := store.NewTransaction(ctx)
+		results, err := authz.TestPolicies(cmd.Context(), dir, authz.TestOptions{RegoV0: *version == "v0", Run: *run, Timeout: timeout})
 		if err != nil {
 			return err
-		}
-		defer store.Abort(ctx, txn)
-		runner := tester.NewRunner().
-			SetDefaultRegoVersion(v).
-			SetStore(store).
-			SetModules(policies.Modules).
-			SetTimeout(timeout).
-			SetParallel(1) // in file order, like opa test
-		if *run != "" {
-			runner = runner.Filter(*run)
-		}
-		results, err := runner.RunTests(ctx, txn)
-		if err != nil {
-			return fmt.Errorf("policies in %s do not compile with their tests: %w", dir, err)
 		}
 
 		// Count as the results go by; the reporter prints them.
@@ -228,7 +204,7 @@ flags do not.`,
   meshid policy eval --config /etc/meshid/meshid.yaml -i - < check.json`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
-				return usagef(cmd, "policy eval: want at most one DECISION, got %d arguments", len(args))
+				return cli.Usagef(cmd, "policy eval: want at most one DECISION, got %d arguments", len(args))
 			}
 			return nil
 		},
@@ -236,7 +212,7 @@ flags do not.`,
 	}
 	flags := cmd.Flags()
 	input := flags.StringP("input", "i", "", "`file` holding the CheckRequest in proto-JSON; - reads stdin")
-	configPath := configFlag(cmd, "decide as \"meshid run\" would with this `meshid.yaml`: its authz section's settings, which the flags override")
+	configPath := cli.ConfigFlag(cmd, "decide as \"meshid run\" would with this `meshid.yaml`: its authz section's settings, which the flags override")
 	dir := flags.StringP("data", "d", "policies", "the policy `directory` (authz.policy_dir)")
 	flags.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if name == "policy" {
@@ -246,17 +222,17 @@ flags do not.`,
 	})
 	decision := decisionFlag(cmd, "authz.decision")
 	timeout := flags.Duration("eval-timeout", authz.DefaultEvalTimeout, "time limit of the evaluation (authz.eval_timeout)")
-	version := regoVersionFlag(cmd)
+	version := cli.RegoVersionFlag(cmd)
 	showInput := flags.Bool("show-input", false, "print the input document the policy saw too")
 	_ = cmd.MarkFlagFilename("input", "json")
 	_ = cmd.MarkFlagDirname("data")
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if *input == "" {
-			return usagef(cmd, "policy eval: -input is required (-i FILE, the CheckRequest)")
+			return cli.Usagef(cmd, "policy eval: -input is required (-i FILE, the CheckRequest)")
 		}
-		if _, err := regoVersion(*version); err != nil {
-			return usage(cmd, err)
+		if err := checkRegoVersion(*version); err != nil {
+			return cli.Usage(cmd, err)
 		}
 		given := append([]string{}, args...) // DECISION, then --decision
 		if flags.Changed("decision") {
@@ -266,12 +242,12 @@ flags do not.`,
 		for _, d := range given {
 			ref, err := decisionRef(d)
 			if err != nil {
-				return usage(cmd, err)
+				return cli.Usage(cmd, err)
 			}
 			refs = append(refs, ref)
 		}
 		if len(refs) == 2 && refs[0] != refs[1] {
-			return usagef(cmd, "policy eval: two decisions, %s and -decision %s: give one", args[0], *decision)
+			return cli.Usagef(cmd, "policy eval: two decisions, %s and -decision %s: give one", args[0], *decision)
 		}
 		var data []byte
 		var err error
@@ -307,22 +283,19 @@ flags do not.`,
 		if flags.Changed("rego-version") {
 			authzCfg.RegoVersion = *version
 		}
-		return evalOne(cmd.Context(), cmd.OutOrStdout(), authzCfg, &req, *showInput)
+		r, err := node.Decide(cmd.Context(), authzCfg, &req)
+		if err != nil {
+			return err
+		}
+		return printDecision(cmd.OutOrStdout(), r, *showInput)
 	}
 	return cmd
 }
 
-func evalOne(ctx context.Context, w io.Writer, authzCfg config.Authz, req *authv3.CheckRequest, showInput bool) error {
-	e, err := authz.NewEngine(ctx, node.EngineConfig(authzCfg))
-	if err != nil {
-		return err
-	}
-	srv, err := authz.NewServer(e, node.ServerOptions(authzCfg, nil))
-	if err != nil {
-		return err
-	}
-	r := srv.Decide(ctx, req)
-
+// printDecision prints what policy eval found, as JSON: the decision id,
+// whether the policy allowed, its result or why there is none, the
+// CheckResponse Envoy would get and, with showInput, the input document.
+func printDecision(w io.Writer, r *authz.Result, showInput bool) error {
 	out := struct {
 		DecisionID string          `json:"decision_id"`
 		Allowed    bool            `json:"allowed"`
@@ -340,8 +313,10 @@ func evalOne(ctx context.Context, w io.Writer, authzCfg config.Authz, req *authv
 	if showInput && r.Input != nil {
 		out.Input, _ = ast.JSON(r.Input)
 	}
-	if out.Response, err = protojson.Marshal(r.Response); err != nil {
+	resp, err := protojson.Marshal(r.Response)
+	if err != nil {
 		return err
 	}
-	return writeJSON(w, out)
+	out.Response = resp
+	return cli.WriteJSON(w, out)
 }

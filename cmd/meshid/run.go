@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/node"
 )
 
@@ -19,10 +20,10 @@ policies stops it before it serves.`,
 		Example: `  meshid run --config /etc/meshid/meshid.yaml
   meshid run -config meshid.yaml`,
 		GroupID:           nodeGroup,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
-	configPath := configFlag(cmd, "path to meshid.yaml (default: built-in demo settings in the current directory)")
+	configPath := cli.ConfigFlag(cmd, "path to meshid.yaml (default: built-in demo settings in the current directory)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := node.LoadConfig(*configPath)
 		if err != nil {

@@ -5,11 +5,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-)
 
-// restFlag marks a flag after which the rest of the command line is not
-// meshid's: svid watch's --cmd PROG ARGS...
-const restFlag = "meshid_rest"
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
+)
 
 // longFlags rewrites the single-dash long flags of args (-config F, -json,
 // -write=DIR) as pflag spells them (--config F, --json, --write=DIR), so
@@ -17,7 +15,7 @@ const restFlag = "meshid_rest"
 // Only a name that is a long flag of cmd, the command args run, is
 // rewritten: -v, -i, -d and clusters such as -vd stay shorthands, and
 // anything else is left for pflag to refuse. A flag's value is never
-// rewritten, nor is anything after "--". A restFlag, however spelt, ends
+// rewritten, nor is anything after "--". A cli.RestFlag, however spelt, ends
 // the flags: it becomes "--" and what follows it passes as it is.
 func longFlags(cmd *cobra.Command, args []string) []string {
 	cmd.InitDefaultHelpFlag()
@@ -42,7 +40,7 @@ func longFlags(cmd *cobra.Command, args []string) []string {
 		}
 		switch {
 		case f != nil:
-			if _, rest := f.Annotations[restFlag]; rest && !inline {
+			if _, rest := f.Annotations[cli.RestFlag]; rest && !inline {
 				return append(append(out, "--"), args[i+1:]...)
 			}
 			out = append(out, "--"+body)

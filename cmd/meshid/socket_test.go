@@ -9,19 +9,19 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/meshid/meshid/test/svidtest"
 )
 
 // TestEveryClientCommandTakesTheSocket: each command that asks meshid on
 // its socket reaches it however the socket is given, over a real socket.
 func TestEveryClientCommandTakesTheSocket(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	s := ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
-	sock := serveWorkloadAPI(t, ca, s)
+	ca := svidtest.NewCA(t, "example.org")
+	sock := svidtest.ServeWorkloadAPI(t, ca, ca.Fresh(t))
 	token := func(t *testing.T) string {
 		t.Setenv(workloadapi.SocketEnv, "")
 		out, _, err := runCmd(t, "jwt", "fetch", "--socket", sock, "--audience", "payments", "--token")
@@ -80,18 +80,17 @@ func TestEveryClientCommandTakesTheSocket(t *testing.T) {
 }
 
 func TestBundleShowFormats(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	s := ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
-	sock := serveWorkloadAPI(t, ca, s)
+	ca := svidtest.NewCA(t, "example.org")
+	sock := svidtest.ServeWorkloadAPI(t, ca, ca.Fresh(t))
 	pem := func(t *testing.T, out string) {
-		b, err := x509bundle.Parse(ca.td, []byte(out))
-		if err != nil || !b.X509Authorities()[0].Equal(ca.root) {
+		b, err := x509bundle.Parse(ca.TD, []byte(out))
+		if err != nil || !b.X509Authorities()[0].Equal(ca.Root) {
 			t.Fatalf("not the roots as PEM: %v\n%s", err, out)
 		}
 	}
 	spiffe := func(t *testing.T, out string) {
-		b, err := spiffebundle.Parse(ca.td, []byte(out))
-		if err != nil || !b.X509Authorities()[0].Equal(ca.root) || !b.HasJWTAuthority("k1") {
+		b, err := spiffebundle.Parse(ca.TD, []byte(out))
+		if err != nil || !b.X509Authorities()[0].Equal(ca.Root) || !b.HasJWTAuthority(svidtest.JWTKeyID) {
 			t.Fatalf("not the SPIFFE bundle: %v\n%s", err, out)
 		}
 	}
@@ -122,9 +121,8 @@ func TestBundleShowFormats(t *testing.T) {
 }
 
 func TestJWTCommands(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	s := ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
-	sock := serveWorkloadAPI(t, ca, s)
+	ca := svidtest.NewCA(t, "example.org")
+	sock := svidtest.ServeWorkloadAPI(t, ca, ca.Fresh(t))
 	t.Setenv(workloadapi.SocketEnv, sock)
 
 	out, _, err := runCmd(t, "jwt", "fetch", "-audience", "a", "-audience", "b", "-json")
@@ -164,9 +162,8 @@ func TestJWTCommands(t *testing.T) {
 // TestSVIDWatchProgram: what follows --cmd or "--" is the program, flags
 // and all, and svid watch exits with its status.
 func TestSVIDWatchProgram(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	s := ca.svid(t, "/app", time.Now().Add(-10*time.Second), time.Now().Add(time.Hour))
-	sock := serveWorkloadAPI(t, ca, s)
+	ca := svidtest.NewCA(t, "example.org")
+	sock := svidtest.ServeWorkloadAPI(t, ca, ca.Fresh(t))
 	for _, tt := range []struct {
 		name   string
 		prog   []string

@@ -7,63 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 )
-
-// usageError is a command line meshid cannot run as typed: an unknown
-// command or flag, a flag value outside its choices, a missing or extra
-// argument. meshid exits 2 and points at the command's help.
-type usageError struct {
-	cmd       string // "meshid svid fetch"
-	err       error
-	helpShown bool // the help is on stderr already
-}
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-func usage(cmd *cobra.Command, err error) error {
-	return &usageError{cmd: cmd.CommandPath(), err: err}
-}
-
-func usagef(cmd *cobra.Command, format string, args ...any) error {
-	return usage(cmd, fmt.Errorf(format, args...))
-}
-
-// commandName is a command as meshid's messages call it: "svid fetch".
-func commandName(cmd *cobra.Command) string {
-	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
-}
-
-// needsCommand is what meshid and its groups do alone: show their help
-// and fail, as a command line with a word missing.
-func needsCommand(cmd *cobra.Command, _ []string) error {
-	cmd.SetOut(cmd.ErrOrStderr())
-	if err := cmd.Help(); err != nil {
-		return err
-	}
-	msg := "a command is required"
-	if cmd.HasParent() {
-		msg = commandName(cmd) + ": " + msg
-	}
-	return &usageError{cmd: cmd.CommandPath(), err: errors.New(msg), helpShown: true}
-}
-
-// subcommandArgs refuses a word after a group that names none of its
-// commands, as cobra refuses one after the root.
-func subcommandArgs(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	return usagef(cmd, "unknown command %q for %q%s", args[0], cmd.CommandPath(), didYouMean(cmd.SuggestionsFor(args[0])))
-}
-
-// noArgs refuses positional arguments.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usagef(cmd, "%s: unexpected argument %q", commandName(cmd), args[0])
-	}
-	return nil
-}
 
 // flagError makes pflag's complaints usage errors, and suggests the flag
 // an unknown one was probably meant to be.
@@ -76,17 +22,10 @@ func flagError(cmd *cobra.Command, err error) error {
 			typed, _, _ = strings.Cut(s, "=")
 		}
 		if near := nearestFlag(cmd.Flags(), typed); near != "" {
-			err = fmt.Errorf("%w%s", err, didYouMean([]string{"--" + near}))
+			err = fmt.Errorf("%w%s", err, cli.DidYouMean([]string{"--" + near}))
 		}
 	}
-	return usage(cmd, err)
-}
-
-func didYouMean(suggestions []string) string {
-	if len(suggestions) == 0 {
-		return ""
-	}
-	return "\n\nDid you mean this?\n\t" + strings.Join(suggestions, "\n\t") + "\n"
+	return cli.Usage(cmd, err)
 }
 
 // nearestFlag is the visible long flag of flags closest to typed: within

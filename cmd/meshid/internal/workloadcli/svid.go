@@ -1,9 +1,8 @@
-package main
+package workloadcli
 
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/helper"
 )
 
@@ -29,12 +29,12 @@ one, never half of one.`,
 		Example: `  meshid svid fetch
   meshid svid fetch --write /run/svid --key-file tls.key
   SPIFFE_ENDPOINT_SOCKET=unix:///run/meshid/agent.sock meshid svid fetch --json`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	client := addClientFlags(cmd)
 	files := addSVIDFileFlags(cmd)
-	asJSON := jsonFlag(cmd, "the SVIDs and bundles")
+	asJSON := cli.JSONFlag(cmd, "the SVIDs and bundles")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, c, e, done, err := client.connect(cmd.Context())
 		if err != nil {
@@ -56,7 +56,7 @@ one, never half of one.`,
 			}
 		}
 		if *asJSON {
-			return writeJSON(cmd.OutOrStdout(), report)
+			return cli.WriteJSON(cmd.OutOrStdout(), report)
 		}
 		printSVIDReport(cmd.OutOrStdout(), report, now)
 		return nil
@@ -188,12 +188,6 @@ func shortHex(s string) string {
 		return s[:16] + "…"
 	}
 	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // addSVIDFileFlags are the flags that say where --write puts an SVID.

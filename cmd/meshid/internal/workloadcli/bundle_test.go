@@ -1,4 +1,4 @@
-package main
+package workloadcli
 
 import (
 	"bytes"
@@ -14,30 +14,32 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/test/svidtest"
 )
 
 func TestSPIFFEBundle(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	other := newTestCA(t, "other.org")
+	ca := svidtest.NewCA(t, "example.org")
+	other := svidtest.NewCA(t, "other.org")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	x509Set := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root}),
-		x509bundle.FromX509Authorities(other.td, []*x509.Certificate{other.root}),
+		x509bundle.FromX509Authorities(ca.TD, []*x509.Certificate{ca.Root}),
+		x509bundle.FromX509Authorities(other.TD, []*x509.Certificate{other.Root}),
 	)
-	jwtSet := jwtbundle.NewSet(jwtbundle.FromJWTAuthorities(ca.td, map[string]crypto.PublicKey{"k1": key.Public()}))
+	jwtSet := jwtbundle.NewSet(jwtbundle.FromJWTAuthorities(ca.TD, map[string]crypto.PublicKey{"k1": key.Public()}))
 
-	doc, err := spiffeBundle(ca.td, x509Set, jwtSet)
+	doc, err := spiffeBundle(ca.TD, x509Set, jwtSet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := spiffebundle.Parse(ca.td, doc)
+	b, err := spiffebundle.Parse(ca.TD, doc)
 	if err != nil {
 		t.Fatalf("%v:\n%s", err, doc)
 	}
-	if len(b.X509Authorities()) != 1 || !b.X509Authorities()[0].Equal(ca.root) || !b.HasJWTAuthority("k1") {
+	if len(b.X509Authorities()) != 1 || !b.X509Authorities()[0].Equal(ca.Root) || !b.HasJWTAuthority("k1") {
 		t.Fatalf("bundle document:\n%s", doc)
 	}
 	if !strings.Contains(string(doc), `"use": "x509-svid"`) && !strings.Contains(string(doc), `"use":"x509-svid"`) {
@@ -51,11 +53,11 @@ func TestSPIFFEBundle(t *testing.T) {
 }
 
 func TestPrintPEMBundles(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	other := newTestCA(t, "other.org")
+	ca := svidtest.NewCA(t, "example.org")
+	other := svidtest.NewCA(t, "other.org")
 	set := x509bundle.NewSet(
-		x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.root}),
-		x509bundle.FromX509Authorities(other.td, []*x509.Certificate{other.root}),
+		x509bundle.FromX509Authorities(ca.TD, []*x509.Certificate{ca.Root}),
+		x509bundle.FromX509Authorities(other.TD, []*x509.Certificate{other.Root}),
 	)
 	var all bytes.Buffer
 	if err := printPEMBundles(&all, set, spiffeid.TrustDomain{}); err != nil {
@@ -65,10 +67,10 @@ func TestPrintPEMBundles(t *testing.T) {
 		t.Fatalf("all bundles:\n%s", all.String())
 	}
 	var one bytes.Buffer
-	if err := printPEMBundles(&one, set, other.td); err != nil {
+	if err := printPEMBundles(&one, set, other.TD); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := x509bundle.Parse(other.td, one.Bytes()); err != nil || !got.X509Authorities()[0].Equal(other.root) || len(got.X509Authorities()) != 1 {
+	if got, err := x509bundle.Parse(other.TD, one.Bytes()); err != nil || !got.X509Authorities()[0].Equal(other.Root) || len(got.X509Authorities()) != 1 {
 		t.Fatalf("-trust-domain other.org: %v\n%s", err, one.String())
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package workloadcli
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 )
 
 // newJWTFetchCmd prints a JWT-SVID for the caller.
@@ -22,7 +24,7 @@ token, for TOKEN=$(meshid jwt fetch --audience A --token).`,
 		Example: `  meshid jwt fetch --audience payments
   TOKEN=$(meshid jwt fetch --audience payments --token)
   meshid jwt fetch --audience a --audience b --spiffe-id spiffe://example.org/web --json`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	client := addClientFlags(cmd)
@@ -30,10 +32,10 @@ token, for TOKEN=$(meshid jwt fetch --audience A --token).`,
 	cmd.Flags().Var(&aud, "audience", "`audience` of the token (repeat for several; required)")
 	id := cmd.Flags().String("spiffe-id", "", "which of this process's identities to use (default: its first)")
 	tokenOnly := cmd.Flags().Bool("token", false, "print only the token")
-	asJSON := jsonFlag(cmd, "the JWT-SVID")
+	asJSON := cli.JSONFlag(cmd, "the JWT-SVID")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if len(aud) == 0 {
-			return usagef(cmd, "jwt fetch: -audience is required")
+			return cli.Usagef(cmd, "jwt fetch: -audience is required")
 		}
 		params := jwtsvid.Params{Audience: aud[0], ExtraAudiences: aud[1:]}
 		if *id != "" {
@@ -57,7 +59,7 @@ token, for TOKEN=$(meshid jwt fetch --audience A --token).`,
 		case *tokenOnly:
 			fmt.Fprintln(stdout, svid.Marshal())
 		case *asJSON:
-			return writeJSON(stdout, describeJWT(svid, time.Now(), true))
+			return cli.WriteJSON(stdout, describeJWT(svid, time.Now(), true))
 		default:
 			printJWT(stdout, describeJWT(svid, time.Now(), true), time.Now())
 		}
@@ -79,7 +81,7 @@ and claims. Exits 1 with meshid's reason when the token is refused.`,
   meshid jwt validate --audience payments --json "$(cat /run/svid/jwt_svid.token)"`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
+				return cli.Usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
 			}
 			return nil
 		},
@@ -87,10 +89,10 @@ and claims. Exits 1 with meshid's reason when the token is refused.`,
 	}
 	client := addClientFlags(cmd)
 	audience := cmd.Flags().String("audience", "", "the `audience` the token must carry (required)")
-	asJSON := jsonFlag(cmd, "the token's subject, audience, expiry and claims")
+	asJSON := cli.JSONFlag(cmd, "the token's subject, audience, expiry and claims")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if *audience == "" {
-			return usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
+			return cli.Usagef(cmd, "jwt validate: want -audience A and exactly one TOKEN")
 		}
 		ctx, c, e, done, err := client.connect(cmd.Context())
 		if err != nil {
@@ -103,7 +105,7 @@ and claims. Exits 1 with meshid's reason when the token is refused.`,
 		}
 		info := describeJWT(svid, time.Now(), false)
 		if *asJSON {
-			return writeJSON(cmd.OutOrStdout(), info)
+			return cli.WriteJSON(cmd.OutOrStdout(), info)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), "valid")
 		printJWT(cmd.OutOrStdout(), info, time.Now())

@@ -1,4 +1,4 @@
-package main
+package workloadcli
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sys/unix"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/helper"
 	"github.com/meshid/meshid/internal/endpoint"
 )
@@ -56,7 +57,7 @@ without renewal.`,
 	flags.DurationVar(&f.exitAfter, "exit-after", 0, "exit (stopping PROG) after this long; 0 runs until signalled")
 	flags.DurationVar(&f.unreachable, "unreachable-timeout", helper.DefaultUnreachableTimeout, "exit 1 once meshid has been unreachable this long")
 	flags.Bool("cmd", false, "the rest of the command line is PROG ARGS..., the program to run (as after --)")
-	_ = flags.SetAnnotation("cmd", restFlag, []string{"true"})
+	_ = flags.SetAnnotation("cmd", cli.RestFlag, []string{"true"})
 	_ = cmd.RegisterFlagCompletionFunc("renew-signal", cobra.FixedCompletions([]string{"SIGHUP", "SIGUSR1", "SIGUSR2"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		cfg, err := f.config(cmd, args)
@@ -68,7 +69,7 @@ without renewal.`,
 			return err
 		}
 		if code != 0 {
-			return exitCode(code)
+			return cli.ExitCode(code)
 		}
 		return nil
 	}
@@ -110,16 +111,16 @@ type watchConfig struct {
 func (f *watchFlags) config(cmd *cobra.Command, args []string) (watchConfig, error) {
 	switch dash := cmd.Flags().ArgsLenAtDash(); {
 	case dash < 0 && len(args) > 0, dash > 0:
-		return watchConfig{}, usagef(cmd, "svid watch: unexpected argument %q (program arguments go after -cmd PROG, or after --)", args[0])
+		return watchConfig{}, cli.Usagef(cmd, "svid watch: unexpected argument %q (program arguments go after -cmd PROG, or after --)", args[0])
 	case dash == 0 && len(args) == 0:
-		return watchConfig{}, usagef(cmd, "svid watch: -cmd needs a program (-cmd PROG ARGS... or -- PROG ARGS...)")
+		return watchConfig{}, cli.Usagef(cmd, "svid watch: -cmd needs a program (-cmd PROG ARGS... or -- PROG ARGS...)")
 	}
 	if f.files.Dir == "" {
-		return watchConfig{}, usagef(cmd, "svid watch: -write DIR is required")
+		return watchConfig{}, cli.Usagef(cmd, "svid watch: -write DIR is required")
 	}
 	s, err := parseSignal(f.signal)
 	if err != nil {
-		return watchConfig{}, usage(cmd, err)
+		return watchConfig{}, cli.Usage(cmd, err)
 	}
 	e, err := f.client.endpoint()
 	if err != nil {

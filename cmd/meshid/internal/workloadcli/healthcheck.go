@@ -1,4 +1,4 @@
-package main
+package workloadcli
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/helper"
 	"github.com/meshid/meshid/internal/endpoint"
 )
@@ -33,14 +34,13 @@ Exit 1 and say which check failed otherwise.`,
 		Example: `  meshid healthcheck
   meshid healthcheck --cert-file /run/svid/svid.pem
   meshid healthcheck --daemon-only --socket /run/meshid/agent.sock --json`,
-		GroupID:           workloadGroup,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	client := addClientFlags(cmd)
 	certFile := cmd.Flags().String("cert-file", "", "also check the SVID in this PEM `file` (leaf first)")
 	daemonOnly := cmd.Flags().Bool("daemon-only", false, "only check that meshid serves; skip this process's SVID")
-	asJSON := jsonFlag(cmd, "the checks")
+	asJSON := cli.JSONFlag(cmd, "the checks")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		e, err := client.endpoint()
 		if err != nil {
@@ -74,7 +74,7 @@ Exit 1 and say which check failed otherwise.`,
 		}
 		stdout := cmd.OutOrStdout()
 		if *asJSON {
-			if err := writeJSON(stdout, struct {
+			if err := cli.WriteJSON(stdout, struct {
 				Healthy bool          `json:"healthy"`
 				Checks  []healthCheck `json:"checks"`
 			}{healthy, checks}); err != nil {

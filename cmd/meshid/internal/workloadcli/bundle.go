@@ -1,4 +1,4 @@
-package main
+package workloadcli
 
 import (
 	"encoding/pem"
@@ -11,6 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 )
 
 // Formats of bundle show: PEM roots, or SPIFFE bundle documents (SPIRE's
@@ -36,7 +38,7 @@ this process's SVID. jwks is another name for spiffe.`,
 		Example: `  meshid bundle show
   meshid bundle show --format spiffe > example.org.bundle.json
   meshid bundle show --format spiffe --trust-domain partner.example`,
-		Args:              noArgs,
+		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	client := addClientFlags(cmd)
@@ -47,7 +49,7 @@ this process's SVID. jwks is another name for spiffe.`,
 		switch *format {
 		case formatPEM, formatSPIFFE, formatJWKS:
 		default:
-			return usagef(cmd, "bundle show: -format %q: want pem or spiffe", *format)
+			return cli.Usagef(cmd, "bundle show: -format %q: want pem or spiffe", *format)
 		}
 		var td spiffeid.TrustDomain
 		if *tdFlag != "" {
