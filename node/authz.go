@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshid/meshid/authz"
@@ -41,6 +42,7 @@ type authzService struct {
 	reloader  *authz.Reloader
 	decisions *decisionlog.Log // nil unless authz.decision_log is set
 
+	conns        tcpLimits
 	lis, httpLis net.Listener
 	logFile      io.WriteCloser
 }
@@ -111,8 +113,8 @@ func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
 // newAuthzService builds the servers over compiled policies; it opens no
 // socket or file yet, so a start refused for other reasons leaves nothing
 // to clean up.
-func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
-	s := &authzService{cfg: cfg, log: log}
+func newAuthzService(cfg config.Authz, p policies, id authzIdentity, conns tcpLimits, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
+	s := &authzService{cfg: cfg, log: log, conns: conns}
 	if cfg.DecisionLog != "" {
 		s.decisions = decisionlog.New(decisionlog.Options{
 			MaskHeaders:   cfg.DecisionLogMask,
@@ -138,7 +140,9 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 	if err != nil {
 		return nil, err
 	}
-	var grpcOpts []grpc.ServerOption
+	// Envoy keeps its ext_authz connections busy; one without a call for
+	// the idle timeout holds a capped place for nothing.
+	grpcOpts := []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: conns.idle})}
 	if tlsCfg != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 		log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", id.self.ID(), "client_ids", cfg.TLS.ClientIDs)
@@ -153,6 +157,7 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, log *slog.L
 		s.http = &http.Server{
 			Handler:           s.srv.HTTPHandler(),
 			ReadHeaderTimeout: 5 * time.Second,
+			IdleTimeout:       conns.idle,
 			TLSConfig:         tlsCfg,
 			// Refused handshakes and broken requests are the operator's
 			// to see, in meshid's log rather than on bare stderr.
@@ -177,11 +182,11 @@ func (s *authzService) listen() (err error) {
 			s.close()
 		}
 	}()
-	if s.lis, err = listenAddr("authz.address", s.cfg.Address); err != nil {
+	if s.lis, err = listenCapped("authz.address", s.cfg.Address, s.conns.max); err != nil {
 		return err
 	}
 	if s.http != nil {
-		if s.httpLis, err = listenAddr("authz.http_address", s.cfg.HTTPAddress); err != nil {
+		if s.httpLis, err = listenCapped("authz.http_address", s.cfg.HTTPAddress, s.conns.max); err != nil {
 			return err
 		}
 		if s.http.TLSConfig != nil {

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
 	"github.com/meshid/meshid/attestor"
@@ -40,11 +42,19 @@ func listenUnix(key, path string) (net.Listener, error) {
 	return lis, nil
 }
 
-// socketLimits are the workload socket's connection caps and the file
-// descriptor limit they were derived from.
+// socketLimits are the workload socket's connection caps, the ext_authz
+// listeners' and the file descriptor limit they were derived from.
 type socketLimits struct {
 	connlimit.Limits
+	authz  tcpLimits
 	nofile uint64
+}
+
+// tcpLimits bound a listener whose callers TCP cannot tell apart: how many
+// connections it may hold, and how long one may hold its place unused.
+type tcpLimits struct {
+	max  int
+	idle time.Duration
 }
 
 // budgetSockets settles the caps of the limits section, those configured or
@@ -64,7 +74,19 @@ func budgetSockets(l config.Limits, log *slog.Logger) (socketLimits, error) {
 	if err != nil {
 		return socketLimits{}, fmt.Errorf("limits: %w", err)
 	}
-	return socketLimits{Limits: limits, nofile: nofile}, nil
+	authz := tcpLimits{max: connlimit.TCPCap(nofile, l.AuthzConnections), idle: l.IdleTimeout}
+	return socketLimits{Limits: limits, authz: authz, nofile: nofile}, nil
+}
+
+// listenCapped is listenAddr for a listener that holds at most max
+// connections (connlimit.TCPCap says why); at its cap it stops accepting
+// until one closes.
+func listenCapped(key, addr string, max int) (net.Listener, error) {
+	lis, err := listenAddr(key, addr)
+	if err != nil {
+		return nil, err
+	}
+	return netutil.LimitListener(lis, max), nil
 }
 
 // listenPrivate opens a Unix socket only root and meshid's uid may
@@ -88,7 +110,8 @@ func (n *Node) listenAgent(s socketLimits) (net.Listener, error) {
 		lis.Close()
 		return nil, err
 	}
-	n.log.Info("workload socket connection caps", "connections", s.Total, "connections_per_uid", s.PerUID, "fd_limit", s.nofile)
+	n.log.Info("connection caps", "connections", s.Total, "connections_per_uid", s.PerUID,
+		"authz_connections", s.authz.max, "admin_connections", connlimit.AdminCap, "fd_limit", s.nofile)
 	return limited, nil
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/internal/connlimit"
 	"github.com/meshid/meshid/test/authztest"
 )
 
@@ -229,5 +230,83 @@ func TestNodeBoundsStreamsPerConnection(t *testing.T) {
 	}
 	for _, c := range cancels {
 		c()
+	}
+}
+
+// TestNodeCapsAuthzAndAdminListeners: TCP tells nothing of a caller's uid,
+// so the ext_authz listener holds at most limits.authz_connections in all;
+// past them meshid stops accepting until one closes, and no caller can
+// take the descriptors meshid keeps for itself through it. The admin
+// endpoint has its own cap.
+func TestNodeCapsAuthzAndAdminListeners(t *testing.T) {
+	cfg := nodeConfig(t)
+	cfg.Limits.AuthzConnections = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	check := func() error {
+		conn, err := grpc.NewClient(cfg.Authz.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		callCtx, callCancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer callCancel()
+		_, err = healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("authz health with nothing held: %v", err)
+	}
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", cfg.Authz.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		defer c.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // let meshid accept both
+	if err := check(); err == nil {
+		t.Fatal("a third authz connection was served while two held the cap of 2")
+	}
+	held[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for check() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("authz still refuses 10s after a held connection closed")
+		}
+	}
+
+	var admin []net.Conn
+	for range connlimit.AdminCap {
+		c, err := net.Dial("tcp", cfg.Admin.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin = append(admin, c)
+		defer c.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	if resp, err := client.Get("http://" + cfg.Admin.Address + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the admin endpoint answered while %d connections held its cap", connlimit.AdminCap)
+	}
+	admin[0].Close()
+	client.Timeout = 5 * time.Second
+	if code, _ := httpGet(t, client, "http://"+cfg.Admin.Address+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz after a held connection closed = %d", code)
 	}
 }

@@ -16,7 +16,6 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -41,6 +40,7 @@ import (
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/internal/connlimit"
 	"github.com/meshid/meshid/internal/gcfloor"
 	"github.com/meshid/meshid/sds"
 	"github.com/meshid/meshid/workload"
@@ -120,7 +120,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Metrics:       n.reg,
 		Federated:     in.federated,
 	})
-	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in.policies), log, n.reg); err != nil {
+	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in.policies), in.sockets.authz, log, n.reg); err != nil {
 		return nil, err
 	}
 
@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	workload.New(workloadIdentities{n.ids}, log).Register(n.agent)
 	healthpb.RegisterHealthServer(n.agent, health.NewServer())
 
-	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: cfg.Limits.IdleTimeout}
 	n.private = &http.Server{Handler: n.privateHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	if err := n.listen(); err != nil {
@@ -226,9 +226,9 @@ func (n *Node) listen() (err error) {
 	if err = n.authz.listen(); err != nil {
 		return err
 	}
-	if n.adminLis, err = net.Listen("tcp", n.cfg.Admin.Address); err != nil {
+	if n.adminLis, err = listenCapped("admin.address", n.cfg.Admin.Address, connlimit.AdminCap); err != nil {
 		n.authz.close()
-		return fmt.Errorf("admin.address: %w", err)
+		return err
 	}
 	if n.privLis, err = listenPrivate("admin.socket_path", n.cfg.AdminSocketPath()); err != nil {
 		n.authz.close()
