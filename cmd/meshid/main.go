@@ -1,6 +1,10 @@
 // Command meshid is the node daemon and its command-line tools. Its
 // commands parse flags, hand the work to the package that owns it (node
-// builds and runs the daemon) and print the outcome.
+// builds and runs the daemon, decides a request as the daemon would; authz
+// runs policy tests) and print the outcome. This package holds the root,
+// dispatch and exit statuses, the single-dash spelling of long flags, and
+// the node and operator commands; the Workload API client commands are
+// package workloadcli's, and what every command shares is package cli's.
 package main
 
 import (
@@ -116,7 +120,7 @@ Flags are spelt --name (-name works too); flags may follow arguments.`,
 		&cobra.Group{ID: nodeGroup, Title: "Node and operator commands:"},
 		&cobra.Group{ID: workloadGroup, Title: "Workload commands (they ask meshid on its socket):"},
 	)
-	for _, c := range []*cobra.Command{
+	root.AddCommand(
 		newRunCmd(),
 		cli.Group("envoy", nodeGroup, "Envoy sidecar configuration that uses meshid",
 			`Generate the static configuration of Envoy sidecars that take their
@@ -147,9 +151,7 @@ could claim, or ask the running daemon which entries a process matches.`,
   meshid entry explain --pid 4242`,
 			newEntryLintCmd(), newEntryExplainCmd()),
 		newVersionCmd(),
-	} {
-		root.AddCommand(c)
-	}
+	)
 	workloadcli.Add(root, workloadGroup)
 	root.SetHelpCommand(newHelpCmd())
 	// Part of the tree from the start, so that Find, help and the tests
