@@ -5,12 +5,11 @@
 // SPIFFE IDs with the JWT-SVID the request carries.
 //
 // It owns everything that turns a request into that document: the
-// attributes, the request bodies (JSON through internal/jsonterm, forms,
-// multipart, and gRPC through proto descriptor sets, written by
-// internal/prototerm), parsed within limits on their size and shape and
-// by a deadline, since their senders choose both, the
-// x-forwarded-client-cert and JWT-SVID checks, and the caches of terms
-// that recur across requests. It never evaluates a policy or answers
+// attributes, the request bodies (JSON, forms, multipart, and gRPC
+// through proto descriptor sets, parsed by internal/bodyterm) within the
+// limits on their size and shape its Options set and by a deadline, since
+// their senders choose both, the x-forwarded-client-cert and JWT-SVID
+// checks, and the caches of terms that recur across requests. It never evaluates a policy or answers
 // Envoy: a request it cannot describe faithfully is an error for its
 // caller to deny. It never identifies callers itself (the caller is the
 // mTLS peer Envoy verified, or what a header it is told to trust says),

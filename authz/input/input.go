@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/meshid/meshid/authz/input/internal/bodyterm"
 )
 
 // The input document is OPA-Envoy's: input.attributes is the CheckRequest's
@@ -86,7 +88,6 @@ var (
 	kVia             = ast.StringTerm("via")
 	kJWT             = ast.StringTerm("jwt")
 
-	nullTerm      = ast.NullTerm()
 	falseTerm     = ast.BooleanTerm(false)
 	trueTerm      = ast.BooleanTerm(true)
 	emptyObject   = ast.ObjectTerm()
@@ -152,9 +153,9 @@ type Options struct {
 type Builder struct {
 	xfcc *xfccTrust    // nil: input.spiffe.source only from mTLS
 	jwt  *jwtValidator // nil: no input.spiffe.jwt
-	// protos decode gRPC bodies; nil leaves them unparsed.
-	protos *ProtoDescriptors
-	limits BodyLimits
+	// bodies parses request bodies within the limits, gRPC ones with the
+	// proto descriptors.
+	bodies bodyterm.Parser
 	clock  func() time.Time
 	log    *slog.Logger
 
@@ -193,7 +194,8 @@ func NewBuilder(o Options) (*Builder, error) {
 		jwt = newJWTValidator(o.JWTBundles, o.JWTAudiences, o.Clock)
 	}
 	b := newBuilder(xfcc, jwt)
-	b.protos, b.limits, b.clock, b.log = o.ProtoDescriptors, limits, o.Clock, o.Log
+	b.bodies = bodyterm.Parser{Limits: bodyterm.Limits(limits), Protos: o.ProtoDescriptors, Clock: o.Clock}
+	b.clock, b.log = o.Clock, o.Log
 	return b, nil
 }
 
@@ -204,7 +206,7 @@ func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
 	return &Builder{
 		xfcc:    xfcc,
 		jwt:     jwt,
-		limits:  limits,
+		bodies:  bodyterm.Parser{Limits: bodyterm.Limits(limits), Clock: time.Now},
 		clock:   time.Now,
 		log:     slog.New(slog.DiscardHandler),
 		strings: newCache[string, *ast.Term](stringCacheSize),
@@ -239,19 +241,19 @@ func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline 
 
 	pt, err := b.parsedPath(httpReq.GetPath())
 	if err != nil {
-		return nil, fmt.Errorf("request path %s: %w", quoteShort(httpReq.GetPath()), err)
+		return nil, fmt.Errorf("request path %s: %w", bodyterm.QuoteShort(httpReq.GetPath()), err)
 	}
 	a.add(kParsedPath, pt.path)
 	a.add(kParsedQuery, pt.query)
 
-	body, truncated, skipped, err := b.body(ctx, deadline).parse(httpReq)
+	body, truncated, skipped, err := b.bodies.Parse(ctx, httpReq, deadline)
 	if err != nil {
 		return nil, fmt.Errorf("request body: %w", err)
 	}
 	if skipped > 0 && b.log.Enabled(ctx, slog.LevelDebug) {
 		b.log.DebugContext(ctx, "authz: request body not parsed: it is larger than max_body_bytes; parsed_body is null",
-			"path", quoteShort(httpReq.GetPath()), "content_type", quoteShort(httpReq.GetHeaders()["content-type"]),
-			"bytes", skipped, "max_body_bytes", b.limits.MaxBytes)
+			"path", bodyterm.QuoteShort(httpReq.GetPath()), "content_type", bodyterm.QuoteShort(httpReq.GetHeaders()["content-type"]),
+			"bytes", skipped, "max_body_bytes", b.bodies.Limits.MaxBytes)
 	}
 	a.add(kParsedBody, body)
 	a.add(kTruncatedBody, ast.InternedTerm(truncated))
@@ -261,12 +263,6 @@ func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline 
 	a.add(kVersion, versionTerm)
 	a.add(kSPIFFE, b.spiffe(a, attrs))
 	return a.endValue(top), nil
-}
-
-// body is how Build parses a body: within the limits, stopping at
-// deadline or when ctx ends.
-func (b *Builder) body(ctx context.Context, deadline time.Time) body {
-	return body{limits: b.limits, protos: b.protos, ctx: ctx, deadline: deadline, clock: b.clock}
 }
 
 func (b *Builder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Term, error) {
@@ -517,7 +513,7 @@ func (b *Builder) stringMap(a *arena, m map[string]string, uncached map[string]b
 			vt, err = b.checkedStr(a, v)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", quoteShort(k), err)
+			return nil, fmt.Errorf("%s: %w", bodyterm.QuoteShort(k), err)
 		}
 		a.add(kt, vt)
 	}
@@ -643,7 +639,7 @@ func queryTerm(raw string) (*ast.Term, error) {
 		list := make([]*ast.Term, len(vs))
 		for i, v := range vs {
 			if !utf8.ValidString(v) {
-				return nil, fmt.Errorf("query value of %s decodes to %w", quoteShort(k), errInvalidUTF8)
+				return nil, fmt.Errorf("query value of %s decodes to %w", bodyterm.QuoteShort(k), errInvalidUTF8)
 			}
 			list[i] = ast.StringTerm(v)
 		}

@@ -3,6 +3,7 @@ package input
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/url"
 	"slices"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshid/meshid/authz/input/internal/bodyterm"
 	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 	"github.com/meshid/meshid/test/authztest"
 )
@@ -101,14 +103,17 @@ func referenceBody(h *authv3.AttributeContext_HttpRequest) (any, bool, error) {
 	if text == "" {
 		text = string(h.GetRawBody())
 	}
+	// Content types match by substring, JSON first, as in OPA-Envoy.
 	contentType := h.GetHeaders()["content-type"]
-	kind := bodyKind(contentType)
+	isJSON := strings.Contains(contentType, "application/json")
+	isForm := !isJSON && strings.Contains(contentType, "application/x-www-form-urlencoded")
+	isMultipart := !isJSON && !isForm && strings.Contains(contentType, "multipart/form-data")
 	switch {
 	case text == "":
 		return nil, false, nil
 	case h.GetHeaders()["x-envoy-auth-partial-body"] == "true":
 		return nil, true, nil
-	case kind == "" || kind == "grpc":
+	case !isJSON && !isForm && !isMultipart:
 		return nil, false, nil
 	}
 	if cl, ok := h.GetHeaders()["content-length"]; ok {
@@ -123,8 +128,8 @@ func referenceBody(h *authv3.AttributeContext_HttpRequest) (any, bool, error) {
 	if len(text) > DefaultMaxBodyBytes {
 		return nil, false, nil
 	}
-	switch kind {
-	case "json":
+	switch {
+	case isJSON:
 		var v any
 		if err := util.UnmarshalJSON([]byte(text), &v); err != nil {
 			return nil, false, err
@@ -135,7 +140,7 @@ func referenceBody(h *authv3.AttributeContext_HttpRequest) (any, bool, error) {
 			return nil, false, err
 		}
 		return ast.MustJSON(val), false, nil
-	case "form":
+	case isForm:
 		values, err := url.ParseQuery(text)
 		if err != nil {
 			return nil, false, err
@@ -153,7 +158,8 @@ func referenceBody(h *authv3.AttributeContext_HttpRequest) (any, bool, error) {
 		}
 		return form, false, nil
 	}
-	t, err := multipartTerm(contentType, text, jsonterm.NewBudget(DefaultMaxBodyDepth, DefaultMaxBodyValues, nil))
+	parser := bodyterm.Parser{Limits: bodyterm.Limits{MaxBytes: DefaultMaxBodyBytes, MaxDepth: DefaultMaxBodyDepth, MaxValues: DefaultMaxBodyValues}}
+	t, _, _, err := parser.Parse(context.Background(), h, time.Time{})
 	if err != nil {
 		return nil, false, err
 	}
@@ -176,7 +182,7 @@ func assertSameInput(t testing.TB, b *Builder, req *authv3.CheckRequest) {
 	t.Helper()
 	want, wantOK := referenceInput(t, req)
 	got, err := b.Build(context.Background(), req, time.Time{})
-	if beyondLimits(err) {
+	if errors.Is(err, jsonterm.ErrTooDeep) || errors.Is(err, jsonterm.ErrTooMany) {
 		// The reference knows no limits on a body's shape.
 		return
 	}

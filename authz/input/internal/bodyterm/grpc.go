@@ -1,4 +1,4 @@
-package input
+package bodyterm
 
 import (
 	"encoding/binary"
@@ -21,26 +21,22 @@ import (
 	"github.com/meshid/meshid/authz/input/internal/prototerm"
 )
 
-// ProtoDescriptors are the gRPC services whose request messages meshid
+// Descriptors are the gRPC services whose request messages meshid
 // decodes into input.parsed_body, as OPA-Envoy does with its
 // proto-descriptor setting. A gRPC body is protobuf, which says nothing
 // about itself: only the method's input type, looked up by the request
 // path (/package.Service/Method), can turn it into a document.
 //
 // It is immutable once loaded and safe for concurrent use.
-type ProtoDescriptors struct {
+type Descriptors struct {
 	// methods maps "package.Service/Method" to the method.
 	methods map[string]protoreflect.MethodDescriptor
 	types   protoTypes
 }
 
-// LoadProtoDescriptors reads a binary FileDescriptorSet, the file
-// `protoc --include_imports --descriptor_set_out=FILE` writes (or
-// `buf build -o FILE`). Every file an included file imports must be in the
-// set, and the set must define at least one service: anything else is an
-// error naming path and the problem, since the alternative, finding out
-// when requests arrive, is a policy that silently sees null bodies.
-func LoadProtoDescriptors(path string) (*ProtoDescriptors, error) {
+// LoadDescriptors reads the binary FileDescriptorSet at path, as
+// input.LoadProtoDescriptors says.
+func LoadDescriptors(path string) (*Descriptors, error) {
 	bs, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("proto descriptor set: %w", err)
@@ -55,14 +51,14 @@ func LoadProtoDescriptors(path string) (*ProtoDescriptors, error) {
 	if len(set.ProtoReflect().GetUnknown()) > 0 || len(set.GetFile()) == 0 {
 		return nil, fmt.Errorf("proto descriptor set %s is not a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out)", path)
 	}
-	d, err := newProtoDescriptors(&set)
+	d, err := newDescriptors(&set)
 	if err != nil {
 		return nil, fmt.Errorf("proto descriptor set %s: %w", path, err)
 	}
 	return d, nil
 }
 
-func newProtoDescriptors(set *descriptorpb.FileDescriptorSet) (*ProtoDescriptors, error) {
+func newDescriptors(set *descriptorpb.FileDescriptorSet) (*Descriptors, error) {
 	// Say which import is missing in protoc's terms before protodesc says
 	// it could not resolve it.
 	names := map[string]bool{}
@@ -80,7 +76,7 @@ func newProtoDescriptors(set *descriptorpb.FileDescriptorSet) (*ProtoDescriptors
 	if err != nil {
 		return nil, err
 	}
-	d := &ProtoDescriptors{
+	d := &Descriptors{
 		methods: map[string]protoreflect.MethodDescriptor{},
 		types:   protoTypes{dynamicpb.NewTypes(files)},
 	}
@@ -103,7 +99,7 @@ func newProtoDescriptors(set *descriptorpb.FileDescriptorSet) (*ProtoDescriptors
 // Methods are the gRPC methods the set describes, as request paths
 // (/package.Service/Method), sorted; for a startup log line. Requests of
 // client-streaming methods among them are not decoded.
-func (d *ProtoDescriptors) Methods() []string {
+func (d *Descriptors) Methods() []string {
 	ms := make([]string, 0, len(d.methods))
 	for name := range d.methods {
 		ms = append(ms, "/"+name)
@@ -135,7 +131,7 @@ const grpcPrefixLen = 5
 // that is not /package.Service/Method, a message beyond budget. A message
 // longer than the body is truncated: null, never half a message. A whole
 // message longer than maxBytes is not decoded: errSkipped.
-func (d *ProtoDescriptors) parsedBody(path string, headers map[string]string, body []byte, maxBytes int, budget *jsonterm.Budget) (*ast.Term, bool, error) {
+func (d *Descriptors) parsedBody(path string, headers map[string]string, body []byte, maxBytes int, budget *jsonterm.Budget) (*ast.Term, bool, error) {
 	if !protobufCodec(headers["content-type"]) {
 		return nullTerm, false, nil
 	}
@@ -204,7 +200,7 @@ func grpcMethodName(path string) (string, error) {
 	if err == nil && strings.Count(strings.TrimLeft(p, "/"), "/") == 1 {
 		return strings.TrimLeft(p, "/"), nil
 	}
-	return "", fmt.Errorf("content-type is gRPC but the path %s is not /package.Service/Method", quoteShort(path))
+	return "", fmt.Errorf("content-type is gRPC but the path %s is not /package.Service/Method", QuoteShort(path))
 }
 
 // protoTypes resolves the types of Any fields: first in the descriptor

@@ -1,4 +1,16 @@
-package input
+// Package bodyterm turns the body of a request, as Envoy sends it with
+// with_request_body, into parsed_body and truncated_body the way
+// OPA-Envoy fills them: JSON (through jsonterm), form-urlencoded,
+// multipart/form-data, and gRPC messages decoded with the descriptor sets
+// of their services (written by prototerm). A body's sender chooses its
+// size and shape, so every body is parsed within Limits and stops when
+// its deadline passes or its request's context ends.
+//
+// It owns choosing a parser by content type, telling a body Envoy cut
+// short, forms, multipart parts, gRPC framing and the descriptor sets. It
+// never chooses the limits (package input does, from its options) and
+// never looks at a request beyond its body, path and headers.
+package bodyterm
 
 import (
 	"context"
@@ -19,74 +31,38 @@ import (
 	"github.com/meshid/meshid/authz/input/internal/jsonterm"
 )
 
-// Defaults of BodyLimits. Envoy sends at most with_request_body's
-// max_request_bytes (meshid's generated sidecars: 8 KiB; a few MiB is
-// already unusual, and gRPC refuses a CheckRequest over 4 MiB), so 1 MiB
-// parses every body a sidecar is configured to send while keeping a
-// hostile one's cost bounded. 64 levels is deeper than any API nests;
-// 10000 values is Go's own limit on query parameters and multipart
-// headers, and takes a few milliseconds to build.
-const (
-	DefaultMaxBodyBytes  = 1 << 20
-	DefaultMaxBodyDepth  = 64
-	DefaultMaxBodyValues = 10000
-)
-
-// BodyLimits bound the work a request body may make meshid do: a body's
-// sender chooses its size and shape, the operator chooses what that may
-// cost. Zero fields take the defaults.
-type BodyLimits struct {
-	// MaxBytes is the largest body parsed; a longer one keeps
-	// parsed_body null (as a body of a type meshid does not parse) and
-	// truncated_body false (Envoy sent it whole), and stays in
-	// attributes.request.http as sent, for the policy to decide on.
-	MaxBytes int
-	// MaxDepth is how deeply parsed_body may nest arrays and objects; a
-	// form is 2 deep, a multipart part's JSON starts at 3. Deeper is an
-	// error, hence a deny.
-	MaxDepth int
-	// MaxValues is how many values parsed_body may hold (each JSON
-	// scalar, array and object, each field of a gRPC message, each
-	// form pair, each multipart part). More is an error, hence a deny.
-	MaxValues int
+// Limits bound the work one body may make meshid do; input.BodyLimits
+// says what each means. None may be zero.
+type Limits struct {
+	MaxBytes, MaxDepth, MaxValues int
 }
 
-func (l BodyLimits) withDefaults() (BodyLimits, error) {
-	if l.MaxBytes < 0 || l.MaxDepth < 0 || l.MaxValues < 0 {
-		return l, fmt.Errorf("body limits %+v: must not be negative", l)
-	}
-	if l.MaxBytes == 0 {
-		l.MaxBytes = DefaultMaxBodyBytes
-	}
-	if l.MaxDepth == 0 {
-		l.MaxDepth = DefaultMaxBodyDepth
-	}
-	if l.MaxValues == 0 {
-		l.MaxValues = DefaultMaxBodyValues
-	}
-	return l, nil
-}
-
-// ErrDeadline is the deadline given to Build passing while the body was
-// being parsed; Build's error wraps it.
+// ErrDeadline is the deadline given to Parse passing while the body was
+// being parsed; Parse's error wraps it.
 var ErrDeadline = errors.New("deadline passed")
 
-// body is what parsing one request's body needs besides the body: the
-// limits, the proto descriptors of gRPC bodies, and when to stop (the
-// deadline, or the caller gone).
-type body struct {
-	limits   BodyLimits
-	protos   *ProtoDescriptors // nil: gRPC bodies stay unparsed
-	ctx      context.Context
-	deadline time.Time // zero: none
-	clock    func() time.Time
+var (
+	nullTerm       = ast.NullTerm()
+	errInvalidUTF8 = errors.New("invalid UTF-8")
+)
+
+// Parser parses request bodies within its limits. It is safe for
+// concurrent use.
+type Parser struct {
+	Limits Limits
+	// Protos describe the gRPC services whose bodies are decoded; nil
+	// leaves gRPC bodies null.
+	Protos *Descriptors
+	// Clock tells when Parse's deadline has passed.
+	Clock func() time.Time
 }
 
-// stopper is the stop condition a body's budget polls. It is made only
-// for a body that is parsed: a closure costs an allocation, which the
-// requests without a body should not pay.
-func (p body) stopper() func() error {
-	ctx, deadline, clock := p.ctx, p.deadline, p.clock
+// stopper is the stop condition a body's budget polls: ctx ended, or the
+// clock past deadline (the zero time never is). It is made only for a
+// body that is parsed: a closure costs an allocation, which the requests
+// without a body should not pay.
+func (p *Parser) stopper(ctx context.Context, deadline time.Time) func() error {
+	clock := p.Clock
 	return func() error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -98,17 +74,18 @@ func (p body) stopper() func() error {
 	}
 }
 
-// parse is parsed_body and truncated_body, as OPA-Envoy fills them when
+// Parse is parsed_body and truncated_body, as OPA-Envoy fills them when
 // Envoy sends the body (with_request_body): JSON, form-urlencoded or
 // multipart/form-data by content-type, from body or else raw_body, and
-// gRPC when protos describe its services; null for any other type, an
+// gRPC when Protos describe its services; null for any other type, an
 // empty body, or one over MaxBytes (then skipped is its size). A body
 // Envoy cut short (it says so with x-envoy-auth-partial-body, or
 // content-length is longer than what arrived) is reported truncated and
-// never parsed: half a document could read as a different one. A body that claims a type it
-// does not have, or is beyond the limits' depth or values, is an error,
-// hence a deny.
-func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.Term, truncated bool, skipped int, err error) {
+// never parsed: half a document could read as a different one. A body
+// that claims a type it does not have, or is beyond the limits' depth or
+// values, is an error, hence a deny; so is ctx ending or the clock passing
+// deadline while it is parsed (an error wrapping ErrDeadline).
+func (p *Parser) Parse(ctx context.Context, httpReq *authv3.AttributeContext_HttpRequest, deadline time.Time) (parsed *ast.Term, truncated bool, skipped int, err error) {
 	headers := httpReq.GetHeaders()
 	size := len(httpReq.GetBody())
 	if size == 0 {
@@ -123,27 +100,27 @@ func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.T
 	}
 	contentType := headers["content-type"]
 	kind := bodyKind(contentType)
-	if kind == "" || kind == "grpc" && p.protos == nil {
+	if kind == "" || kind == "grpc" && p.Protos == nil {
 		return nullTerm, false, 0, nil
 	}
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, 0, fmt.Errorf("content-length %s: %w", quoteShort(cl), err)
+			return nil, false, 0, fmt.Errorf("content-length %s: %w", QuoteShort(cl), err)
 		}
 		if n > int64(size) {
 			return nullTerm, true, 0, nil
 		}
 	}
-	if kind != "grpc" && size > p.limits.MaxBytes {
+	if kind != "grpc" && size > p.Limits.MaxBytes {
 		return nullTerm, false, size, nil
 	}
 	// The stop condition may hold already: the attributes took long.
-	stop := p.stopper()
+	stop := p.stopper(ctx, deadline)
 	if err := stop(); err != nil {
 		return nil, false, 0, err
 	}
-	budget := jsonterm.NewBudget(p.limits.MaxDepth, p.limits.MaxValues, stop)
+	budget := jsonterm.NewBudget(p.Limits.MaxDepth, p.Limits.MaxValues, stop)
 	if kind == "grpc" {
 		// The same bytes as body, without copying raw_body (pack_as_bytes,
 		// which binary messages need) again.
@@ -151,7 +128,7 @@ func (p body) parse(httpReq *authv3.AttributeContext_HttpRequest) (parsed *ast.T
 		if httpReq.GetBody() != "" {
 			msg = []byte(httpReq.GetBody())
 		}
-		parsed, truncated, err := p.protos.parsedBody(httpReq.GetPath(), headers, msg, p.limits.MaxBytes, budget)
+		parsed, truncated, err := p.Protos.parsedBody(httpReq.GetPath(), headers, msg, p.Limits.MaxBytes, budget)
 		if errors.Is(err, errSkipped) {
 			return nullTerm, false, size, nil
 		}
@@ -249,7 +226,7 @@ func formTerm(body string, budget *jsonterm.Budget) (*ast.Term, error) {
 			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
 		}
 		if !utf8.ValidString(v) {
-			return nil, fmt.Errorf("query value of %s decodes to %w", quoteShort(k), errInvalidUTF8)
+			return nil, fmt.Errorf("query value of %s decodes to %w", QuoteShort(k), errInvalidUTF8)
 		}
 		if _, ok := lists[k]; !ok {
 			order = append(order, k)
@@ -325,9 +302,9 @@ func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term
 		if isJSON {
 			if val, err = jsonterm.Parse(string(data), budget); err != nil {
 				if beyondLimits(err) {
-					return nil, fmt.Errorf("part %s: %w", quoteShort(name), err)
+					return nil, fmt.Errorf("part %s: %w", QuoteShort(name), err)
 				}
-				return nil, fmt.Errorf("part %s is declared JSON but is not: %w", quoteShort(name), err)
+				return nil, fmt.Errorf("part %s is declared JSON but is not: %w", QuoteShort(name), err)
 			}
 		} else {
 			// A file part may be binary: its bytes are passed on as they
@@ -344,9 +321,10 @@ func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term
 	return listsTerm(order, lists), nil
 }
 
-// quoteShort quotes s for an error message, cut to a length a log line
-// can carry: the request's sender chooses s.
-func quoteShort(s string) string {
+// QuoteShort quotes s for an error message, cut to a length a log line
+// can carry: the request's sender chooses s. Package input quotes with it
+// too, so that every error about a request reads alike.
+func QuoteShort(s string) string {
 	const max = 128
 	if len(s) <= max {
 		return strconv.Quote(s)
