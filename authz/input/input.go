@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -580,159 +578,4 @@ func protoJSONTerm(m proto.Message) (*ast.Term, error) {
 		return nil, err
 	}
 	return ast.NewTerm(v), nil
-}
-
-// pathTerms are parsed_path and parsed_query of one request path.
-type pathTerms struct{ path, query *ast.Term }
-
-func (b *Builder) parsedPath(path string) (pathTerms, error) {
-	if path == "" || path == "/" {
-		return rootPathTerms, nil
-	}
-	if pt, ok := b.paths.get(path); ok {
-		return pt, nil
-	}
-	pt, err := parsePath(path)
-	if err != nil {
-		return pathTerms{}, err
-	}
-	if len(path) <= maxCachedPath {
-		b.paths.put(path, pt)
-	}
-	return pt, nil
-}
-
-// parsePath splits the request path: segments of the unescaped path
-// without its leading slashes ("/" is [""]), and the query as a map of
-// value lists. A malformed escape or query is an error, not a guess.
-func parsePath(path string) (pathTerms, error) {
-	rawPath, rawQuery, _ := strings.Cut(path, "?")
-	unescaped, err := url.PathUnescape(rawPath)
-	if err != nil {
-		return pathTerms{}, err
-	}
-	if !utf8.ValidString(unescaped) {
-		return pathTerms{}, fmt.Errorf("path decodes to %w", errInvalidUTF8)
-	}
-	var segments []*ast.Term
-	for s := range strings.SplitSeq(strings.TrimLeft(unescaped, "/"), "/") {
-		segments = append(segments, ast.StringTerm(s))
-	}
-	query, err := queryTerm(rawQuery)
-	if err != nil {
-		return pathTerms{}, err
-	}
-	return pathTerms{path: ast.ArrayTerm(segments...), query: query}, nil
-}
-
-// queryTerm parses a query string or a form body into a map of lists.
-func queryTerm(raw string) (*ast.Term, error) {
-	values, err := url.ParseQuery(raw)
-	if err != nil {
-		return nil, err
-	}
-	pairs := make([][2]*ast.Term, 0, len(values))
-	for k, vs := range values {
-		if !utf8.ValidString(k) {
-			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
-		}
-		list := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			if !utf8.ValidString(v) {
-				return nil, fmt.Errorf("query value of %s decodes to %w", bodyterm.QuoteShort(k), errInvalidUTF8)
-			}
-			list[i] = ast.StringTerm(v)
-		}
-		pairs = append(pairs, ast.Item(ast.StringTerm(k), ast.ArrayTerm(list...)))
-	}
-	return ast.ObjectTerm(pairs...), nil
-}
-
-// idKey identifies one described SPIFFE ID: the same ID reached over mTLS
-// or through XFCC is described differently.
-type idKey struct {
-	id  string
-	via *ast.Term
-}
-
-// spiffe is input.spiffe: who is calling (source), who is called
-// (destination) and the JWT-SVID the request carries (jwt).
-func (b *Builder) spiffe(a *arena, attrs *authv3.AttributeContext) *ast.Term {
-	headers := attrs.GetRequest().GetHttp().GetHeaders()
-	source, via := attrs.GetSource().GetPrincipal(), viaMTLS
-	if b.xfcc != nil {
-		if id, ok := b.xfcc.source(source, headers["x-forwarded-client-cert"]); ok {
-			source, via = id, viaXFCC
-		}
-	}
-	var jwt *ast.Term
-	if b.jwt != nil {
-		jwt = b.jwt.term(headers["authorization"])
-	}
-	// Without a JWT the whole object depends on two IDs only: share it.
-	key := spiffeKey{source: source, via: via, destination: attrs.GetDestination().GetPrincipal()}
-	if jwt == nil {
-		if t, ok := b.spiffes.get(key); ok {
-			return t
-		}
-	}
-	pairs := make([][2]*ast.Term, 0, 3)
-	if t := b.idTerm(source, via); t != nil {
-		pairs = append(pairs, ast.Item(kSource, t))
-	}
-	if t := b.idTerm(key.destination, nil); t != nil {
-		pairs = append(pairs, ast.Item(kDestination, t))
-	}
-	if jwt != nil {
-		return a.term(ast.NewObject(append(pairs, ast.Item(kJWT, jwt))...))
-	}
-	t := ast.ObjectTerm(pairs...)
-	b.spiffes.put(key, t)
-	return t
-}
-
-// spiffeKey identifies an input.spiffe without a JWT.
-type spiffeKey struct {
-	source      string
-	via         *ast.Term
-	destination string
-}
-
-// idTerm describes a principal that is a SPIFFE ID, nil for anything else
-// (absent, or a certificate subject): the policy decides what an
-// unidentified caller may do.
-func (b *Builder) idTerm(principal string, via *ast.Term) *ast.Term {
-	if principal == "" {
-		return nil
-	}
-	key := idKey{principal, via}
-	if t, ok := b.ids.get(key); ok {
-		return t
-	}
-	id, err := spiffeid.FromString(principal)
-	if err != nil {
-		return nil
-	}
-	t := idDocument(id, via)
-	b.ids.put(key, t)
-	return t
-}
-
-func idDocument(id spiffeid.ID, via *ast.Term) *ast.Term {
-	segments := []*ast.Term{}
-	if p := id.Path(); p != "" {
-		for s := range strings.SplitSeq(p[1:], "/") {
-			segments = append(segments, ast.StringTerm(s))
-		}
-	}
-	pairs := [][2]*ast.Term{
-		ast.Item(kID, ast.StringTerm(id.String())),
-		ast.Item(kTrustDomain, ast.StringTerm(id.TrustDomain().Name())),
-		ast.Item(kPath, ast.StringTerm(id.Path())),
-		ast.Item(kSegments, ast.ArrayTerm(segments...)),
-	}
-	if via != nil {
-		pairs = append(pairs, ast.Item(kVia, via))
-	}
-	return ast.ObjectTerm(pairs...)
 }
