@@ -45,8 +45,9 @@ func TestConnectionFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	// docs/operations.md, Limits: 1024 descriptors leave a reserve of 256
-	// and room for 384 connections, 48 per uid.
-	if !strings.Contains(m.Logs(), "connections=384 connections_per_uid=48 fd_limit=1024") {
+	// and room for 384 connections, 48 per uid; each ext_authz listener
+	// gets a quarter of the reserve.
+	if !strings.Contains(m.Logs(), "connections=384 connections_per_uid=48 authz_connections=64 admin_connections=32 fd_limit=1024") {
 		t.Fatalf("meshid did not derive the documented caps from RLIMIT_NOFILE %d:\n%s", nofile, m.LogTail(10))
 	}
 	good := func(name string) loadResult {
