@@ -330,6 +330,9 @@ func (b *Builder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Ter
 type peerKey struct {
 	ip, principal, certificate, service string
 	port                                uint32
+	// What is set, not only its value: no address and an empty socket
+	// address render differently, as do no port and port 0.
+	hasAddress, hasPort bool
 }
 
 func (b *Builder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, error) {
@@ -337,7 +340,9 @@ func (b *Builder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, er
 	simple := len(p.GetLabels()) == 0 && (p.GetAddress() == nil || plainSocketAddress(sock))
 	var key peerKey
 	if simple {
-		key = peerKey{ip: sock.GetAddress(), port: sock.GetPortValue(), principal: p.GetPrincipal(), certificate: p.GetCertificate(), service: p.GetService()}
+		_, hasPort := sock.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+		key = peerKey{ip: sock.GetAddress(), port: sock.GetPortValue(), principal: p.GetPrincipal(), certificate: p.GetCertificate(), service: p.GetService(),
+			hasAddress: p.GetAddress() != nil, hasPort: hasPort}
 		if t, ok := b.peers.get(key); ok {
 			return t, nil
 		}

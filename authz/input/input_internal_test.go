@@ -409,3 +409,26 @@ func BenchmarkInput(b *testing.B) {
 		}
 	})
 }
+
+// TestPeerCacheTellsPresenceApart: the peer cache (one builder serves
+// every request) must not take a peer without an address for one with an
+// empty socket address, nor a port of 0 for no port; each renders
+// differently. FuzzInput found the first.
+func TestPeerCacheTellsPresenceApart(t *testing.T) {
+	b := newBuilder(nil, nil)
+	peer := func(a *corev3.Address) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Destination: &authv3.AttributeContext_Peer{Address: a}}}
+	}
+	sock := func(s *corev3.SocketAddress) *corev3.Address {
+		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: s}}
+	}
+	for _, req := range []*authv3.CheckRequest{
+		peer(sock(&corev3.SocketAddress{})),
+		peer(nil),
+		peer(sock(&corev3.SocketAddress{PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}})),
+		peer(sock(&corev3.SocketAddress{})),
+		peer(nil),
+	} {
+		assertSameInput(t, b, req)
+	}
+}
