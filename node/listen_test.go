@@ -177,18 +177,7 @@ func adminGet(t *testing.T, addr, path string) string {
 // maxStreamsPerConn streams; the next waits for one of them to end.
 func TestNodeBoundsStreamsPerConnection(t *testing.T) {
 	cfg := nodeConfig(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	ctx := runNode(t, cfg)
 
 	conn, err := grpc.NewClient("unix://"+cfg.SocketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -241,18 +230,7 @@ func TestNodeBoundsStreamsPerConnection(t *testing.T) {
 func TestNodeCapsAuthzAndAdminListeners(t *testing.T) {
 	cfg := nodeConfig(t)
 	cfg.Limits.AuthzConnections = 2
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	ctx := runNode(t, cfg)
 
 	check := func() error {
 		conn, err := grpc.NewClient(cfg.Authz.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -309,4 +287,25 @@ func TestNodeCapsAuthzAndAdminListeners(t *testing.T) {
 	if code, _ := httpGet(t, client, "http://"+cfg.Admin.Address+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz after a held connection closed = %d", code)
 	}
+}
+
+// runNode builds and runs a node on cfg until the test ends, and returns a
+// context that ends with it.
+func runNode(t *testing.T, cfg config.Config) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	return ctx
 }
