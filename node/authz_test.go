@@ -78,23 +78,7 @@ func TestAuthzService(t *testing.T) {
 	reg := prometheus.NewRegistry()
 
 	s, _ := newTestAuthz(t, cfg, reg)
-	if err := s.listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-			stopped = true
-		}
-	}
-	t.Cleanup(stop)
+	stop := runAuthz(t, s)
 
 	info, err := os.Stat(strings.TrimPrefix(cfg.Address, "unix://"))
 	if err != nil || info.Mode().Perm() != 0o777 || info.Mode()&os.ModeSocket == 0 {

@@ -35,18 +35,7 @@ func TestAuthzServiceTLS(t *testing.T) {
 	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
 	cfg.TLS = config.AuthzTLS{SPIFFEID: serverID.String(), ClientIDs: []string{allowed.String()}}
 	s, authority := newTestAuthz(t, cfg, prometheus.NewRegistry())
-	if err := s.listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	runAuthz(t, s)
 
 	mint := func(id spiffeid.ID) *x509svid.SVID {
 		svid, err := authority.MintX509SVID(ca.SVIDRequest{ID: id, TTL: time.Hour})
