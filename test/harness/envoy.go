@@ -19,7 +19,7 @@ type Envoy struct {
 	// filled in).
 	Sidecar    envoy.Sidecar
 	ConfigPath string
-	AdminURL   string // "http://127.0.0.1:PORT"
+	AdminURL   string // "http://IP:PORT"
 
 	env *Env
 }
@@ -29,6 +29,16 @@ type Envoy struct {
 // sc.Node the name. It returns once the admin endpoint answers, which is
 // before Envoy has its certificates: use WaitLive to wait for those.
 func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
+	return e.startEnvoy(ctx, nil, name, sc, uid)
+}
+
+// StartEnvoy runs Envoy on the host as Env.StartEnvoy does; an empty
+// sc.AdminAddr gets a port on the host's address.
+func (h *Host) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
+	return h.env.startEnvoy(ctx, h, name, sc, uid)
+}
+
+func (e *Env) startEnvoy(ctx context.Context, h *Host, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
 	bin, err := EnvoyPath()
 	if err != nil {
 		return nil, err
@@ -39,7 +49,11 @@ func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid
 		}
 	}
 	if sc.AdminAddr == "" {
-		sc.AdminAddr = e.FreeAddr()
+		if h != nil {
+			sc.AdminAddr = h.FreeAddr()
+		} else {
+			sc.AdminAddr = e.FreeAddr()
+		}
 	}
 	if sc.Node == "" {
 		sc.Node = name
@@ -75,8 +89,9 @@ func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid
 			"-l", "info",
 			"--log-format", "[%Y-%m-%d %T.%e][%l][%n] %v",
 		},
-		UID: uid,
-		Dir: dir,
+		UID:  uid,
+		Dir:  dir,
+		Host: h,
 	})
 	if err != nil {
 		return nil, err

@@ -42,6 +42,8 @@ type MeshidOptions struct {
 	// (/healthz answers) rather than ready, for a meshid expected to run
 	// unready, such as one whose CA cannot rotate: see Meshid.Readyz.
 	Unready bool
+
+	host *Host // set by Host.StartMeshid
 }
 
 // Entry is one registration entry of entries.yaml.
@@ -57,12 +59,14 @@ type Meshid struct {
 	*Process
 	TrustDomain string
 	SocketPath  string // meshid's Unix socket: Workload API, SDS, health
-	AuthzAddr   string // ext_authz gRPC, "127.0.0.1:PORT"
-	AdminAddr   string // /healthz /readyz /metrics, "127.0.0.1:PORT"
+	// AuthzAddr and AdminAddr are on 127.0.0.1, or on the host's address
+	// for a meshid started by Host.StartMeshid; so is AuthzHTTPAddr.
+	AuthzAddr   string // ext_authz gRPC, "IP:PORT"
+	AdminAddr   string // /healthz /readyz /metrics, "IP:PORT"
 	Dir         string // holds meshid.yaml, entries.yaml, data/ and sock/
 	ConfigPath  string
 	EntriesPath string
-	// AuthzHTTPAddr is Envoy's HTTP ext_authz protocol, "127.0.0.1:PORT";
+	// AuthzHTTPAddr is Envoy's HTTP ext_authz protocol, "IP:PORT";
 	// "" unless MeshidOptions.AuthzHTTP.
 	AuthzHTTPAddr string
 	// AuthzTLSID is meshid's own ID on its authz listeners, which then speak
@@ -70,6 +74,7 @@ type Meshid struct {
 	AuthzTLSID string
 
 	env  *Env
+	host *Host  // nil: the harness's own network namespace
 	name string // ProcSpec name, reused by Restart
 	// waitPath is the admin path StartMeshid and Restart wait for a 200 on.
 	waitPath string
@@ -123,15 +128,20 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	if err != nil {
 		return nil, err
 	}
+	freeAddr := e.FreeAddr
+	if o.host != nil {
+		freeAddr = o.host.FreeAddr
+	}
 	m := &Meshid{
 		TrustDomain: o.TrustDomain,
 		SocketPath:  meshidSocketPath(dir),
-		AuthzAddr:   e.FreeAddr(),
-		AdminAddr:   e.FreeAddr(),
+		AuthzAddr:   freeAddr(),
+		AdminAddr:   freeAddr(),
 		Dir:         dir,
 		ConfigPath:  filepath.Join(dir, "meshid.yaml"),
 		EntriesPath: filepath.Join(dir, "entries.yaml"),
 		env:         e,
+		host:        o.host,
 		name:        o.Name,
 		waitPath:    "/readyz",
 	}
@@ -154,7 +164,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	}
 	c.Authz.Address = m.AuthzAddr
 	if o.AuthzHTTP {
-		m.AuthzHTTPAddr = e.FreeAddr()
+		m.AuthzHTTPAddr = freeAddr()
 		c.Authz.HTTPAddress = m.AuthzHTTPAddr
 	}
 	if o.AuthzTLSID != "" {
@@ -192,6 +202,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		Path: path,
 		Args: args,
 		Dir:  dir,
+		Host: o.host,
 	})
 	if err != nil {
 		return nil, err
@@ -238,6 +249,7 @@ func (m *Meshid) Restart(ctx context.Context) error {
 		Path: m.cmd.Path,
 		Args: m.cmd.Args[1:],
 		Dir:  m.Dir,
+		Host: m.host,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,9 @@ type ProcSpec struct {
 	GID uint32
 	// Dir is the working directory; empty means Env.Dir.
 	Dir string
+	// Host starts the process in that host's network namespace; nil keeps
+	// the harness's.
+	Host *Host
 }
 
 // Process is a started process. Its stdout and stderr go to LogPath.
@@ -99,7 +102,11 @@ func (e *Env) Start(ctx context.Context, spec ProcSpec) (*Process, error) {
 		// No Groups: the child drops root's supplementary groups.
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: spec.UID, Gid: gid}
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if spec.Host != nil {
+		start = func() error { return spec.Host.Do(cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("harness: start %s (%s): %w", name, spec.Path, err)
 	}
 
