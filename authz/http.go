@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 // maxHTTPBody bounds the body read from an HTTP authorization request,
@@ -49,9 +50,16 @@ func (s *Server) HTTPHandler() http.Handler {
 
 var errQueryOverHTTP = errors.New("decision sets or removes query parameters, which Envoy's HTTP ext_authz protocol cannot carry (use the gRPC protocol)")
 
+// errOKDenyOverHTTP: in this protocol the status is the decision, 200
+// allows; and Go sends a 1xx as an interim answer followed by a 200.
+var errOKDenyOverHTTP = errors.New("decision denies with a 1xx or 200 status, which Envoy's HTTP ext_authz protocol would take for an allow (use another status, or the gRPC protocol)")
+
 func httpCarries(resp *authv3.CheckResponse) error {
 	if ok := resp.GetOkResponse(); ok != nil && (len(ok.QueryParametersToSet) > 0 || len(ok.QueryParametersToRemove) > 0) {
 		return errQueryOverHTTP
+	}
+	if d := resp.GetDeniedResponse(); d != nil && d.GetStatus().GetCode() <= typev3.StatusCode_OK {
+		return errOKDenyOverHTTP
 	}
 	return nil
 }

@@ -32,6 +32,10 @@ allow := {"allowed": false, "http_status": 401, "body": "who are you?", "headers
 
 allow := {"allowed": true, "query_parameters_to_set": {"a": "b"}} if input.parsed_path == ["query"]
 
+allow := {"allowed": false, "http_status": 204, "headers": {"access-control-allow-origin": "*"}} if input.parsed_path == ["preflight"]
+
+allow := {"allowed": false, "http_status": 200, "body": "looks like an allow"} if input.parsed_path == ["ok-deny"]
+
 allow if {
 	input.attributes.request.http.method == "POST"
 	input.parsed_body == {"n": 1}
@@ -68,6 +72,8 @@ allow if {
 			wantHeaders: map[string]string{"Www-Authenticate": "Bearer"}, wantBody: "who are you?",
 		},
 		{name: "query mutation cannot be carried", method: "GET", path: "/query", status: 404},
+		{name: "a 204 deny is carried", method: "OPTIONS", path: "/preflight", status: 204, wantHeaders: map[string]string{"Access-Control-Allow-Origin": "*"}},
+		{name: "a 200 deny cannot be carried: it would allow", method: "GET", path: "/ok-deny", status: 404},
 		{name: "body", method: "POST", path: "/form", body: `{"n": 1}`, headers: map[string]string{"Content-Type": "application/json"}, status: 200},
 		{name: "bad body", method: "POST", path: "/form", body: `{"n": `, headers: map[string]string{"Content-Type": "application/json"}, status: 404},
 		{name: "binary body as rawBody", method: "POST", path: "/upload", body: "\xff\x00binary", headers: map[string]string{"Content-Type": "application/octet-stream"}, status: 200},

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -123,6 +124,45 @@ func TestResponseMapping(t *testing.T) {
 			}(),
 		},
 		{
+			name:   "sets wherever lists are taken, in sorted order",
+			result: `{"allowed": true, "headers": {"x-roles": {"b", "a"}}, "request_headers_to_remove": {h | some h in ["x-b", "x-a"]}, "response_headers_to_add": {{"x-trace": "1"}, {"x-served-by": "meshid"}}, "query_parameters_to_set": {"tag": {"y", "x"}}, "query_parameters_to_remove": {"debug", "admin"}, "dynamic_metadata": {"groups": {"ops", "dev"}}}`,
+			want: func() *authv3.CheckResponse {
+				r := allowed(&authv3.OkHttpResponse{
+					Headers:                 []*corev3.HeaderValueOption{hdr("x-roles", "a"), hdr("x-roles", "b")},
+					HeadersToRemove:         []string{"x-a", "x-b"},
+					ResponseHeadersToAdd:    []*corev3.HeaderValueOption{hdr("x-served-by", "meshid"), hdr("x-trace", "1")},
+					QueryParametersToSet:    []*corev3.QueryParameter{{Key: "tag", Value: "x"}, {Key: "tag", Value: "y"}},
+					QueryParametersToRemove: []string{"admin", "debug"},
+				})
+				r.DynamicMetadata = meta(map[string]any{"groups": []any{"dev", "ops"}})
+				return r
+			}(),
+		},
+		{
+			name:   "keys that are not strings are their JSON text",
+			result: `{"allowed": true, "headers": {1: "one"}, "query_parameters_to_set": {true: "t"}}`,
+			want: allowed(&authv3.OkHttpResponse{
+				Headers:              []*corev3.HeaderValueOption{hdr("1", "one")},
+				QueryParametersToSet: []*corev3.QueryParameter{{Key: "true", Value: "t"}},
+			}),
+		},
+		{
+			name:   "a CORS preflight answered 204 with its headers",
+			result: `{"allowed": false, "http_status": 204, "headers": {"access-control-allow-origin": "https://app.example", "access-control-allow-methods": {"GET", "POST"}}}`,
+			want: denied(&authv3.DeniedHttpResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode_NoContent},
+				Headers: []*corev3.HeaderValueOption{
+					hdr("access-control-allow-methods", "GET"), hdr("access-control-allow-methods", "POST"),
+					hdr("access-control-allow-origin", "https://app.example"),
+				},
+			}),
+		},
+		{
+			name:   "a deny with 100 and 200, statuses Envoy's API names",
+			result: `{"allowed": false, "http_status": 200, "body": "maintenance"}`,
+			want:   denied(&authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode_OK}, Body: "maintenance"}),
+		},
+		{
 			name:   "denied object without status takes the deny status",
 			result: `{"allowed": false}`,
 			opts:   authz.Options{DenyStatus: 503},
@@ -174,7 +214,11 @@ func TestBadResultsDeny(t *testing.T) {
 		{`{"allowed": true, "query_parameters_to_remove": {"a": 1}}`, `"query_parameters_to_remove" that is a object`},
 		{`{"allowed": true, "dynamic_metadata": "x"}`, `"dynamic_metadata" that is a string, want an object`},
 		{`{"allowed": false, "http_status": "401"}`, `"http_status" that is a string, want a number`},
-		{`{"allowed": false, "http_status": 200}`, `"http_status" 200 that Envoy cannot send`},
+		{`{"allowed": false, "http_status": 0}`, `"http_status" 0 that Envoy cannot send`},
+		{`{"allowed": false, "http_status": 103}`, `"http_status" 103 that Envoy cannot send`},
+		{`{"allowed": true, "headers": {"x-a": {"b", 1}}}`, `"headers" "x-a": a list holding a number`},
+		{`{"allowed": true, "request_headers_to_remove": {h | some i in numbers.range(1, 5000); h := sprintf("x-%d", [i])}}`, `more than 4096 headers and query parameters`},
+		{`{"allowed": false, "body": concat("", [s | some _ in numbers.range(1, 1100); s := "` + strings.Repeat("x", 1000) + `"])}`, `more than 1048576 bytes`},
 		{`{"allowed": false, "http_status": 999}`, `"http_status" 999 that Envoy cannot send`},
 		{`{"allowed": false, "http_status": 401.5}`, `"http_status" 401.5 that is not an integer`},
 		{`{"allowed": false, "body": {"a": 1}}`, `"body" that is a object, want a string`},
@@ -182,7 +226,7 @@ func TestBadResultsDeny(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.result, func(t *testing.T) {
 			var logs syncBuffer
-			e := engine(t, "package envoy.authz\n\nallow := "+tt.result+"\n", authz.Config{})
+			e := engine(t, "package envoy.authz\n\nallow := "+tt.result+"\n", authz.Config{EvalTimeout: 10 * time.Second}) // the huge results take a while to build
 			srv := newServer(t, e, authz.Options{DenyStatus: 429, Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 			req := checkRequest(frontend, backend, "GET", "/hello")
 			got := withoutDecisionID(t, check(t, serve(t, srv), req))

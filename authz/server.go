@@ -78,7 +78,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		s.clock = time.Now
 	}
 	if o.DenyStatus != 0 {
-		if err := response.CheckHTTPStatus(o.DenyStatus); err != nil {
+		if err := response.CheckDenyStatus(o.DenyStatus); err != nil {
 			return nil, errors.New("deny status " + err.Error())
 		}
 		s.denyStatus = typev3.StatusCode(o.DenyStatus)

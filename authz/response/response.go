@@ -9,6 +9,7 @@
 package response
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -49,9 +50,14 @@ var (
 // and its other fields become headers for the upstream ("headers",
 // "request_headers_to_remove", "query_parameters_to_set"/"_remove") and for
 // the client ("response_headers_to_add" on an allow; "headers", "body" and
-// "http_status" on a deny), and "dynamic_metadata" either way. A field of
-// the wrong shape is an error: the policy asked for something meshid cannot
-// do, and allowing without it could be worse than denying.
+// "http_status" on a deny), and "dynamic_metadata" either way. Wherever a
+// list is taken a Rego set is too, in sorted order, and object keys that are
+// not strings are written as their JSON, as OPA-Envoy reads them. A field
+// of the wrong shape is an error: the policy asked for something meshid
+// cannot do, and allowing without it could be worse than denying. So is a
+// result beyond MaxItems headers and query parameters or MaxBytes of
+// strings: a response no proxy would carry, which the decision cache would
+// otherwise hold.
 //
 // denyStatus is the HTTP status of a deny whose policy names none.
 func FromDecision(decision ast.Value, denyStatus typev3.StatusCode) (resp *authv3.CheckResponse, allowed bool, err error) {
@@ -62,10 +68,42 @@ func FromDecision(decision ast.Value, denyStatus typev3.StatusCode) (resp *authv
 		}
 		return Denied(denyStatus), false, nil
 	case ast.Object:
-		return objectResponse(v, denyStatus)
+		b := builder{items: MaxItems, bytes: MaxBytes}
+		return b.objectResponse(v, denyStatus)
 	default:
 		return nil, false, fmt.Errorf("is a %s, want a boolean or an object with a boolean \"allowed\"", ast.ValueName(decision))
 	}
+}
+
+// Bounds of one response, far past what Envoy passes on (by default it
+// refuses more than 100 headers and 60 KiB of them in a request or a
+// response) and below gRPC's default 4 MiB message.
+const (
+	// MaxItems bounds the headers, header removals and query parameter
+	// changes of one response, together.
+	MaxItems = 4096
+	// MaxBytes bounds the header names and values, query parameters and
+	// body of one response, together.
+	MaxBytes = 1 << 20
+)
+
+// builder counts what a response holds against the bounds.
+type builder struct {
+	items, bytes int // left
+}
+
+func (b *builder) take(field *ast.Term, strs ...string) error {
+	b.items--
+	for _, s := range strs {
+		b.bytes -= len(s)
+	}
+	switch {
+	case b.items < 0:
+		return fmt.Errorf("has more than %d headers and query parameters (at %s): no proxy passes that many on", MaxItems, field)
+	case b.bytes < 0:
+		return fmt.Errorf("holds more than %d bytes of headers, query parameters and body (at %s)", MaxBytes, field)
+	}
+	return nil
 }
 
 // OK is an allow.
@@ -86,7 +124,7 @@ func Denied(status typev3.StatusCode) *authv3.CheckResponse {
 	}
 }
 
-func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.CheckResponse, bool, error) {
+func (b *builder) objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.CheckResponse, bool, error) {
 	a := obj.Get(rAllowed)
 	if a == nil {
 		return nil, false, errors.New("is an object without an \"allowed\" field")
@@ -95,7 +133,7 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 	if !ok {
 		return nil, false, fmt.Errorf("has an \"allowed\" that is a %s, want a boolean", ast.ValueName(a.Value))
 	}
-	headers, err := headerOptions(obj, rHeaders)
+	headers, err := b.headerOptions(obj, rHeaders)
 	if err != nil {
 		return nil, false, err
 	}
@@ -124,6 +162,10 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 				return nil, false, fmt.Errorf("has a \"body\" that is a %s, want a string", ast.ValueName(t.Value))
 			}
 			body = string(s)
+			b.items++ // a body is bytes, not an item
+			if err := b.take(rBody, body); err != nil {
+				return nil, false, err
+			}
 		}
 		resp := Denied(status)
 		resp.GetDeniedResponse().Headers = headers
@@ -133,16 +175,16 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 	}
 
 	okr := &authv3.OkHttpResponse{Headers: headers}
-	if okr.HeadersToRemove, err = stringList(obj, rRequestHeadersToRemove); err != nil {
+	if okr.HeadersToRemove, err = b.stringList(obj, rRequestHeadersToRemove); err != nil {
 		return nil, false, err
 	}
-	if okr.ResponseHeadersToAdd, err = headerOptions(obj, rResponseHeadersToAdd); err != nil {
+	if okr.ResponseHeadersToAdd, err = b.headerOptions(obj, rResponseHeadersToAdd); err != nil {
 		return nil, false, err
 	}
-	if okr.QueryParametersToRemove, err = stringList(obj, rQueryParametersToRemove); err != nil {
+	if okr.QueryParametersToRemove, err = b.stringList(obj, rQueryParametersToRemove); err != nil {
 		return nil, false, err
 	}
-	if okr.QueryParametersToSet, err = queryParameters(obj); err != nil {
+	if okr.QueryParametersToSet, err = b.queryParameters(obj); err != nil {
 		return nil, false, err
 	}
 	resp := OK()
@@ -153,7 +195,7 @@ func objectResponse(obj ast.Object, denyStatus typev3.StatusCode) (*authv3.Check
 
 // headerOptions reads a headers field: an object of name to a string or a
 // list of strings (one header each), or a list of such objects.
-func headerOptions(obj ast.Object, field *ast.Term) ([]*corev3.HeaderValueOption, error) {
+func (b *builder) headerOptions(obj ast.Object, field *ast.Term) ([]*corev3.HeaderValueOption, error) {
 	t := obj.Get(field)
 	if t == nil {
 		return nil, nil
@@ -161,77 +203,119 @@ func headerOptions(obj ast.Object, field *ast.Term) ([]*corev3.HeaderValueOption
 	var out []*corev3.HeaderValueOption
 	add := func(o ast.Object) error {
 		return o.Iter(func(k, v *ast.Term) error {
-			name, ok := k.Value.(ast.String)
-			if !ok {
-				return fmt.Errorf("has a %s with a %s key, want strings", field, ast.ValueName(k.Value))
+			name, err := keyString(k)
+			if err != nil {
+				return fmt.Errorf("has a %s key that %w", field, err)
 			}
 			values, err := stringOrStrings(v.Value)
 			if err != nil {
-				return fmt.Errorf("has a %s %q: %w", field, string(name), err)
+				return fmt.Errorf("has a %s %q: %w", field, name, err)
 			}
 			for _, s := range values {
-				out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: string(name), Value: s}})
+				if err := b.take(field, name, s); err != nil {
+					return err
+				}
+				out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, Value: s}})
 			}
 			return nil
 		})
 	}
-	switch v := t.Value.(type) {
-	case ast.Object:
-		if err := add(v); err != nil {
+	if o, ok := t.Value.(ast.Object); ok {
+		return out, add(o)
+	}
+	elems, ok := listElems(t.Value)
+	if !ok {
+		return nil, fmt.Errorf("has a %s that is a %s, want an object or a list of objects", field, ast.ValueName(t.Value))
+	}
+	for i := range elems.Len() {
+		e := elems.Elem(i)
+		o, ok := e.Value.(ast.Object)
+		if !ok {
+			return nil, fmt.Errorf("has a %s list holding a %s, want objects", field, ast.ValueName(e.Value))
+		}
+		if err := add(o); err != nil {
 			return nil, err
 		}
-	case *ast.Array:
-		for i := range v.Len() {
-			o, ok := v.Elem(i).Value.(ast.Object)
-			if !ok {
-				return nil, fmt.Errorf("has a %s list holding a %s, want objects", field, ast.ValueName(v.Elem(i).Value))
-			}
-			if err := add(o); err != nil {
-				return nil, err
-			}
-		}
-	default:
-		return nil, fmt.Errorf("has a %s that is a %s, want an object or a list of objects", field, ast.ValueName(t.Value))
 	}
 	return out, nil
 }
 
-func stringOrStrings(v ast.Value) ([]string, error) {
+// listElems are the elements of an array, or of a set in sorted order: a
+// set is a list wherever a result takes one.
+func listElems(v ast.Value) (*ast.Array, bool) {
 	switch v := v.(type) {
-	case ast.String:
-		return []string{string(v)}, nil
 	case *ast.Array:
-		out := make([]string, v.Len())
-		for i := range v.Len() {
-			s, ok := v.Elem(i).Value.(ast.String)
-			if !ok {
-				return nil, fmt.Errorf("a list holding a %s, want strings", ast.ValueName(v.Elem(i).Value))
-			}
-			out[i] = string(s)
-		}
-		return out, nil
+		return v, true
+	case ast.Set:
+		return v.Sorted(), true
 	default:
-		return nil, fmt.Errorf("is a %s, want a string or a list of strings", ast.ValueName(v))
+		return nil, false
 	}
 }
 
-func stringList(obj ast.Object, field *ast.Term) ([]string, error) {
+// keyString is an object key as OPA-Envoy reads it: a string as it is,
+// anything else as its JSON text (1 is "1").
+func keyString(k *ast.Term) (string, error) {
+	if s, ok := k.Value.(ast.String); ok {
+		return string(s), nil
+	}
+	v, err := ast.JSONWithOpt(k.Value, ast.JSONOpt{SortSets: true})
+	if err != nil {
+		return "", fmt.Errorf("cannot be written as a string: %w", err)
+	}
+	text, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("cannot be written as a string: %w", err)
+	}
+	return string(text), nil
+}
+
+func stringOrStrings(v ast.Value) ([]string, error) {
+	if s, ok := v.(ast.String); ok {
+		return []string{string(s)}, nil
+	}
+	elems, ok := listElems(v)
+	if !ok {
+		return nil, fmt.Errorf("is a %s, want a string or a list of strings", ast.ValueName(v))
+	}
+	return stringsOf(elems)
+}
+
+func stringsOf(elems *ast.Array) ([]string, error) {
+	out := make([]string, elems.Len())
+	for i := range out {
+		e := elems.Elem(i)
+		s, ok := e.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("a list holding a %s, want strings", ast.ValueName(e.Value))
+		}
+		out[i] = string(s)
+	}
+	return out, nil
+}
+
+func (b *builder) stringList(obj ast.Object, field *ast.Term) ([]string, error) {
 	t := obj.Get(field)
 	if t == nil {
 		return nil, nil
 	}
-	arr, ok := t.Value.(*ast.Array)
+	elems, ok := listElems(t.Value)
 	if !ok {
 		return nil, fmt.Errorf("has a %s that is a %s, want a list of strings", field, ast.ValueName(t.Value))
 	}
-	out, err := stringOrStrings(arr)
+	out, err := stringsOf(elems)
 	if err != nil {
 		return nil, fmt.Errorf("has a %s: %w", field, err)
+	}
+	for _, s := range out {
+		if err := b.take(field, s); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
 
-func queryParameters(obj ast.Object) ([]*corev3.QueryParameter, error) {
+func (b *builder) queryParameters(obj ast.Object) ([]*corev3.QueryParameter, error) {
 	t := obj.Get(rQueryParametersToSet)
 	if t == nil {
 		return nil, nil
@@ -242,16 +326,19 @@ func queryParameters(obj ast.Object) ([]*corev3.QueryParameter, error) {
 	}
 	var out []*corev3.QueryParameter
 	err := o.Iter(func(k, v *ast.Term) error {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("has a %s with a %s key, want strings", rQueryParametersToSet, ast.ValueName(k.Value))
+		key, err := keyString(k)
+		if err != nil {
+			return fmt.Errorf("has a %s key that %w", rQueryParametersToSet, err)
 		}
 		values, err := stringOrStrings(v.Value)
 		if err != nil {
-			return fmt.Errorf("has a %s %q: %w", rQueryParametersToSet, string(key), err)
+			return fmt.Errorf("has a %s %q: %w", rQueryParametersToSet, key, err)
 		}
 		for _, s := range values {
-			out = append(out, &corev3.QueryParameter{Key: string(key), Value: s})
+			if err := b.take(rQueryParametersToSet, key, s); err != nil {
+				return err
+			}
+			out = append(out, &corev3.QueryParameter{Key: key, Value: s})
 		}
 		return nil
 	})
@@ -274,18 +361,30 @@ func httpStatus(v ast.Value) (typev3.StatusCode, error) {
 	return typev3.StatusCode(code), nil
 }
 
-// CheckHTTPStatus says whether Envoy can answer with code: its API only
-// carries the statuses it names (no 1xx, no 200).
+// CheckHTTPStatus says whether a policy's deny may answer with code: any
+// status Envoy's API names (its StatusCode enum), 1xx and 2xx included, as
+// OPA-Envoy allows; a CORS preflight is answered 204 this way.
 func CheckHTTPStatus(code int) error {
-	if _, ok := typev3.StatusCode_name[int32(code)]; !ok || code < 300 || http.StatusText(code) == "" {
-		return fmt.Errorf("%d that Envoy cannot send as a denial (want a 3xx, 4xx or 5xx status Envoy's API names)", code)
+	if _, ok := typev3.StatusCode_name[int32(code)]; !ok || code != int(int32(code)) || http.StatusText(code) == "" {
+		return fmt.Errorf("%d that Envoy cannot send (want a status Envoy's API names, e.g. 204, 302, 401)", code)
+	}
+	return nil
+}
+
+// CheckDenyStatus says whether code may be the status of every deny the
+// policy gives none, failures included: a 3xx, 4xx or 5xx Envoy's API
+// names. Unlike a policy's own status this is never a success: a failure
+// that reaches a client as 2xx would pass for an answer.
+func CheckDenyStatus(code int) error {
+	if err := CheckHTTPStatus(code); err != nil || code < 300 {
+		return fmt.Errorf("%d that is not a 3xx, 4xx or 5xx status Envoy's API names", code)
 	}
 	return nil
 }
 
 // structValue converts dynamic metadata to the protobuf Struct Envoy takes.
 func structValue(o ast.Object) (*structpb.Struct, error) {
-	v, err := ast.JSON(o)
+	v, err := ast.JSONWithOpt(o, ast.JSONOpt{SortSets: true})
 	if err != nil {
 		return nil, err
 	}

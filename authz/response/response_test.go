@@ -48,7 +48,7 @@ func TestFromDecision(t *testing.T) {
 }
 
 func TestFromDecisionRefuses(t *testing.T) {
-	for _, decision := range []string{`"yes"`, `{"headers": {}}`, `{"allowed": true, "headers": {"x-a": 1}}`, `{"allowed": false, "http_status": 200}`} {
+	for _, decision := range []string{`"yes"`, `{"headers": {}}`, `{"allowed": true, "headers": {"x-a": 1}}`, `{"allowed": false, "http_status": 0}`, `{"allowed": true, "request_headers_to_remove": {"a", 1}}`} {
 		if got, allowed, err := response.FromDecision(ast.MustParseTerm(decision).Value, typev3.StatusCode_Forbidden); err == nil {
 			t.Errorf("FromDecision(%s) = %v, %v; want an error", decision, got, allowed)
 		}
@@ -56,9 +56,14 @@ func TestFromDecisionRefuses(t *testing.T) {
 }
 
 func TestCheckHTTPStatus(t *testing.T) {
-	for code, ok := range map[int]bool{302: true, 401: true, 503: true, 200: false, 99: false, 103: false, 1000: false} {
+	for code, ok := range map[int]bool{100: true, 200: true, 204: true, 302: true, 401: true, 503: true, 0: false, 99: false, 103: false, 1000: false, 1 << 32: false} {
 		if err := response.CheckHTTPStatus(code); (err == nil) != ok {
 			t.Errorf("CheckHTTPStatus(%d) = %v", code, err)
+		}
+	}
+	for code, ok := range map[int]bool{302: true, 401: true, 503: true, 200: false, 204: false, 100: false, 103: false} {
+		if err := response.CheckDenyStatus(code); (err == nil) != ok {
+			t.Errorf("CheckDenyStatus(%d) = %v", code, err)
 		}
 	}
 }
