@@ -9,8 +9,8 @@ import (
 )
 
 // StartCLI runs `meshid ARGS...` under uid as a Workload API client of m:
-// SPIFFE_ENDPOINT_SOCKET points at m's socket, as it would for a workload.
-// The process is named after its first two arguments ("svid-watch").
+// SPIFFE_ENDPOINT_SOCKET points at m's socket, as it would for a workload,
+// and it runs on m's host. The process is named after its first two arguments ("svid-watch").
 func (m *Meshid) StartCLI(ctx context.Context, uid uint32, args ...string) (*Process, error) {
 	bin, err := m.env.Binary("meshid")
 	if err != nil {
@@ -28,6 +28,7 @@ func (m *Meshid) StartCLI(ctx context.Context, uid uint32, args ...string) (*Pro
 		Args: args,
 		UID:  uid,
 		Env:  []string{"SPIFFE_ENDPOINT_SOCKET=unix://" + m.SocketPath},
+		Host: m.host,
 	})
 }
 
