@@ -115,6 +115,48 @@ func (s Selector) Exclusive() (group string, ok bool) {
 	}
 }
 
+// ParseGroup checks a group as Exclusive names it: "k8s:ns",
+// "unix:uid", "docker:label:NAME" (a keyed kind needs its name). It is an
+// error for a key a process can hold several values of, which names no
+// single value.
+func ParseGroup(g string) error {
+	typ, rest, _ := strings.Cut(g, ":")
+	keys, ok := selectorKinds[typ]
+	if !ok {
+		return fmt.Errorf("%q: unknown selector type %q (supported: %s)", g, typ, strings.Join(sortedNames(selectorKinds), ", "))
+	}
+	key, name, named := strings.Cut(rest, ":")
+	k, known := keys[key]
+	switch {
+	case !known:
+		return fmt.Errorf("%q: unknown %s key %q (supported: %s)", g, typ, key, strings.Join(sortedNames(keys), ", "))
+	case k.multi:
+		return fmt.Errorf("%q: a process can hold several %s:%s values, so it names no single one", g, typ, key)
+	case k.keyed && (!named || name == ""):
+		return fmt.Errorf("%q: say which %s, e.g. %s:%s:app", g, key, typ, key)
+	case k.keyed && strings.ContainsAny(name, ":="):
+		return fmt.Errorf("%q: a %s name holds no ':' or '='", g, key)
+	case !k.keyed && named:
+		return fmt.Errorf("%q: %s:%s takes no name", g, typ, key)
+	}
+	return nil
+}
+
+// GroupValue is what s says within its group (see Exclusive): "web" for
+// docker:label:app:web, "1001" for unix:uid:1001.
+func (s Selector) GroupValue() string {
+	key, arg, _ := strings.Cut(s.Value, ":")
+	if !selectorKinds[s.Type][key].keyed {
+		return arg
+	}
+	sep := ":"
+	if key == "env" {
+		sep = "="
+	}
+	_, v, _ := strings.Cut(arg, sep)
+	return v
+}
+
 func sortedNames[V any](m map[string]V) []string {
 	names := make([]string, 0, len(m))
 	for k := range m {

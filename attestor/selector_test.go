@@ -115,3 +115,25 @@ func FuzzParseSelector(f *testing.F) {
 		s.Exclusive()
 	})
 }
+
+func TestParseGroupAndGroupValue(t *testing.T) {
+	for _, g := range []string{"unix:uid", "k8s:ns", "docker:label:com.docker.compose.service", "docker:env:ROLE", "k8s:pod-label:app"} {
+		if err := ParseGroup(g); err != nil {
+			t.Errorf("ParseGroup(%q) = %v", g, err)
+		}
+	}
+	for _, g := range []string{"", "unix", "unix:", "unix:supplementary_gid", "docker:label", "docker:label:", "docker:label:a:b", "k8s:ns:x", "nope:x"} {
+		if err := ParseGroup(g); err == nil {
+			t.Errorf("ParseGroup(%q) accepted", g)
+		}
+	}
+	for in, want := range map[string]string{"docker:label:app:web": "web", "docker:env:ROLE=db=x": "db=x", "unix:uid:7": "7", "k8s:pod-label:a:b:c": "b:c"} {
+		s, err := ParseSelector(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.GroupValue(); got != want {
+			t.Errorf("%s: GroupValue = %q, want %q", in, got, want)
+		}
+	}
+}

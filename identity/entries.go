@@ -15,9 +15,13 @@ import (
 )
 
 // Entry says which workloads get which SPIFFE ID: a caller whose selectors
-// include every one of Selectors is entitled to SPIFFEID.
+// include every one of Selectors is entitled to SPIFFEID, or, for a
+// template entry, to the ID Template makes of its selectors.
 type Entry struct {
+	// SPIFFEID is zero in a template entry as loaded; For fills it for
+	// one caller.
 	SPIFFEID  spiffeid.ID
+	Template  *Template
 	Selectors []attestor.Selector
 	X509TTL   time.Duration // 0 means the daemon's default
 	JWTTTL    time.Duration // 0 means the daemon's default
@@ -30,14 +34,50 @@ type Entry struct {
 }
 
 // Matches reports whether a caller with the given selectors satisfies every
-// selector of the entry.
+// selector of the entry and, for a template entry, holds a value for every
+// placeholder (a valid one or not: see For).
 func (e Entry) Matches(have []attestor.Selector) bool {
 	for _, want := range e.Selectors {
 		if !slices.Contains(have, want) {
 			return false
 		}
 	}
+	if e.Template != nil {
+		for _, g := range e.Template.Groups() {
+			if _, ok := valueIn(have, g); !ok {
+				return false
+			}
+		}
+	}
 	return true
+}
+
+// For returns the entry as it applies to a caller with the given
+// selectors, with SPIFFEID filled in for a template entry. ok is false
+// when the entry does not match the caller; err says why a template
+// entry that matches cannot give it an ID (a value that is not one valid
+// path segment), and then the caller gets nothing from it.
+func (e Entry) For(have []attestor.Selector) (_ Entry, ok bool, err error) {
+	if !e.Matches(have) {
+		return Entry{}, false, nil
+	}
+	if e.Template == nil {
+		return e, true, nil
+	}
+	id, err := e.Template.Fill(have)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("template %s: %w", e.Template, err)
+	}
+	e.SPIFFEID = id
+	return e, true, nil
+}
+
+// Name is the entry's SPIFFE ID, or its template, for messages.
+func (e Entry) Name() string {
+	if e.Template != nil && e.SPIFFEID.IsZero() {
+		return e.Template.String()
+	}
+	return e.SPIFFEID.String()
 }
 
 // The shortest lifetimes an entry may ask for: the floors of svid.x509_ttl
@@ -55,7 +95,9 @@ type entriesFile struct {
 }
 
 type rawEntry struct {
-	SPIFFEID  string        `yaml:"spiffe_id"`
+	SPIFFEID string `yaml:"spiffe_id"`
+	// Template is a SPIFFE ID with {placeholders}, instead of SPIFFEID.
+	Template  string        `yaml:"spiffe_id_template"`
 	Selectors []string      `yaml:"selectors"`
 	X509TTL   time.Duration `yaml:"x509_ttl"`
 	JWTTTL    time.Duration `yaml:"jwt_ttl"`
@@ -99,10 +141,19 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 		problems := len(errs)
 		e := Entry{X509TTL: raw.X509TTL, JWTTTL: raw.JWTTTL, DNSNames: raw.DNSNames, Source: fmt.Sprintf("%s:%d", name, doc.Line(at()...))}
 
+		idText := raw.SPIFFEID + raw.Template // one of them, for messages
 		id, err := spiffeid.FromString(raw.SPIFFEID)
 		switch {
+		case raw.SPIFFEID != "" && raw.Template != "":
+			errs = append(errs, doc.Errorf(at("spiffe_id_template"), "entry has both spiffe_id and spiffe_id_template: give one"))
+		case raw.Template != "":
+			t, err := ParseTemplate(raw.Template, td)
+			if err != nil {
+				errs = append(errs, doc.Errorf(at("spiffe_id_template"), "spiffe_id_template %q: %v", raw.Template, err))
+			}
+			e.Template = t
 		case raw.SPIFFEID == "":
-			errs = append(errs, doc.Errorf(at(), "entry has no spiffe_id"))
+			errs = append(errs, doc.Errorf(at(), "entry has no spiffe_id (nor spiffe_id_template)"))
 		case err != nil:
 			errs = append(errs, doc.Errorf(at("spiffe_id"), "spiffe_id %q: %v", raw.SPIFFEID, err))
 		case !id.MemberOf(td):
@@ -113,7 +164,9 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 			e.SPIFFEID = id
 		}
 
-		if len(raw.Selectors) == 0 {
+		// A template's placeholders are selectors too, with any value: an
+		// entry with only those matches every caller that holds them.
+		if len(raw.Selectors) == 0 && raw.Template == "" {
 			errs = append(errs, doc.Errorf(at(), "entry %q has no selectors: it would match every caller", raw.SPIFFEID))
 		}
 		for j, s := range raw.Selectors {
@@ -142,9 +195,9 @@ func parseEntries(name string, data []byte, td spiffeid.TrustDomain) ([]Entry, [
 			errs = append(errs, doc.Errorf(at("jwt_ttl"), "jwt_ttl %s is shorter than the minimum %s", raw.JWTTTL, MinJWTTTL))
 		}
 
-		key := raw.SPIFFEID + "\x00" + strings.Join(slices.Sorted(slices.Values(raw.Selectors)), "\x00")
+		key := idText + "\x00" + strings.Join(slices.Sorted(slices.Values(raw.Selectors)), "\x00")
 		if first, dup := seen[key]; dup {
-			errs = append(errs, doc.Errorf(at(), "entry %q duplicates the one at %s", raw.SPIFFEID, first))
+			errs = append(errs, doc.Errorf(at(), "entry %q duplicates the one at %s", idText, first))
 		}
 		seen[key] = e.Source
 		if len(errs) == problems {

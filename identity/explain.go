@@ -19,12 +19,17 @@ type Explanation struct {
 }
 
 // EntryVerdict says whether one entry matches, and if not, which of its
-// selectors the process lacks.
+// selectors the process lacks. For a template entry SPIFFEID is the ID the
+// process gets from it, when it matches; Missing names placeholders it has
+// no value for as {group}, and Refused says why the value it has cannot
+// make an ID.
 type EntryVerdict struct {
-	SPIFFEID string   `json:"spiffe_id"`
+	SPIFFEID string   `json:"spiffe_id,omitempty"`
+	Template string   `json:"spiffe_id_template,omitempty"`
 	Source   string   `json:"source"`
 	Matched  bool     `json:"matched"`
 	Missing  []string `json:"missing,omitempty"`
+	Refused  string   `json:"refused,omitempty"`
 }
 
 // Explain attests the caller exactly as Watch would and matches it against
@@ -36,14 +41,36 @@ func (m *Manager) Explain(ctx context.Context, c attestor.Caller) (Explanation, 
 	}
 	x := Explanation{PID: c.PID, UID: c.UID, GID: c.GID, Selectors: selectorList(sels), Entries: []EntryVerdict{}}
 	for _, e := range m.Entries() {
-		v := EntryVerdict{SPIFFEID: e.SPIFFEID.String(), Source: e.Source, Matched: true}
-		for _, want := range e.Selectors {
-			if !slices.Contains(sels, want) {
-				v.Matched = false
-				v.Missing = append(v.Missing, want.String())
-			}
-		}
-		x.Entries = append(x.Entries, v)
+		x.Entries = append(x.Entries, verdict(e, sels))
 	}
 	return x, nil
+}
+
+func verdict(e Entry, sels []attestor.Selector) EntryVerdict {
+	v := EntryVerdict{Source: e.Source}
+	if e.Template == nil {
+		v.SPIFFEID = e.SPIFFEID.String()
+	} else {
+		v.Template = e.Template.String()
+	}
+	for _, want := range e.Selectors {
+		if !slices.Contains(sels, want) {
+			v.Missing = append(v.Missing, want.String())
+		}
+	}
+	if e.Template != nil {
+		for _, g := range e.Template.Groups() {
+			if _, ok := valueIn(sels, g); !ok {
+				v.Missing = append(v.Missing, "{"+g+"}")
+			}
+		}
+	}
+	filled, ok, err := e.For(sels)
+	switch {
+	case err != nil:
+		v.Refused = err.Error()
+	case ok:
+		v.Matched, v.SPIFFEID = true, filled.SPIFFEID.String()
+	}
+	return v
 }

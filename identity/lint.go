@@ -70,12 +70,22 @@ func LintEntries(name string, data []byte, o LintOptions) []Finding {
 func lintEntry(e Entry, o LintOptions) []Finding {
 	var out []Finding
 	add := func(level, check, format string, args ...any) {
-		out = append(out, Finding{Source: e.Source, Level: level, Check: check, Message: e.SPIFFEID.String() + ": " + fmt.Sprintf(format, args...)})
+		out = append(out, Finding{Source: e.Source, Level: level, Check: check, Message: e.Name() + ": " + fmt.Sprintf(format, args...)})
 	}
-	if level, check, why := weakness(e.Selectors); level != "" {
+	// A placeholder needs its selector as much as a selector does, with
+	// any value: it counts for what pins the caller and what is attested.
+	sels := slices.Concat(e.Selectors, placeholderSelectors(e))
+	if level, check, why := weakness(sels); level != "" {
 		add(level, check, "%s", why)
 	}
-	for _, typ := range selectorTypes(e.Selectors) {
+	if e.Template != nil {
+		for _, g := range e.Template.Groups() {
+			if who, ok := chosenBy(g); ok {
+				add(LevelWarning, "workload-chosen-segment", "{%s} is chosen by %s: any caller the selectors admit picks its own ID among all those the template makes, so the selectors must admit only workloads trusted with every one of them", g, who)
+			}
+		}
+	}
+	for _, typ := range selectorTypes(sels) {
 		if !slices.Contains(o.Types, typ) {
 			add(LevelError, "never-matches", "uses %s selectors, but meshid is not configured to attest %s (add a %s section to meshid.yaml)", typ, typ, typ)
 		}
@@ -117,6 +127,36 @@ func weakness(sels []attestor.Selector) (level, check, why string) {
 	}
 }
 
+// placeholderSelectors stands for each placeholder of a template entry
+// with a selector of its type and key (docker:label:NAME for
+// {docker:label:NAME}); only their types and keys are meaningful.
+func placeholderSelectors(e Entry) []attestor.Selector {
+	if e.Template == nil {
+		return nil
+	}
+	var out []attestor.Selector
+	for _, g := range e.Template.Groups() {
+		typ, rest, _ := strings.Cut(g, ":")
+		out = append(out, attestor.Selector{Type: typ, Value: rest})
+	}
+	return out
+}
+
+// chosenBy says who sets the values of a group other than the kernel or
+// an API server's access control: a placeholder for it lets that party
+// choose the segment.
+func chosenBy(group string) (string, bool) {
+	typ, rest, _ := strings.Cut(group, ":")
+	key, _, _ := strings.Cut(rest, ":")
+	switch typ + ":" + key {
+	case "docker:label", "docker:env", "docker:image_id":
+		return "whoever starts the container", true
+	case "k8s:pod-label", "k8s:pod-name", "k8s:container-name", "k8s:container-image":
+		return "whoever may create pods in the namespace", true
+	}
+	return "", false
+}
+
 func selectorTypes(sels []attestor.Selector) []string {
 	var types []string
 	for _, s := range sels {
@@ -133,28 +173,35 @@ func lintPairs(entries []Entry) []Finding {
 	var out []Finding
 	for i, a := range entries {
 		for _, b := range entries[i+1:] {
-			sameID := a.SPIFFEID == b.SPIFFEID
-			if sameID {
+			sameID := a.Name() == b.Name()
+			switch {
+			case sameID:
 				out = append(out, Finding{Source: b.Source, Level: LevelWarning, Check: "duplicate-id",
-					Message: fmt.Sprintf("%s is also given at %s with other selectors: two doors to one identity, each to be guarded", b.SPIFFEID, a.Source)})
+					Message: fmt.Sprintf("%s is also given at %s with other selectors: two doors to one identity, each to be guarded", b.Name(), a.Source)})
+			case produces(a, b):
+				out = append(out, Finding{Source: b.Source, Level: LevelWarning, Check: "duplicate-id",
+					Message: fmt.Sprintf("%s can also come from the template %s at %s: two doors to one identity, each to be guarded", b.Name(), a.Name(), a.Source)})
+			case produces(b, a):
+				out = append(out, Finding{Source: b.Source, Level: LevelWarning, Check: "duplicate-id",
+					Message: fmt.Sprintf("the template %s can make %s, given at %s: two doors to one identity, each to be guarded", b.Name(), a.Name(), a.Source)})
 			}
-			aInB, bInA := subset(a.Selectors, b.Selectors), subset(b.Selectors, a.Selectors)
+			aInB, bInA := covers(a, b), covers(b, a)
 			// Entries that share no selector are about different facts
 			// (a uid here, a pod there): not worth a word unless one is
 			// inside the other.
-			if sameID || !aInB && !bInA && (!shareAny(a.Selectors, b.Selectors) || !compatible(a.Selectors, b.Selectors)) {
+			if sameID || !aInB && !bInA && (!shareAny(a, b) || !compatible(a.Selectors, b.Selectors)) {
 				continue
 			}
 			var msg, check string
 			switch {
 			case aInB && bInA:
-				check, msg = "same-selectors", fmt.Sprintf("%s has the same selectors as %s at %s: every caller gets both", b.SPIFFEID, a.SPIFFEID, a.Source)
+				check, msg = "same-selectors", fmt.Sprintf("%s has the same selectors as %s at %s: every caller gets both", b.Name(), a.Name(), a.Source)
 			case aInB:
-				check, msg = "subset", fmt.Sprintf("every caller of %s also matches %s at %s (its selectors are a subset) and gets both identities", b.SPIFFEID, a.SPIFFEID, a.Source)
+				check, msg = "subset", fmt.Sprintf("every caller of %s also matches %s at %s (its selectors are a subset) and gets both identities", b.Name(), a.Name(), a.Source)
 			case bInA:
-				check, msg = "subset", fmt.Sprintf("every caller of %s at %s also matches %s (its selectors are a subset) and gets both identities", a.SPIFFEID, a.Source, b.SPIFFEID)
+				check, msg = "subset", fmt.Sprintf("every caller of %s at %s also matches %s (its selectors are a subset) and gets both identities", a.Name(), a.Source, b.Name())
 			default:
-				check, msg = "overlap", fmt.Sprintf("one workload can satisfy both %s and %s at %s; it would get both identities", b.SPIFFEID, a.SPIFFEID, a.Source)
+				check, msg = "overlap", fmt.Sprintf("one workload can satisfy both %s and %s at %s; it would get both identities", b.Name(), a.Name(), a.Source)
 			}
 			out = append(out, Finding{Source: b.Source, Level: LevelWarning, Check: check, Message: msg})
 		}
@@ -179,17 +226,48 @@ func compatible(a, b []attestor.Selector) bool {
 	return true
 }
 
-func shareAny(a, b []attestor.Selector) bool {
-	return slices.ContainsFunc(a, func(s attestor.Selector) bool { return slices.Contains(b, s) })
+// produces reports whether a is a template entry that can make b's fixed ID.
+func produces(a, b Entry) bool {
+	return a.Template != nil && b.Template == nil && a.Template.CanProduce(b.SPIFFEID)
 }
 
-func subset(a, b []attestor.Selector) bool {
-	for _, s := range a {
-		if !slices.Contains(b, s) {
+// shareAny reports whether a and b ask for one same fact: a selector, or
+// a value in a placeholder's group.
+func shareAny(a, b Entry) bool {
+	return slices.ContainsFunc(a.Selectors, func(s attestor.Selector) bool { return slices.Contains(b.Selectors, s) }) ||
+		slices.ContainsFunc(groups(a), func(g string) bool { return holds(b, g) }) ||
+		slices.ContainsFunc(groups(b), func(g string) bool { return holds(a, g) })
+}
+
+// covers reports whether every caller of b also satisfies a: b asks for
+// each selector of a, and for a value in each group a's placeholders name.
+func covers(a, b Entry) bool {
+	for _, s := range a.Selectors {
+		if !slices.Contains(b.Selectors, s) {
+			return false
+		}
+	}
+	for _, g := range groups(a) {
+		if !holds(b, g) {
 			return false
 		}
 	}
 	return true
+}
+
+func groups(e Entry) []string {
+	if e.Template == nil {
+		return nil
+	}
+	return e.Template.Groups()
+}
+
+// holds reports whether every caller of e has a value in group g.
+func holds(e Entry, g string) bool {
+	return slices.Contains(groups(e), g) || slices.ContainsFunc(e.Selectors, func(s attestor.Selector) bool {
+		sg, ok := s.Exclusive()
+		return ok && sg == g
+	})
 }
 
 func flatten(errs []error) []error {

@@ -76,3 +76,42 @@ func TestLintCleanFile(t *testing.T) {
 		t.Fatalf("findings on a clean file: %+v", got)
 	}
 }
+
+func TestLintTemplates(t *testing.T) {
+	in := `entries:
+  - spiffe_id_template: spiffe://example.org/ns/{k8s:ns}/sa/{k8s:sa}
+  - spiffe_id: spiffe://example.org/ns/prod/sa/web
+    selectors: ["k8s:ns:prod", "k8s:sa:web"]
+  - spiffe_id_template: spiffe://example.org/compose/{docker:label:com.docker.compose.service}
+  - spiffe_id_template: spiffe://example.org/mesh/{docker:label:com.docker.compose.service}
+    selectors: ["unix:uid:101"]
+  - spiffe_id_template: spiffe://example.org/uid/{unix:uid}
+  - spiffe_id_template: spiffe://example.org/{k8s:ns}/{k8s:nope}
+`
+	got := LintEntries("entries.yaml", []byte(in), LintOptions{TrustDomain: td, Types: []string{"unix", "docker"}})
+	var lines []string
+	for _, f := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %s", f.Source, f.Level, f.Check))
+		t.Logf("%s: %s [%s] %s", f.Source, f.Level, f.Check, f.Message)
+	}
+	want := []string{
+		"entries.yaml:2 error never-matches", // k8s is not attested here
+		"entries.yaml:3 error never-matches",
+		"entries.yaml:3 warning duplicate-id", // the template can make it
+		"entries.yaml:3 warning subset",       // and every caller of it gets both
+		"entries.yaml:5 error settable-by-anyone",
+		"entries.yaml:5 warning workload-chosen-segment",
+		"entries.yaml:6 warning workload-chosen-segment",
+		"entries.yaml:6 warning subset", // the uid template's callers include the mesh's
+		"entries.yaml:8 warning subset",
+		"entries.yaml:9 error invalid",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	for _, f := range got {
+		if f.Source == "entries.yaml:5" && f.Check == "workload-chosen-segment" && !strings.Contains(f.Message, "whoever starts the container") {
+			t.Errorf("the trust implication is not said: %s", f.Message)
+		}
+	}
+}

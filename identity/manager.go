@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/internal/echo"
 )
 
 // Minter issues SVIDs and publishes the trust bundles; *ca.Authority is
@@ -195,10 +197,11 @@ func (m *Manager) Watch(ctx context.Context, caller attestor.Caller) (*Subscript
 	}
 	sub := &Subscription{m: m, caller: caller, selectors: sels, changed: make(chan struct{}, 1)}
 	m.mu.Lock()
-	matched := matching(m.entries, sels)
+	matched, unfit := matching(m.entries, sels)
 	sub.entries = matched
 	m.subs[sub] = struct{}{}
 	m.mu.Unlock()
+	m.refuseUnfit(caller, unfit)
 	if len(matched) == 0 {
 		m.metrics.unmatched.Inc()
 		m.refusals.warn(caller.UID, reasonNoEntry, "no entry matches caller: it gets no identity",
@@ -211,15 +214,33 @@ func (m *Manager) Watch(ctx context.Context, caller attestor.Caller) (*Subscript
 }
 
 // matching returns the entries, in file order, that a caller with sels
-// satisfies.
-func matching(entries []Entry, sels []attestor.Selector) []Entry {
-	var matched []Entry
+// satisfies, template entries filled in for it, and why each template
+// entry it satisfies but cannot get an ID from (see Entry.For) gives it
+// nothing.
+func matching(entries []Entry, sels []attestor.Selector) (matched []Entry, unfit []error) {
 	for _, e := range entries {
-		if e.Matches(sels) {
-			matched = append(matched, e)
+		switch filled, ok, err := e.For(sels); {
+		case err != nil:
+			unfit = append(unfit, fmt.Errorf("%s: %w", e.Source, err))
+		case ok:
+			matched = append(matched, filled)
 		}
 	}
-	return matched
+	return matched, unfit
+}
+
+// reasonTemplate is the refusal of an ID from a template entry whose
+// placeholder the caller's value cannot fill.
+const reasonTemplate = "template_value_invalid"
+
+// refuseUnfit logs, paced as every refusal, why template entries the
+// caller matched give it nothing: its values are the caller's own (a
+// label), so they are clipped.
+func (m *Manager) refuseUnfit(caller attestor.Caller, unfit []error) {
+	for _, err := range unfit {
+		m.refusals.warn(caller.UID, reasonTemplate, "template entry gives the caller no identity",
+			"pid", caller.PID, "uid", caller.UID, "err", echo.Clip(err.Error(), 2*maxEcho))
+	}
 }
 
 // SetEntries puts a new set of entries in force for new and existing
@@ -232,9 +253,21 @@ func (m *Manager) SetEntries(entries []Entry) {
 	defer m.mu.Unlock()
 	m.entries = entries
 	m.metrics.entries.Set(float64(len(entries)))
+	// What each caller gets now; a template entry's IDs are those of its
+	// callers, so the SVIDs wanted are those of fixed entries and those
+	// some caller holds.
+	now := make(map[*Subscription][]Entry, len(m.subs))
+	for sub := range m.subs {
+		matched, unfit := matching(entries, sub.selectors)
+		now[sub] = matched
+		m.refuseUnfit(sub.caller, unfit)
+	}
 	wanted := map[svidKey]bool{}
 	ids := map[string]bool{}
-	for _, e := range entries {
+	for _, e := range slices.Concat(append(slices.Collect(maps.Values(now)), entries)...) {
+		if e.SPIFFEID.IsZero() {
+			continue // a template entry as loaded
+		}
 		k, _ := m.request(e)
 		wanted[k] = true
 		ids[k.id] = true
@@ -261,8 +294,7 @@ func (m *Manager) SetEntries(entries []Entry) {
 			delete(m.mintingJWT, k)
 		}
 	}
-	for sub := range m.subs {
-		matched := matching(entries, sub.selectors)
+	for sub, matched := range now {
 		before, after := m.svidKeys(sub.entries), m.svidKeys(matched)
 		sameBundles := slices.Equal(federatedWith(sub.entries), federatedWith(matched))
 		sub.entries = matched
@@ -327,10 +359,50 @@ func (m *Manager) bundleChanged() {
 	}
 }
 
+// unsubscribe forgets s and the SVIDs only it held from template entries:
+// those are as many as the callers' values, which callers may choose, so
+// they are kept only while a caller holds them (fixed entries' SVIDs are
+// kept while the entry is in force).
 func (m *Manager) unsubscribe(s *Subscription) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	delete(m.subs, s)
-	m.mu.Unlock()
+	for _, e := range s.entries {
+		if e.Template == nil {
+			continue
+		}
+		k, _ := m.request(e)
+		if m.heldLocked(k) {
+			continue
+		}
+		delete(m.svids, k)
+		delete(m.minting, k)
+		for jk := range m.jwts {
+			if jk.id == k.id {
+				m.dropJWTLocked(jk)
+			}
+		}
+		for jk := range m.mintingJWT {
+			if jk.id == k.id {
+				delete(m.mintingJWT, jk)
+			}
+		}
+	}
+}
+
+// heldLocked reports whether a fixed entry in force or a subscriber asks
+// for k.
+func (m *Manager) heldLocked(k svidKey) bool {
+	asks := func(e Entry) bool { ek, _ := m.request(e); return !e.SPIFFEID.IsZero() && ek == k }
+	if slices.ContainsFunc(m.entries, asks) {
+		return true
+	}
+	for sub := range m.subs {
+		if slices.ContainsFunc(sub.entries, asks) {
+			return true
+		}
+	}
+	return false
 }
 
 // Subscription is one caller's live view of its identities.

@@ -32,8 +32,9 @@ func newEntryLintCmd() *cobra.Command {
 entries file and what it would accept but should not: entries another
 workload on the node could also satisfy, entries that overlap so that one
 workload gets several identities, SPIFFE IDs given twice, TTLs above the
-CA's, selectors of attestors meshid.yaml does not enable. Exits 1 when any
-finding is an error.`,
+CA's, selectors of attestors meshid.yaml does not enable, templates whose
+placeholders the workload itself chooses. Exits 1 when any finding is an
+error.`,
 		Example: `  meshid entry lint --config /etc/meshid/meshid.yaml
   meshid entry lint --entries entries.yaml --json`,
 		Args:              cli.NoArgs,
@@ -91,7 +92,10 @@ func newEntryExplainCmd() *cobra.Command {
 		Short: "Show what meshid sees of a process and which entries match",
 		Long: `Ask the running meshid to attest process N as it would a caller on its
 socket, and print the selectors it sees and, for each entry, whether it
-matches or which of its selectors the process lacks.
+matches or which of its selectors the process lacks. A template entry
+shows the SPIFFE ID the process would get from it, the placeholders it
+has no value for ({docker:label:NAME}), or why its value cannot be a
+path segment.
 
 The answer describes other processes and the whole entry table, so meshid
 gives it only on its root-only admin socket (admin.socket_path, mode 0600):
@@ -167,11 +171,21 @@ func printExplanation(w io.Writer, x identity.Explanation) {
 	matched := 0
 	fmt.Fprintln(w, "entries:")
 	for _, e := range x.Entries {
-		if e.Matched {
+		name := e.SPIFFEID
+		if e.Template != "" {
+			name = e.Template
+		}
+		switch {
+		case e.Matched && e.Template != "":
+			matched++
+			fmt.Fprintf(w, "  match     %s (%s) from template %s\n", e.SPIFFEID, e.Source, e.Template)
+		case e.Matched:
 			matched++
 			fmt.Fprintf(w, "  match     %s (%s)\n", e.SPIFFEID, e.Source)
-		} else {
-			fmt.Fprintf(w, "  no match  %s (%s): lacks %s\n", e.SPIFFEID, e.Source, strings.Join(e.Missing, ", "))
+		case e.Refused != "":
+			fmt.Fprintf(w, "  refused   %s (%s): %s\n", name, e.Source, e.Refused)
+		default:
+			fmt.Fprintf(w, "  no match  %s (%s): lacks %s\n", name, e.Source, strings.Join(e.Missing, ", "))
 		}
 	}
 	if matched == 0 {

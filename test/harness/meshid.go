@@ -48,8 +48,9 @@ type MeshidOptions struct {
 
 // Entry is one registration entry of entries.yaml.
 type Entry struct {
-	SPIFFEID      string   `yaml:"spiffe_id"`
-	Selectors     []string `yaml:"selectors"`
+	SPIFFEID      string   `yaml:"spiffe_id,omitempty"`
+	Template      string   `yaml:"spiffe_id_template,omitempty"` // instead of SPIFFEID
+	Selectors     []string `yaml:"selectors,omitempty"`
 	FederatesWith []string `yaml:"federates_with,omitempty"`
 	DNSNames      []string `yaml:"dns_names,omitempty"`
 }
