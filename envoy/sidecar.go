@@ -58,7 +58,23 @@ type Sidecar struct {
 	// DELTA_GRPC) instead of state of the world (GRPC, as for the SPIRE
 	// agent). meshid serves both.
 	DeltaSDS bool
+	// DNS is how a cluster whose address is a host name resolves it:
+	// DNSStrict (the default) or DNSLogical. Clusters on IP addresses are
+	// STATIC whatever it says.
+	DNS DNSType
 }
+
+// DNSType is the Envoy cluster type of an upstream addressed by name.
+type DNSType string
+
+const (
+	// DNSStrict (STRICT_DNS) balances over every address the name has, as
+	// a compose service or a headless Kubernetes service with replicas.
+	DNSStrict DNSType = "strict"
+	// DNSLogical (LOGICAL_DNS) connects to the first address of the latest
+	// answer: a large service behind DNS round-robin.
+	DNSLogical DNSType = "logical"
+)
 
 // Inbound is the server side: mTLS in, ext_authz, then the local app.
 type Inbound struct {
@@ -82,12 +98,27 @@ type Inbound struct {
 	AuthzSPIFFEID string
 }
 
-// Outbound is the client side: plain HTTP from the local app, mTLS to a peer
-// sidecar that must present PeerSPIFFEID.
+// Outbound is the client side: plain HTTP from the local app, mTLS to peer
+// sidecars, each of which must present its own SPIFFE ID. A request goes to
+// the Upstream whose Name is its Host (any port), or else to the one peer
+// PeerAddr, if set.
 type Outbound struct {
 	ListenAddr   string // where the local app sends requests, "IP:PORT"
-	PeerAddr     string // the peer sidecar's inbound listener, "IP:PORT"
+	PeerAddr     string // the peer sidecar's inbound listener, "HOST:PORT"
 	PeerSPIFFEID string // the only identity the peer may present
+	Upstreams    []Upstream
+}
+
+// Upstream is one named peer sidecar.
+type Upstream struct {
+	// Name is the host the app calls it by (Host header or, through an
+	// HTTP proxy setting, the URL's host), e.g. "api"; one per Outbound.
+	Name string
+	// SPIFFEID is the only identity the peer may present.
+	SPIFFEID string
+	// Addr is the peer sidecar's inbound listener, "HOST:PORT": an IP, or
+	// a host name resolved by Envoy (see Sidecar.DNS).
+	Addr string
 }
 
 // Render validates s and returns its Envoy bootstrap as YAML. The error
@@ -113,6 +144,7 @@ type view struct {
 	Admin                                     address
 	Inbound                                   *inboundView
 	Outbound                                  *outboundView
+	dns                                       string // the cluster type of a name
 }
 
 type inboundView struct {
@@ -134,15 +166,28 @@ type upstreamTLS struct {
 }
 
 type outboundView struct {
-	Listen, Peer address
-	TLS          upstreamTLS
+	Listen address
+	// Peers are the upstream clusters: the named ones, then the one for
+	// every other host (Domain "*"), if any.
+	Peers []peerView
+}
+
+// peerView is one upstream peer sidecar: a virtual host of the outbound
+// route and the cluster it routes to.
+type peerView struct {
+	Cluster, Domain string
+	Addr            address
+	TLS             upstreamTLS
 }
 
 // address is either a TCP socket (Host, Port) or a Unix socket (Pipe).
+// ClusterType is set where it is a cluster's endpoint: STATIC for an IP
+// or a pipe, STRICT_DNS or LOGICAL_DNS for a name.
 type address struct {
-	Host string
-	Port uint16
-	Pipe string
+	Host        string
+	Port        uint16
+	Pipe        string
+	ClusterType string
 }
 
 func (s Sidecar) view() (view, error) {
@@ -150,10 +195,18 @@ func (s Sidecar) view() (view, error) {
 	fail := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("Sidecar.%s %s", field, fmt.Sprintf(format, args...)))
 	}
-	v := view{Node: s.Node, SDSSocket: s.SDSSocket, SPIFFEID: s.SPIFFEID, SDSAPIType: "GRPC"}
+	v := view{Node: s.Node, SDSSocket: s.SDSSocket, SPIFFEID: s.SPIFFEID, SDSAPIType: "GRPC", dns: "STRICT_DNS"}
 	if s.DeltaSDS {
 		v.SDSAPIType = "DELTA_GRPC"
 	}
+	switch s.DNS {
+	case "", DNSStrict:
+	case DNSLogical:
+		v.dns = "LOGICAL_DNS"
+	default:
+		fail("DNS", "%q: want %s or %s", s.DNS, DNSStrict, DNSLogical)
+	}
+	upstream := func(field, s string) address { return v.clusterAddress(field, s, fail) }
 
 	v.Admin = tcpAddress("AdminAddr", s.AdminAddr, fail)
 	switch {
@@ -190,15 +243,15 @@ func (s Sidecar) view() (view, error) {
 	if in := s.Inbound; in != nil {
 		v.Inbound = &inboundView{
 			Listen: tcpAddress("Inbound.ListenAddr", in.ListenAddr, fail),
-			App:    tcpAddress("Inbound.AppAddr", in.AppAddr, fail),
+			App:    upstream("Inbound.AppAddr", in.AppAddr),
 		}
 		if path, ok := strings.CutPrefix(in.AuthzAddr, "unix://"); ok {
 			if !filepath.IsAbs(path) {
 				fail("Inbound.AuthzAddr", "%q must name an absolute socket path", in.AuthzAddr)
 			}
-			v.Inbound.Authz = address{Pipe: path}
+			v.Inbound.Authz = address{Pipe: path, ClusterType: "STATIC"}
 		} else {
-			v.Inbound.Authz = tcpAddress("Inbound.AuthzAddr", in.AuthzAddr, fail)
+			v.Inbound.Authz = upstream("Inbound.AuthzAddr", in.AuthzAddr)
 		}
 		v.Inbound.AuthzBodyBytes = in.AuthzBodyBytes
 		if in.AuthzSPIFFEID != "" {
@@ -214,12 +267,36 @@ func (s Sidecar) view() (view, error) {
 		}
 	}
 	if out := s.Outbound; out != nil {
-		v.Outbound = &outboundView{
-			Listen: tcpAddress("Outbound.ListenAddr", out.ListenAddr, fail),
-			Peer:   tcpAddress("Outbound.PeerAddr", out.PeerAddr, fail),
-			TLS:    upstreamTLS{Sidecar: &v, PeerID: out.PeerSPIFFEID},
+		v.Outbound = &outboundView{Listen: tcpAddress("Outbound.ListenAddr", out.ListenAddr, fail)}
+		names := map[string]bool{}
+		for _, u := range out.Upstreams {
+			field := fmt.Sprintf("Upstream %q", u.Name)
+			switch err := checkHostname(u.Name); {
+			case u.Name == "":
+				fail("Upstream", "has no name (want NAME=SPIFFE_ID@HOST:PORT)")
+			case err != nil:
+				fail(field, "name: %v", err)
+			case names[strings.ToLower(u.Name)]:
+				fail(field, "is given twice: one name, one upstream")
+			}
+			names[strings.ToLower(u.Name)] = true
+			spiffeID(field+" SPIFFE ID", u.SPIFFEID, fail)
+			v.Outbound.Peers = append(v.Outbound.Peers, peerView{
+				Cluster: "upstream_" + strings.ToLower(u.Name), Domain: strings.ToLower(u.Name),
+				Addr: upstream(field+" address", u.Addr),
+				TLS:  upstreamTLS{Sidecar: &v, PeerID: u.SPIFFEID},
+			})
 		}
-		spiffeID("Outbound.PeerSPIFFEID", out.PeerSPIFFEID, fail)
+		// The one peer for every other host; required when no upstream
+		// is named, and then whole.
+		if len(out.Upstreams) == 0 || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
+			v.Outbound.Peers = append(v.Outbound.Peers, peerView{
+				Cluster: "peer", Domain: "*",
+				Addr: upstream("Outbound.PeerAddr", out.PeerAddr),
+				TLS:  upstreamTLS{Sidecar: &v, PeerID: out.PeerSPIFFEID},
+			})
+			spiffeID("Outbound.PeerSPIFFEID", out.PeerSPIFFEID, fail)
+		}
 	}
 	if len(errs) > 0 {
 		return view{}, fmt.Errorf("envoy: invalid sidecar: %w", errors.Join(errs...))
@@ -227,29 +304,86 @@ func (s Sidecar) view() (view, error) {
 	return v, nil
 }
 
-// tcpAddress parses "IP:PORT". Envoy's STATIC clusters and listeners do not
-// resolve names, so a host name is an error here rather than at Envoy start.
+// tcpAddress parses "IP:PORT" for a listener: Envoy listens on addresses,
+// it does not resolve names for them, so a host name is an error here
+// rather than at Envoy start.
 func tcpAddress(field, s string, fail func(field, format string, args ...any)) address {
-	if s == "" {
-		fail(field, "is required")
-		return address{}
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		fail(field, "%q is not IP:PORT: %v", s, err)
+	host, port, ok := splitHostPort(field, "IP:PORT", s, fail)
+	if !ok {
 		return address{}
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		fail(field, "%q: host must be an IP address (Envoy STATIC clusters do not resolve names)", s)
+		fail(field, "%q: host must be an IP address (Envoy listens on addresses, not names)", s)
 		return address{}
+	}
+	return address{Host: ip.String(), Port: port}
+}
+
+// clusterAddress parses "HOST:PORT" for a cluster's endpoint: an IP makes
+// a STATIC cluster, a host name one of v's DNS type.
+func (v *view) clusterAddress(field, s string, fail func(field, format string, args ...any)) address {
+	host, port, ok := splitHostPort(field, "HOST:PORT", s, fail)
+	if !ok {
+		return address{}
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return address{Host: ip.String(), Port: port, ClusterType: "STATIC"}
+	}
+	if err := checkHostname(host); err != nil {
+		fail(field, "%q: %v", s, err)
+		return address{}
+	}
+	return address{Host: host, Port: port, ClusterType: v.dns}
+}
+
+func splitHostPort(field, want, s string, fail func(field, format string, args ...any)) (string, uint16, bool) {
+	if s == "" {
+		fail(field, "is required")
+		return "", 0, false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		fail(field, "%q is not %s: %v", s, want, err)
+		return "", 0, false
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
 		fail(field, "%q: port must be 1-65535", s)
-		return address{}
+		return "", 0, false
 	}
-	return address{Host: ip.String(), Port: uint16(p)}
+	return host, uint16(p), true
+}
+
+// checkHostname accepts a DNS name: dot-separated labels of letters,
+// digits, '-' and '_' (compose service names hold underscores, and Docker's
+// and Podman's DNS answer them), none empty, none longer than 63 bytes or
+// starting or ending with '-', at most 253 bytes in all, and not all
+// digits and dots (a mistyped IP address is not a name).
+const hostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+
+func checkHostname(h string) error {
+	switch {
+	case h == "":
+		return errors.New("empty host name")
+	case len(h) > 253:
+		return fmt.Errorf("host name of %d bytes (at most 253)", len(h))
+	case strings.Trim(h, "0123456789.") == "":
+		return fmt.Errorf("%q is neither an IP address nor a host name", h)
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		switch {
+		case label == "":
+			return fmt.Errorf("%q is not a host name: empty label", h)
+		case len(label) > 63:
+			return fmt.Errorf("%q is not a host name: label of %d bytes (at most 63)", h, len(label))
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Errorf("%q is not a host name: a label starts or ends with '-'", h)
+		case strings.Trim(label, hostChars) != "":
+			return fmt.Errorf("%q is not a host name: only letters, digits, '-' and '_' between dots", h)
+		}
+	}
+	return nil
 }
 
 func spiffeID(field, s string, fail func(field, format string, args ...any)) {

@@ -27,6 +27,9 @@ var flagNames = strings.NewReplacer(
 	"Sidecar.Outbound.ListenAddr", "-outbound",
 	"Sidecar.Outbound.PeerAddr", "-peer",
 	"Sidecar.Outbound.PeerSPIFFEID", "-peer-id",
+	"Sidecar.Upstream", "-upstream",
+	"Sidecar.ValidationName", "-validation",
+	"Sidecar.DNS", "-dns",
 	"Sidecar.AdminAddr", "-admin",
 	"Sidecar.SDSSocket", "-socket",
 	"Sidecar.SPIFFEID", "-spiffe-id",
@@ -37,13 +40,22 @@ var flagNames = strings.NewReplacer(
 // sidecar.
 func newEnvoyBootstrapCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bootstrap --spiffe-id ID [--inbound ADDR --app ADDR] [--outbound ADDR --peer ADDR --peer-id ID]",
+		Use:   "bootstrap --spiffe-id ID [--inbound ADDR --app ADDR] [--outbound ADDR (--upstream NAME=ID@HOST:PORT ... | --peer ADDR --peer-id ID)]",
 		Short: "Print an Envoy sidecar bootstrap that uses meshid",
 		Long: `Print an Envoy bootstrap for a sidecar that takes its certificate and trust
 bundle from meshid over SDS. --inbound terminates mTLS from peers, asks
 meshid's ext_authz and forwards to --app; --outbound takes plain HTTP from
-the app and originates mTLS to --peer, which must present --peer-id.
-Addresses are IP:PORT. --socket is meshid's socket_path, as a path or a
+the app and originates mTLS to the peer the request's host names: each
+--upstream NAME=SPIFFE_ID@HOST:PORT (repeatable) is the peer sidecar the
+app reaches as http://NAME/ (Host header, or an HTTP proxy setting
+pointing at --outbound), which must present SPIFFE_ID; --peer with
+--peer-id is the peer for every other host. Listeners (--inbound,
+--outbound, --admin) are IP:PORT; the app, meshid's authz and peers may be
+HOST:PORT, a host name Envoy resolves (--dns strict: every address, the
+default; logical: the first). --validation names the trust bundle asked
+of meshid: a trust domain ID (default: spiffe://<trust domain>), ROOTCA
+(the sidecar's own) or ALL (every bundle it may use, with the SPIFFE
+certificate validator). --socket is meshid's socket_path, as a path or a
 unix:// URI. With --authz-http, ext_authz uses Envoy's HTTP protocol and
 --authz is meshid's authz.http_address; meshid then reads the caller from
 x-forwarded-client-cert and needs authz.xfcc.trust: true. With
@@ -56,7 +68,14 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
   # the frontend's sidecar: plain HTTP in on 15001, mTLS out to the backend
   meshid envoy bootstrap --spiffe-id spiffe://example.org/ns/demo/sa/frontend \
       --outbound 127.0.0.1:15001 --peer 127.0.0.1:8443 \
-      --peer-id spiffe://example.org/ns/demo/sa/backend`,
+      --peer-id spiffe://example.org/ns/demo/sa/backend
+
+  # a compose service's sidecar: in from peers, out to api and db by name
+  meshid envoy bootstrap --spiffe-id spiffe://example.org/compose/web \
+      --inbound 0.0.0.0:8443 --app 127.0.0.1:8080 --authz meshid:9191 \
+      --outbound 127.0.0.1:15001 \
+      --upstream api=spiffe://example.org/compose/api@api:8443 \
+      --upstream db=spiffe://example.org/compose/db@db:8443`,
 		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
@@ -90,6 +109,23 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
 	flags.StringVar(&out.ListenAddr, "outbound", "", "plain HTTP listener for the local app")
 	flags.StringVar(&out.PeerAddr, "peer", "", "the peer sidecar's inbound address")
 	flags.StringVar(&out.PeerSPIFFEID, "peer-id", "", "the SPIFFE ID the peer must present")
+	flags.Func("upstream", "a peer sidecar the app calls by `NAME=SPIFFE_ID@HOST:PORT`: requests for host NAME go to HOST:PORT, which must present SPIFFE_ID (repeatable)", func(v string) error {
+		u, err := parseUpstream(v)
+		if err != nil {
+			return err
+		}
+		out.Upstreams = append(out.Upstreams, u)
+		return nil
+	})
+	flags.StringVar(&sc.ValidationName, "validation", "", "the trust bundle's SDS `name`: spiffe://TRUST_DOMAIN, ROOTCA or ALL (default: spiffe://<trust domain>)")
+	flags.Func("dns", "how peers, the app and authz given by host name are resolved: `strict` (every address; the default) or logical (the first)", func(v string) error {
+		switch t := envoy.DNSType(v); t {
+		case envoy.DNSStrict, envoy.DNSLogical:
+			sc.DNS = t
+			return nil
+		}
+		return errors.New("want strict or logical")
+	})
 	flags.BoolVar(&sc.DeltaSDS, "delta", false, "fetch secrets with incremental xDS (DELTA_GRPC) instead of state of the world")
 	flags.StringVarP(&outFile, "output", "o", "", "write to this `file` instead of stdout")
 
@@ -113,7 +149,7 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
 		} else if in.AuthzHTTP || in.AuthzSPIFFEID != "" || in.AuthzBodyBytes != 0 {
 			return errors.New("envoy bootstrap: -authz-http, -authz-body and -authz-tls-id configure the inbound listener; add -inbound and -app")
 		}
-		if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" {
+		if out.ListenAddr != "" || out.PeerAddr != "" || out.PeerSPIFFEID != "" || len(out.Upstreams) > 0 {
 			sc.Outbound = &out
 		}
 		bootstrap, err := sc.Render()
@@ -130,4 +166,15 @@ only a server presenting that ID (meshid's authz.tls.spiffe_id).`,
 		return os.WriteFile(outFile, bootstrap, 0o644)
 	}
 	return cmd
+}
+
+// parseUpstream splits NAME=SPIFFE_ID@HOST:PORT; Render checks each part.
+// A SPIFFE ID holds no '@', so the last one ends it.
+func parseUpstream(v string) (envoy.Upstream, error) {
+	name, rest, ok := strings.Cut(v, "=")
+	at := strings.LastIndexByte(rest, '@')
+	if !ok || at < 0 || name == "" || at == 0 || at == len(rest)-1 {
+		return envoy.Upstream{}, errors.New("want NAME=SPIFFE_ID@HOST:PORT, e.g. api=spiffe://example.org/compose/api@api:8443")
+	}
+	return envoy.Upstream{Name: name, SPIFFEID: rest[:at], Addr: rest[at+1:]}, nil
 }
