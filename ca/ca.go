@@ -36,13 +36,19 @@ type Options struct {
 	// TTL is the lifetime of each self-signed CA generation.
 	TTL time.Duration
 	// Upstream, when set, makes meshid's CA an intermediate of an existing
-	// root instead of a self-signed root of its own.
+	// root instead of a self-signed root of its own, read from files.
 	Upstream *Upstream
+	// UpstreamAuthority, when set instead, signs each generation's
+	// intermediate (TTL long) on request; its roots are read again every
+	// RootsRefresh (default DefaultRootsRefresh) and on each renewal.
+	UpstreamAuthority UpstreamAuthority
+	RootsRefresh      time.Duration
 	Clock    func() time.Time
 	Rand     io.Reader
 	Log      *slog.Logger
-	// Metrics receives meshid_ca_expiry_seconds and
-	// meshid_ca_rotation_failures_total; nil leaves them unregistered.
+	// Metrics receives meshid_ca_expiry_seconds,
+	// meshid_ca_rotation_failures_total and, with an UpstreamAuthority,
+	// meshid_ca_upstream_failures_total; nil leaves them unregistered.
 	Metrics prometheus.Registerer
 	// RotateInterval is how often Run advances the timeline; default 1s.
 	RotateInterval time.Duration
@@ -69,8 +75,12 @@ type Upstream struct {
 //   - a generation leaves the bundles when it expires. Every SVID it signed
 //     expires no later (lifetimes are capped at the signer's NotAfter).
 //
-// An upstream intermediate cannot be renewed without the upstream key, so
-// in upstream mode there is one generation, used until it expires.
+// An upstream intermediate read from files cannot be renewed without the
+// upstream key, so there is one generation, used until it expires. An
+// UpstreamAuthority follows the same timeline as a self-signed CA, except
+// that a generation's certificate is an intermediate it signed, requested
+// between 45 % and 55 % of the newest one's life and retried with backoff
+// while the upstream fails, and that the bundle is the upstream's roots.
 //
 // When a successor cannot be written, the generations still valid keep
 // signing and the last one stays listed even past its expiry, so the
@@ -83,7 +93,7 @@ type Authority struct {
 	rand     io.Reader
 	log      *slog.Logger
 	store    store
-	upstream *upstreamCA // nil for a self-signed CA
+	up       upstream // nil for a self-signed CA
 	metrics  metrics
 
 	// rotateMu serialises rotations (Run and Rotate may both call), so the
@@ -159,18 +169,30 @@ func Open(opts Options) (*Authority, error) {
 		bundleChanged: make(chan struct{}, 1),
 		canSign:       true, // so that an Open with nothing valid logs it
 	}
-	if opts.Upstream != nil {
+	switch {
+	case opts.Upstream != nil && opts.UpstreamAuthority != nil:
+		return nil, errors.New("CA: an upstream from files and an upstream authority exclude each other")
+	case opts.Upstream != nil:
 		up, err := loadUpstream(*opts.Upstream, a.td, a.clock())
 		if err != nil {
 			return nil, err
 		}
-		a.upstream = up
+		a.up = up
 		a.store.dir = filepath.Join(opts.Dir, "upstream")
-	} else {
-		a.store = store{dir: filepath.Join(opts.Dir, "ca"), selfSigned: true}
+	case opts.UpstreamAuthority != nil:
+		a.store = store{dir: filepath.Join(opts.Dir, "upstream-authority"), withCA: true}
+	default:
+		a.store = store{dir: filepath.Join(opts.Dir, "ca"), withCA: true}
 	}
 	if err := a.store.init(); err != nil {
 		return nil, err
+	}
+	if opts.UpstreamAuthority != nil {
+		r, err := newRemote(opts.UpstreamAuthority, a.td, a.ttl, opts.RootsRefresh, a.store.dir, a.metrics)
+		if err != nil {
+			return nil, err
+		}
+		a.up = r
 	}
 
 	gens, err := a.store.load()
@@ -195,21 +217,32 @@ func Open(opts Options) (*Authority, error) {
 	case <-a.bundleChanged:
 	default:
 	}
-	if err := a.metrics.register(opts.Metrics); err != nil {
+	if err := a.metrics.register(opts.Metrics, opts.UpstreamAuthority != nil); err != nil {
 		return nil, err
 	}
 	a.log.Info("CA ready", "trust_domain", a.td, "active", active.name,
-		"expires", active.cert().NotAfter, "generations", len(a.gens), "upstream", a.upstream != nil,
+		"expires", active.cert().NotAfter, "generations", len(a.gens), "upstream", a.upstreamName(),
 		"rotation_failing", rotateErr != nil)
 	return a, nil
 }
 
-// adopt checks a generation loaded from disk and completes it from the
-// upstream material in upstream mode.
+// upstreamName says where the CA's certificates come from, for logs.
+func (a *Authority) upstreamName() string {
+	switch up := a.up.(type) {
+	case nil:
+		return "self-signed"
+	case *remoteCA:
+		return up.ua.String()
+	default:
+		return "files"
+	}
+}
+
+// adopt checks a generation loaded from disk and lets an upstream check
+// or complete it.
 func (a *Authority) adopt(g *generation, now time.Time) error {
-	if a.upstream != nil {
-		g.chain, g.key = a.upstream.chain, a.upstream.key
-		return nil
+	if a.up != nil {
+		return a.up.adopt(g, now)
 	}
 	if err := checkCA(g.cert(), g.key, a.td); err != nil {
 		return err
@@ -237,8 +270,8 @@ func (a *Authority) signer() (*generation, time.Time, error) {
 // X509Bundle returns the roots peers must trust: every listed self-signed
 // generation, or the upstream roots.
 func (a *Authority) X509Bundle() *x509bundle.Bundle {
-	if a.upstream != nil {
-		return x509bundle.FromX509Authorities(a.td, a.upstream.roots)
+	if a.up != nil {
+		return x509bundle.FromX509Authorities(a.td, a.up.roots())
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()

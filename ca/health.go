@@ -16,7 +16,9 @@ var ErrNoValidCA = errors.New("no valid CA generation")
 // Health returns nil while the CA is on its timeline. Otherwise it says
 // what is wrong: rotation failing since when, with what error, and until
 // when the CA can still sign; or, wrapping ErrNoValidCA, that it can sign
-// nothing at all.
+// nothing at all. An upstream authority that fails is tolerated until the
+// newest intermediate's successor is due to sign (5/6 of its life): until
+// then it is logged and counted, not a reason to be unready.
 func (a *Authority) Health() error {
 	now := a.clock()
 	a.mu.RLock()
@@ -24,7 +26,7 @@ func (a *Authority) Health() error {
 	if a.activeLocked(now) == nil {
 		return a.noValidLocked()
 	}
-	if a.failure != nil {
+	if a.failure != nil && (a.up == nil || !a.up.tolerates(a.gens[len(a.gens)-1], now)) {
 		return fmt.Errorf("CA rotation failing since %s; the CA signs until %s unless a successor is written: %w",
 			a.failingSince.Format(time.RFC3339), a.signsUntilLocked().Format(time.RFC3339), a.failure)
 	}
@@ -52,6 +54,7 @@ func (a *Authority) noValidLocked() error {
 type metrics struct {
 	expiry           prometheus.Gauge
 	rotationFailures prometheus.Counter
+	upstreamFailures prometheus.Counter
 }
 
 func newMetrics() metrics {
@@ -64,14 +67,22 @@ func newMetrics() metrics {
 			Name: "meshid_ca_rotation_failures_total",
 			Help: "CA rotations that failed, such as a successor generation that could not be written; retried every rotation interval.",
 		}),
+		upstreamFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_ca_upstream_failures_total",
+			Help: "Calls to the upstream authority (ca.upstream.vault) that failed: signing an intermediate or reading its roots; retried with backoff.",
+		}),
 	}
 }
 
-func (m metrics) register(reg prometheus.Registerer) error {
+func (m metrics) register(reg prometheus.Registerer, remote bool) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.expiry, m.rotationFailures} {
+	cs := []prometheus.Collector{m.expiry, m.rotationFailures}
+	if remote {
+		cs = append(cs, m.upstreamFailures)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register CA metrics: %w", err)
 		}

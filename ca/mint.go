@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,8 +18,8 @@ import (
 )
 
 // newGeneration creates the key material of a generation: a self-signed
-// root (unless upstream provides the CA) and a JWT signing key.
-func (a *Authority) newGeneration(now time.Time) (*generation, error) {
+// root (unless an upstream provides the CA) and a JWT signing key.
+func (a *Authority) newGeneration(ctx context.Context, now time.Time) (*generation, error) {
 	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), a.rand)
 	if err != nil {
 		return nil, fmt.Errorf("generate JWT signing key: %w", err)
@@ -28,8 +29,10 @@ func (a *Authority) newGeneration(now time.Time) (*generation, error) {
 		return nil, err
 	}
 	g := &generation{jwtKey: jwtKey, jwtKID: kid}
-	if a.upstream != nil {
-		g.chain, g.key = a.upstream.chain, a.upstream.key
+	if a.up != nil {
+		if err := a.up.issue(ctx, g, now, a.rand); err != nil {
+			return nil, err
+		}
 		return g, nil
 	}
 
@@ -116,7 +119,7 @@ func (a *Authority) MintX509SVID(req SVIDRequest) (*x509svid.SVID, error) {
 	// Self-signed: the leaf alone (peers hold the root). Upstream: the leaf
 	// and the intermediates, which peers need to reach the upstream root.
 	chain := []*x509.Certificate{leaf}
-	if a.upstream != nil {
+	if a.up != nil {
 		chain = append(chain, g.chain...)
 	}
 	return &x509svid.SVID{ID: req.ID, Certificates: slices.Clip(chain), PrivateKey: key}, nil

@@ -2,7 +2,6 @@ package ca
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -17,7 +16,7 @@ func (a *Authority) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			a.rotate()
+			a.rotate(ctx)
 		}
 	}
 }
@@ -32,30 +31,43 @@ func (a *Authority) BundleChanged() <-chan struct{} { return a.bundleChanged }
 // previous call of Rotate, by this rotation or by Run's, so that a caller
 // that pushes bundles on its own schedule misses no change.
 func (a *Authority) Rotate() (bundleChanged bool, err error) {
-	err = a.rotate()
+	err = a.rotate(context.Background())
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	bundleChanged, a.reported = a.version != a.reported, a.version
 	return bundleChanged, err
 }
 
-// rotate is one step of the timeline: prepare a successor when one is due,
-// retire what expired, record the outcome.
-func (a *Authority) rotate() error {
+// rotate is one step of the timeline: refresh an upstream's roots when
+// due, prepare a successor when one is due, retire what expired, record
+// the outcome.
+func (a *Authority) rotate(ctx context.Context) error {
 	a.rotateMu.Lock()
 	defer a.rotateMu.Unlock()
 	now := a.clock()
 
 	// Only rotations change gens, and they hold rotateMu: reading it here
-	// needs no mu, and writing a generation keeps mu free for minting.
+	// needs no mu, and writing a generation (or asking an upstream for
+	// one) keeps mu free for minting.
+	var rootsChanged bool
+	var pollErr error
+	if a.up != nil {
+		rootsChanged, pollErr = a.up.poll(ctx, now, a.rand)
+	}
 	var next *generation
 	due, err := a.successorDue(now)
 	if due {
-		next, err = a.prepare(now)
+		next, err = a.prepare(ctx, now)
+	}
+	if err == nil {
+		err = pollErr
 	}
 
 	a.mu.Lock()
-	changed := next != nil
+	changed := next != nil || rootsChanged
+	if rootsChanged {
+		a.log.Info("upstream roots changed: published in the bundle", "upstream", a.upstreamName(), "roots", len(a.up.roots()))
+	}
 	if next != nil {
 		a.gens = append(a.gens, next)
 	}
@@ -93,19 +105,15 @@ func (a *Authority) successorDue(now time.Time) (bool, error) {
 		return true, nil
 	}
 	newest := a.gens[len(a.gens)-1]
-	if a.upstream == nil {
+	if a.up == nil {
 		return !now.Before(newest.lifeAt(1, 2)), nil
 	}
-	if newest.expiredAt(now) {
-		return false, fmt.Errorf("upstream CA certificate expired at %s: mint a new intermediate for this node (meshid ca mint-intermediate), point ca.upstream at it and restart meshid",
-			newest.cert().NotAfter.Format(time.RFC3339))
-	}
-	return false, nil // nothing to rotate without the upstream key
+	return a.up.due(newest, now)
 }
 
 // prepare creates and persists the next generation.
-func (a *Authority) prepare(now time.Time) (*generation, error) {
-	g, err := a.newGeneration(now)
+func (a *Authority) prepare(ctx context.Context, now time.Time) (*generation, error) {
+	g, err := a.newGeneration(ctx, now)
 	if err != nil {
 		return nil, err
 	}

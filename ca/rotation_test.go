@@ -447,7 +447,7 @@ func TestRunRotateAndMintTogether(t *testing.T) {
 	})
 	for h := range 72 {
 		clk.Set(t0.Add(time.Duration(h) * time.Hour))
-		if err := a.rotate(); err != nil {
+		if err := a.rotate(ctx); err != nil {
 			t.Fatalf("at %dh: %v", h, err)
 		}
 		if _, err := a.MintX509SVID(SVIDRequest{ID: spiffeid.RequireFromString("spiffe://example.org/w"), TTL: time.Hour}); err != nil {

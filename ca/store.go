@@ -22,7 +22,10 @@ import (
 // renamed into place, so a crash leaves a whole generation or none.
 //
 //	<data_dir>/ca/000001/ca.crt, ca.key, jwt.key   (self-signed)
-//	<data_dir>/upstream/000001/jwt.key            (upstream: the CA is in ca.upstream)
+//	<data_dir>/upstream/000001/jwt.key            (upstream files: the CA is in ca.upstream)
+//	<data_dir>/upstream-authority/000001/ca.crt, ca.key, jwt.key
+//	<data_dir>/upstream-authority/roots.crt       (an upstream authority: ca.crt is the
+//	                                               intermediate it signed, then any above it)
 const (
 	certFile   = "ca.crt"
 	keyFile    = "ca.key"
@@ -33,7 +36,7 @@ const (
 // store persists generations under dir.
 type store struct {
 	dir        string
-	selfSigned bool // whether generations carry their own CA certificate and key
+	withCA bool // whether generations carry their own CA certificate (chain) and key
 }
 
 func (s store) path(name string) string { return filepath.Join(s.dir, name) }
@@ -83,6 +86,9 @@ func (s store) load() ([]*generation, error) {
 			os.RemoveAll(s.path(e.Name()))
 			continue
 		}
+		if e.Name() == rootsFile && !e.IsDir() { // an upstream authority's roots, beside its generations
+			continue
+		}
 		if _, err := strconv.Atoi(e.Name()); err != nil || !e.IsDir() {
 			return nil, fmt.Errorf("%s: not a CA generation; move it out of %s", s.path(e.Name()), s.dir)
 		}
@@ -106,17 +112,15 @@ func (s store) loadGeneration(name string) (*generation, error) {
 	if g.jwtKID, err = keyID(g.jwtKey.Public()); err != nil {
 		return nil, err
 	}
-	if !s.selfSigned {
+	if !s.withCA {
 		return g, nil
 	}
 	if g.key, err = readKey(filepath.Join(dir, keyFile)); err != nil {
 		return nil, err
 	}
-	cert, err := readCert(filepath.Join(dir, certFile))
-	if err != nil {
+	if g.chain, err = readCerts(filepath.Join(dir, certFile)); err != nil {
 		return nil, err
 	}
-	g.chain = []*x509.Certificate{cert}
 	return g, nil
 }
 
@@ -127,12 +131,12 @@ func (s store) save(g *generation) (string, error) {
 		return "", err
 	}
 	files := []file{{jwtKeyFile, jwtPEM, 0o600}}
-	if s.selfSigned {
+	if s.withCA {
 		caPEM, err := keyPEM(g.key)
 		if err != nil {
 			return "", err
 		}
-		files = append(files, file{keyFile, caPEM, 0o600}, file{certFile, certPEM(g.cert()), 0o644})
+		files = append(files, file{keyFile, caPEM, 0o600}, file{certFile, certPEM(g.chain...), 0o644})
 	}
 	name, err := s.write(files)
 	if err != nil {
@@ -221,7 +225,9 @@ func readKey(path string) (crypto.Signer, error) {
 	return key, nil
 }
 
-func readCert(path string) (*x509.Certificate, error) {
+// readCerts reads a CA certificate, followed by any intermediates above
+// it.
+func readCerts(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate: %w", err)
@@ -230,7 +236,7 @@ func readCert(path string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return certs[0], nil
+	return slices.Clip(certs), nil
 }
 
 // parseCerts parses every CERTIFICATE block of a PEM file, in order.

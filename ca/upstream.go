@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,13 +20,58 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// upstreamCA is an intermediate CA of this node, issued by a root it does
-// not hold the key of.
-type upstreamCA struct {
-	chain []*x509.Certificate // the intermediate first, then any above it
-	key   crypto.Signer
-	roots []*x509.Certificate
+// upstream is where a CA that is not self-signed gets its certificates
+// and the roots peers trust: files an operator put in place (upstreamCA),
+// or a PKI that signs this node's intermediates on request (remoteCA).
+// The Authority's timeline asks it, and nothing else differs by kind.
+type upstream interface {
+	// roots returns the roots peers must trust, the X.509 bundle.
+	roots() []*x509.Certificate
+	// adopt checks or completes a generation loaded from the store.
+	adopt(g *generation, now time.Time) error
+	// due says whether newest needs a successor now, or why one is needed
+	// and cannot be had.
+	due(newest *generation, now time.Time) (bool, error)
+	// issue gives a new generation its CA chain and key.
+	issue(ctx context.Context, g *generation, now time.Time, rand io.Reader) error
+	// poll refreshes the roots when due and reports whether they changed.
+	poll(ctx context.Context, now time.Time, rand io.Reader) (bool, error)
+	// tolerates says whether a failing rotation still leaves the CA
+	// healthy (ready), given the newest generation.
+	tolerates(newest *generation, now time.Time) bool
 }
+
+// upstreamCA is an intermediate CA of this node, issued by a root it does
+// not hold the key of, read from files. It cannot be renewed without that
+// key, so there is one generation, used until it expires.
+type upstreamCA struct {
+	chain  []*x509.Certificate // the intermediate first, then any above it
+	key    crypto.Signer
+	bundle []*x509.Certificate
+}
+
+func (u *upstreamCA) roots() []*x509.Certificate { return u.bundle }
+
+func (u *upstreamCA) adopt(g *generation, _ time.Time) error {
+	g.chain, g.key = u.chain, u.key
+	return nil
+}
+
+func (u *upstreamCA) issue(_ context.Context, g *generation, _ time.Time, _ io.Reader) error {
+	return u.adopt(g, time.Time{})
+}
+
+func (u *upstreamCA) due(newest *generation, now time.Time) (bool, error) {
+	if newest.expiredAt(now) {
+		return false, fmt.Errorf("upstream CA certificate expired at %s: mint a new intermediate for this node (meshid ca mint-intermediate), point ca.upstream at it and restart meshid",
+			newest.cert().NotAfter.Format(time.RFC3339))
+	}
+	return false, nil // nothing to rotate without the upstream key
+}
+
+func (u *upstreamCA) poll(context.Context, time.Time, io.Reader) (bool, error) { return false, nil }
+
+func (u *upstreamCA) tolerates(*generation, time.Time) bool { return false }
 
 // loadUpstream reads and checks the upstream files: the certificate must
 // be a CA for td, match its key, be valid now and chain to the bundle.
@@ -71,7 +118,7 @@ func loadUpstream(u Upstream, td spiffeid.TrustDomain, now time.Time) (*upstream
 	}); err != nil {
 		return nil, where("cert_file", u.CertFile, fmt.Errorf("does not chain to a root in bundle_file %s: %w", u.BundleFile, err))
 	}
-	return &upstreamCA{chain: chain, key: key, roots: roots}, nil
+	return &upstreamCA{chain: chain, key: key, bundle: roots}, nil
 }
 
 func pool(certs []*x509.Certificate) *x509.CertPool {
