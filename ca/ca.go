@@ -43,9 +43,9 @@ type Options struct {
 	// RootsRefresh (default DefaultRootsRefresh) and on each renewal.
 	UpstreamAuthority UpstreamAuthority
 	RootsRefresh      time.Duration
-	Clock    func() time.Time
-	Rand     io.Reader
-	Log      *slog.Logger
+	Clock             func() time.Time
+	Rand              io.Reader
+	Log               *slog.Logger
 	// Metrics receives meshid_ca_expiry_seconds,
 	// meshid_ca_rotation_failures_total and, with an UpstreamAuthority,
 	// meshid_ca_upstream_failures_total; nil leaves them unregistered.
@@ -122,6 +122,10 @@ type generation struct {
 	key    crypto.Signer
 	jwtKey crypto.Signer
 	jwtKID string
+	// orphaned is set when the upstream's roots no longer include the
+	// one this generation chains to: peers would refuse what it signs,
+	// so it signs nothing (Authority.mu).
+	orphaned bool
 }
 
 func (g *generation) cert() *x509.Certificate { return g.chain[0] }
@@ -206,6 +210,9 @@ func Open(opts Options) (*Authority, error) {
 		}
 	}
 	a.gens = gens
+	if a.up != nil && len(gens) > 0 {
+		a.orphanLocked() // a.mu is not needed before Open returns
+	}
 	_, rotateErr := a.Rotate()
 	active, _, err := a.signer()
 	if err != nil {

@@ -76,6 +76,7 @@ type remoteCA struct {
 	// The rest is the rotation's own (Authority.rotateMu).
 	nextPoll  time.Time
 	nextTry   time.Time // no renewal attempt before, after a failure
+	renewNow  bool      // the roots changed to ones the newest generation does not chain to
 	backoff   time.Duration
 	lastError error // of the last renewal attempt, repeated until nextTry
 }
@@ -123,20 +124,14 @@ func renewAt(g *generation) time.Time {
 }
 
 // due says whether newest needs a successor now: from its renewal point,
-// at once when it no longer chains to the upstream's roots (the root it
-// chains to was removed), and never during a backoff, when the last
-// failure stands.
+// at once when the upstream's roots no longer include the one it chains
+// to (see poll), and never during a backoff, when the last failure
+// stands.
 func (r *remoteCA) due(newest *generation, now time.Time) (bool, error) {
 	if now.Before(r.nextTry) {
 		return false, r.lastError
 	}
-	if !now.Before(renewAt(newest)) {
-		return true, nil
-	}
-	if err := verifyChain(newest.chain, r.roots(), now); err != nil {
-		return true, nil
-	}
-	return false, nil
+	return r.renewNow || !now.Before(renewAt(newest)), nil
 }
 
 // issue makes a new generation's CA: a fresh P-256 key, a certificate
@@ -177,7 +172,11 @@ func (r *remoteCA) issueOnce(ctx context.Context, g *generation, now time.Time, 
 		return fmt.Errorf("%s returned an intermediate meshid refuses: %w", r.ua, err)
 	}
 	g.chain, g.key = slices.Clip(chain), key
-	return r.keepRoots(roots, now)
+	if err := r.keepRoots(roots, now); err != nil {
+		return err
+	}
+	r.renewNow = false
+	return nil
 }
 
 // record keeps the outcome of a renewal attempt: a failure starts or
@@ -195,8 +194,12 @@ func (r *remoteCA) record(now time.Time, err error, rand io.Reader) {
 }
 
 // poll reads the upstream's roots when the refresh interval has passed,
-// and reports whether they changed.
-func (r *remoteCA) poll(ctx context.Context, now time.Time, rand io.Reader) (bool, error) {
+// and reports whether they changed. Roots that newest does not chain to
+// are not taken alone: they would orphan every generation and leave
+// nothing to sign with. They make a renewal due instead, which takes them
+// together with an intermediate that chains to them, or keeps the last
+// good roots and intermediate when the upstream's answer does not verify.
+func (r *remoteCA) poll(ctx context.Context, newest *generation, now time.Time, rand io.Reader) (bool, error) {
 	if now.Before(r.nextPoll) {
 		return false, nil
 	}
@@ -210,6 +213,10 @@ func (r *remoteCA) poll(ctx context.Context, now time.Time, rand io.Reader) (boo
 		r.record(now, err, rand)
 		r.nextPoll = r.nextTry
 		return false, err
+	}
+	if newest != nil && !chainsTo(newest, roots) {
+		r.nextPoll, r.renewNow = now.Add(r.refresh), true
+		return false, nil
 	}
 	if err := r.keepRoots(roots, now); err != nil {
 		return false, err
@@ -289,6 +296,15 @@ func verifyChain(chain, roots []*x509.Certificate, now time.Time) error {
 		return fmt.Errorf("does not chain to the upstream's roots: %w", err)
 	}
 	return nil
+}
+
+// chainsTo says whether g's chain ends under one of roots (by signature:
+// whether it is valid now is verifyChain's question).
+func chainsTo(g *generation, roots []*x509.Certificate) bool {
+	top := g.chain[len(g.chain)-1]
+	return slices.ContainsFunc(roots, func(r *x509.Certificate) bool {
+		return top.Equal(r) || top.CheckSignatureFrom(r) == nil
+	})
 }
 
 func sameCerts(a, b []*x509.Certificate) bool {

@@ -52,7 +52,11 @@ func (a *Authority) rotate(ctx context.Context) error {
 	var rootsChanged bool
 	var pollErr error
 	if a.up != nil {
-		rootsChanged, pollErr = a.up.poll(ctx, now, a.rand)
+		var newest *generation
+		if len(a.gens) > 0 {
+			newest = a.gens[len(a.gens)-1]
+		}
+		rootsChanged, pollErr = a.up.poll(ctx, newest, now, a.rand)
 	}
 	var next *generation
 	due, err := a.successorDue(now)
@@ -70,6 +74,9 @@ func (a *Authority) rotate(ctx context.Context) error {
 	}
 	if next != nil {
 		a.gens = append(a.gens, next)
+	}
+	if a.up != nil && (next != nil || rootsChanged) {
+		a.orphanLocked()
 	}
 	retired := a.retireLocked(now)
 	if len(retired) > 0 {
@@ -190,12 +197,13 @@ func (a *Authority) signsFromLocked(g *generation) time.Time {
 }
 
 // activeLocked returns the generation that signs at now: of the unexpired
-// ones, the newest whose predecessor has passed 5/6 of its life, or the
-// oldest. It returns nil when every generation has expired.
+// ones that chain to the roots, the newest whose predecessor has passed
+// 5/6 of its life (or no longer chains), or the oldest. It returns nil
+// when every generation has expired.
 func (a *Authority) activeLocked(now time.Time) *generation {
 	var active *generation
 	for i, g := range a.gens {
-		if g.expiredAt(now) {
+		if g.expiredAt(now) || g.orphaned {
 			continue
 		}
 		if active == nil || !now.Before(a.gens[i-1].lifeAt(5, 6)) {
@@ -215,4 +223,16 @@ func (a *Authority) signsUntilLocked() time.Time {
 		}
 	}
 	return until
+}
+
+// orphanLocked marks the generations whose chain ends under none of the
+// upstream's roots, as after a root was removed from the upstream.
+func (a *Authority) orphanLocked() {
+	roots := a.up.roots()
+	for _, g := range a.gens {
+		g.orphaned = !chainsTo(g, roots)
+		if g.orphaned {
+			a.log.Warn("CA generation chains to no upstream root any more: it signs nothing", "generation", g.name, "upstream", a.upstreamName())
+		}
+	}
 }

@@ -35,7 +35,7 @@ const (
 
 // store persists generations under dir.
 type store struct {
-	dir        string
+	dir    string
 	withCA bool // whether generations carry their own CA certificate (chain) and key
 }
 

@@ -35,7 +35,7 @@ type upstream interface {
 	// issue gives a new generation its CA chain and key.
 	issue(ctx context.Context, g *generation, now time.Time, rand io.Reader) error
 	// poll refreshes the roots when due and reports whether they changed.
-	poll(ctx context.Context, now time.Time, rand io.Reader) (bool, error)
+	poll(ctx context.Context, newest *generation, now time.Time, rand io.Reader) (bool, error)
 	// tolerates says whether a failing rotation still leaves the CA
 	// healthy (ready), given the newest generation.
 	tolerates(newest *generation, now time.Time) bool
@@ -69,7 +69,9 @@ func (u *upstreamCA) due(newest *generation, now time.Time) (bool, error) {
 	return false, nil // nothing to rotate without the upstream key
 }
 
-func (u *upstreamCA) poll(context.Context, time.Time, io.Reader) (bool, error) { return false, nil }
+func (u *upstreamCA) poll(context.Context, *generation, time.Time, io.Reader) (bool, error) {
+	return false, nil
+}
 
 func (u *upstreamCA) tolerates(*generation, time.Time) bool { return false }
 

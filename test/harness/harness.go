@@ -59,6 +59,9 @@ type Options struct {
 	// ReadyTimeout bounds each readiness wait of a Start* helper;
 	// zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// NoBinaries skips finding or building meshid's binaries, for an Env
+	// that runs other programs only (an OpenBao for a unit test).
+	NoBinaries bool
 }
 
 // Env is one world: a directory (configs, sockets, logs) and the processes
@@ -111,13 +114,18 @@ func New(ctx context.Context, opts Options) (*Env, error) {
 	if e.BinDir == "" {
 		e.BinDir = os.Getenv("MESHID_BIN_DIR")
 	}
-	if e.BinDir == "" {
+	switch {
+	case opts.NoBinaries:
+		e.BinDir = ""
+	case e.BinDir == "":
 		if e.BinDir, err = buildOnce(ctx, root); err != nil {
 			return nil, err
 		}
-	}
-	if e.BinDir, err = filepath.Abs(e.BinDir); err != nil {
-		return nil, err
+		fallthrough
+	default:
+		if e.BinDir, err = filepath.Abs(e.BinDir); err != nil {
+			return nil, err
+		}
 	}
 
 	dir, err := os.MkdirTemp(opts.ParentDir, "meshid-e2e-")

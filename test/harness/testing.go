@@ -16,7 +16,25 @@ func ForTest(t testing.TB) *Env {
 	if os.Geteuid() != 0 {
 		t.Skip("e2e tests start workloads under distinct uids and need root; run `sudo make test`")
 	}
-	e, err := New(t.Context(), Options{Logf: t.Logf})
+	return forTest(t, Options{Logf: t.Logf})
+}
+
+// OpenBaoForTest starts an OpenBao (StartOpenBao) for a test of its own,
+// as any uid and without meshid's binaries, in an Env closed by
+// t.Cleanup that keeps the engine's log when the test fails.
+func OpenBaoForTest(t testing.TB, o OpenBaoOptions) *OpenBao {
+	t.Helper()
+	e := forTest(t, Options{Logf: t.Logf, NoBinaries: true})
+	b, err := e.StartOpenBao(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func forTest(t testing.TB, o Options) *Env {
+	t.Helper()
+	e, err := New(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
