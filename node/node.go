@@ -38,6 +38,7 @@ import (
 
 	"github.com/meshid/meshid/attestor"
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/ca/vault"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/internal/connlimit"
@@ -105,7 +106,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), sockets: in.sockets}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if n.ca, err = ca.Open(caOptions(cfg, in.trustDomain, log, n.reg)); err != nil {
+	caOpts, err := caOptions(cfg, in.trustDomain, log, n.reg)
+	if err != nil {
+		return nil, err
+	}
+	if n.ca, err = ca.Open(caOpts); err != nil {
 		return nil, err
 	}
 	n.ids = identity.NewManager(identity.Options{
@@ -193,12 +198,32 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 }
 
 // caOptions maps the ca section to the CA's options.
-func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger, reg prometheus.Registerer) ca.Options {
+func caOptions(cfg config.Config, td spiffeid.TrustDomain, log *slog.Logger, reg prometheus.Registerer) (ca.Options, error) {
 	o := ca.Options{TrustDomain: td, Dir: cfg.DataDir, TTL: cfg.CA.TTL, Log: log, Metrics: reg}
-	if u := cfg.CA.Upstream; u != nil {
+	switch u := cfg.CA.Upstream; {
+	case u == nil:
+	case u.Vault != nil:
+		ua, err := vaultUpstream(*u.Vault)
+		if err != nil {
+			return o, err
+		}
+		o.UpstreamAuthority, o.RootsRefresh = ua, u.Vault.RootsRefresh
+	default:
 		o.Upstream = &ca.Upstream{CertFile: u.CertFile, KeyFile: u.KeyFile, BundleFile: u.BundleFile}
 	}
-	return o
+	return o, nil
+}
+
+// vaultUpstream maps ca.upstream.vault to the engine's client.
+func vaultUpstream(v config.Vault) (*vault.Client, error) {
+	o := vault.Options{Address: v.Address, PKIMount: v.PKIMount, CAFile: v.CAFile, Namespace: v.Namespace, TokenFile: v.TokenFile}
+	if a := v.AppRole; a != nil {
+		o.AppRole = &vault.AppRole{RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile, Mount: a.Mount}
+	}
+	if k := v.Kubernetes; k != nil {
+		o.Kubernetes = &vault.Kubernetes{Role: k.Role, TokenFile: k.TokenFile, Mount: k.Mount}
+	}
+	return vault.New(o)
 }
 
 // authzIdentity is what authz needs of meshid's identities: the keys to

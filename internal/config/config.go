@@ -51,13 +51,6 @@ type CA struct {
 	Upstream *Upstream `yaml:"upstream"`
 }
 
-// Upstream names an intermediate CA minted for this node and its root.
-type Upstream struct {
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	BundleFile string `yaml:"bundle_file"`
-}
-
 // SVID configures the identities meshid issues.
 type SVID struct {
 	X509TTL time.Duration `yaml:"x509_ttl"`
@@ -143,6 +136,7 @@ func Load(path string) (Config, error) {
 		cfg.EntriesOptional = false
 	}
 	cfg.attestDefaults()
+	cfg.upstreamDefaults()
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return Config{}, fmt.Errorf("resolve config dir: %w", err)
@@ -159,9 +153,7 @@ func (c *Config) resolve(base string) {
 	paths := append([]*string{&c.DataDir, &c.SocketPath, &c.EntriesFile, &c.Admin.SocketPath}, c.Authz.paths()...)
 	paths = append(paths, c.attestPaths()...)
 	paths = append(paths, c.Federation.paths()...)
-	if u := c.CA.Upstream; u != nil {
-		paths = append(paths, &u.CertFile, &u.KeyFile, &u.BundleFile)
-	}
+	paths = append(paths, c.CA.Upstream.paths()...)
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
@@ -215,13 +207,7 @@ func (c Config) validate(doc *yamlfile.Doc) error {
 	if c.SVID.JWTTTL < MinJWTTTL {
 		bad(at("svid", "jwt_ttl"), "svid.jwt_ttl %s is shorter than the minimum %s", c.SVID.JWTTTL, MinJWTTTL)
 	}
-	if u := c.CA.Upstream; u != nil {
-		for _, f := range []struct{ key, val string }{{"cert_file", u.CertFile}, {"key_file", u.KeyFile}, {"bundle_file", u.BundleFile}} {
-			if f.val == "" {
-				bad(at("ca", "upstream"), "ca.upstream.%s is required", f.key)
-			}
-		}
-	}
+	c.CA.Upstream.validate(bad)
 	c.Authz.validate(c.TrustDomain, bad)
 	c.validateAttest(bad)
 	c.Federation.validate(c.TrustDomain, bad)

@@ -79,6 +79,22 @@ func TestLoadUpstreamPathsAreResolved(t *testing.T) {
 	}
 }
 
+func TestLoadVaultDefaultsAndPaths(t *testing.T) {
+	path := writeConfig(t, "ca:\n  upstream:\n    vault:\n      address: https://pki.example:8200\n      ca_file: pki-ca.crt\n      kubernetes: {role: meshid}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := cfg.CA.Upstream.Vault
+	dir := filepath.Dir(path)
+	if v.PKIMount != "pki" || v.RootsRefresh != 5*time.Minute || v.CAFile != filepath.Join(dir, "pki-ca.crt") {
+		t.Errorf("vault = %+v", v)
+	}
+	if k := v.Kubernetes; k.Mount != "kubernetes" || k.TokenFile != DefaultKubernetesTokenFile {
+		t.Errorf("kubernetes = %+v", k)
+	}
+}
+
 func TestLoadExplicitEntriesFileIsRequired(t *testing.T) {
 	cfg, err := Load(writeConfig(t, "entries_file: my-entries.yaml\n"))
 	if err != nil {
@@ -118,6 +134,14 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"socket path too long", "socket_path: /run/" + strings.Repeat("s", 103) + "\n", []string{
 			"meshid.yaml:1: socket_path /run/sss", "is 108 bytes, longer than the 107 a Unix socket path may have"}},
 		{"unknown upstream key", "ca:\n  upstream:\n    cert: a.crt\n", []string{`meshid.yaml:3: unknown key "cert"`}},
+		{"vault without address", "ca:\n  upstream:\n    vault:\n      token_file: t\n", []string{"meshid.yaml:3: ca.upstream.vault.address is required"}},
+		{"vault address not a URL", "ca:\n  upstream:\n    vault:\n      address: pki.example:8200\n", []string{`meshid.yaml:4: ca.upstream.vault.address "pki.example:8200": want https://host:port`}},
+		{"vault and files", "ca:\n  upstream:\n    cert_file: a.crt\n    vault: {address: \"https://pki:8200\"}\n", []string{"meshid.yaml:3: ca.upstream.cert_file and ca.upstream.vault exclude each other"}},
+		{"two logins", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      token_file: t\n      approle: {role_id_file: r, secret_id_file: s}\n", []string{"meshid.yaml:3: ca.upstream.vault: token_file, approle and kubernetes exclude each other"}},
+		{"incomplete approle", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      approle: {role_id_file: r}\n", []string{"meshid.yaml:5: ca.upstream.vault.approle.secret_id_file is required"}},
+		{"kubernetes without role", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      kubernetes: {mount: k8s}\n", []string{"meshid.yaml:5: ca.upstream.vault.kubernetes.role is required"}},
+		{"short roots refresh", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      roots_refresh: 1s\n", []string{"meshid.yaml:5: ca.upstream.vault.roots_refresh 1s is shorter than the minimum 10s"}},
+		{"unknown vault key", "ca:\n  upstream:\n    vault:\n      adress: https://pki:8200\n", []string{`meshid.yaml:4: unknown key "adress"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
