@@ -190,7 +190,7 @@ func (b *OpenBao) start(ctx context.Context, bin string) error {
 		case <-p.Done():
 			return p.failure(errors.New("harness: openbao exited before its API answered"))
 		case <-ctx.Done():
-			return p.failure(fmt.Errorf("harness: openbao API at %s never answered: %v", b.Address, err))
+			return p.failure(fmt.Errorf("harness: openbao API at %s never answered: %w", b.Address, err))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -209,7 +209,7 @@ func (b *OpenBao) unseal(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return b.failure(fmt.Errorf("harness: openbao not active after unseal: status %d, %v", status, err))
+			return b.failure(fmt.Errorf("harness: openbao not active after unseal: status %d, %w", status, err))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
