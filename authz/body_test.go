@@ -18,6 +18,7 @@ import (
 	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/authz/response"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 // hugeBody is the body of the finding that opened issue 13: a 3.8 MB JSON
@@ -171,7 +172,7 @@ func TestDeepBodyDenies(t *testing.T) {
 func assertDeniedWithID(t *testing.T, r *authz.Result) {
 	t.Helper()
 	d := r.Response.GetDeniedResponse()
-	if d == nil || !decisionIDPattern.MatchString(r.ID) {
+	if d == nil || !authztest.IsDecisionID(r.ID) {
 		t.Fatalf("response %v, id %q: want a deny with a decision id", r.Response, r.ID)
 	}
 	for _, h := range d.GetHeaders() {

@@ -48,6 +48,11 @@ type Engine struct {
 	decision string
 	timeout  time.Duration
 	files    int // .rego files compiled, for logs
+	// keys are the parts of input the decision can read (reads.paths),
+	// which key the decision cache; uncacheable says why the decision
+	// cannot be cached, if so.
+	keys        [][]*ast.Term
+	uncacheable string
 }
 
 // dataFiles are the data documents read from the policy dir, as in an OPA
@@ -99,7 +104,10 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare decision %s: %w", cfg.Decision, err)
 	}
-	return &Engine{query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules)}, nil
+	e := &Engine{query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules)}
+	rd := findReads(compiler, ref)
+	e.keys, e.uncacheable = keyPaths(rd.paths), rd.uncacheable
+	return e, nil
 }
 
 // Policies are the parsed contents of a policy dir.
@@ -281,6 +289,10 @@ func (e *Engine) eval(ctx context.Context, input ast.Value, deadline time.Time, 
 	}
 	return t.Value, nil
 }
+
+// Cacheable says whether the engine's decisions can be cached, and if not,
+// why.
+func (e *Engine) Cacheable() (bool, string) { return e.uncacheable == "", e.uncacheable }
 
 // Decision is the rule reference this engine evaluates.
 func (e *Engine) Decision() string { return e.decision }

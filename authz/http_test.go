@@ -10,6 +10,7 @@ import (
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/authz/response"
+	"github.com/meshid/meshid/test/authztest"
 )
 
 // TestHTTPHandler speaks Envoy's HTTP ext_authz protocol to the handler
@@ -108,7 +109,7 @@ allow if {
 					t.Errorf("header %s = %q, want %q", k, got, v)
 				}
 			}
-			if ids := resp.Header.Values(response.DecisionIDHeader); len(ids) != 1 || !decisionIDPattern.MatchString(ids[0]) {
+			if ids := resp.Header.Values(response.DecisionIDHeader); len(ids) != 1 || !authztest.IsDecisionID(ids[0]) {
 				t.Errorf("decision id headers %q, want exactly one", ids)
 			}
 			if string(body) != tt.wantBody {

@@ -13,9 +13,10 @@ type serverMetrics struct {
 	allowed, denied, failed prometheus.Counter
 	duration                prometheus.Histogram
 	reloadErrors            prometheus.Counter
+	cacheHits, cacheMisses  prometheus.Counter
 }
 
-func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log) (*serverMetrics, error) {
+func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cacheLen func() int) (*serverMetrics, error) {
 	decisionsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshid_authz_decisions_total",
 		Help: "ext_authz decisions by result: allow, deny (by policy) or error (no decision reached, denied). Dry run counts what the policy decided.",
@@ -33,11 +34,24 @@ func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log) (*s
 			Name: "meshid_authz_policy_reload_errors_total",
 			Help: "Policy reloads that failed (parse, compile or read errors); the last good policies stay in use.",
 		}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_authz_cache_hits_total",
+			Help: "Decisions answered from the decision cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_authz_cache_misses_total",
+			Help: "Decisions evaluated because the decision cache had none for the request (not counted when the cache is off).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	collectors := []prometheus.Collector{decisionsTotal, m.duration, m.reloadErrors}
+	collectors := []prometheus.Collector{decisionsTotal, m.duration, m.reloadErrors, m.cacheHits, m.cacheMisses,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshid_authz_cache_entries",
+			Help: "Decisions in the decision cache now; it starts empty with every policy reload.",
+		}, func() float64 { return float64(cacheLen()) }),
+	}
 	if decisions != nil {
 		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "meshid_authz_decision_logs_dropped_total",

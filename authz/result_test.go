@@ -2,7 +2,6 @@ package authz_test
 
 import (
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -18,42 +17,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshid/meshid/authz"
-	"github.com/meshid/meshid/authz/response"
+	"github.com/meshid/meshid/test/authztest"
 )
-
-var decisionIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // withoutDecisionID takes the decision id out of a response, checking it
 // is where it belongs, so the rest can be compared with a fixed value.
 func withoutDecisionID(t *testing.T, resp *authv3.CheckResponse) *authv3.CheckResponse {
 	t.Helper()
-	resp = proto.Clone(resp).(*authv3.CheckResponse)
-	id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue()
-	if !decisionIDPattern.MatchString(id) {
-		t.Fatalf("dynamic metadata decision_id = %q, want a UUID", id)
-	}
-	delete(resp.DynamicMetadata.Fields, "decision_id")
-	if len(resp.DynamicMetadata.Fields) == 0 {
-		resp.DynamicMetadata = nil
-	}
-	strip := func(hs []*corev3.HeaderValueOption, where string) []*corev3.HeaderValueOption {
-		i := slices.IndexFunc(hs, func(h *corev3.HeaderValueOption) bool { return h.GetHeader().GetKey() == response.DecisionIDHeader })
-		if i < 0 || hs[i].GetHeader().GetValue() != id {
-			t.Fatalf("%s headers %v lack %s: %s", where, hs, response.DecisionIDHeader, id)
-		}
-		hs = slices.Delete(hs, i, i+1)
-		if len(hs) == 0 {
-			return nil
-		}
-		return hs
-	}
-	switch r := resp.GetHttpResponse().(type) {
-	case *authv3.CheckResponse_OkResponse:
-		r.OkResponse.Headers = strip(r.OkResponse.Headers, "upstream")
-		r.OkResponse.ResponseHeadersToAdd = strip(r.OkResponse.ResponseHeadersToAdd, "client")
-	case *authv3.CheckResponse_DeniedResponse:
-		r.DeniedResponse.Headers = strip(r.DeniedResponse.Headers, "denied")
-	}
+	resp, _ = authztest.WithoutDecisionID(t, resp)
 	return resp
 }
 

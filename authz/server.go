@@ -43,6 +43,9 @@ type Options struct {
 	// Clock is time.Now unless a test sets it; it is Input's Clock too
 	// unless that is set, and the clock of the eval timeout.
 	Clock func() time.Time
+	// Cache keeps decisions for requests that agree on everything the
+	// policy reads of input; its zero value keeps none.
+	Cache CacheOptions
 }
 
 // Server answers Envoy's ext_authz Check calls (gRPC, and HTTP through
@@ -51,7 +54,8 @@ type Options struct {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	engine     atomic.Pointer[Engine]
+	current    atomic.Pointer[decider]
+	cacheOpts  CacheOptions
 	inputs     *input.Builder
 	log        *slog.Logger
 	denyStatus typev3.StatusCode
@@ -70,6 +74,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		dryRun:     o.DryRun,
 		decisions:  o.DecisionLog,
 		clock:      o.Clock,
+		cacheOpts:  o.Cache,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -93,21 +98,46 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 	if s.inputs, err = input.NewBuilder(o.Input); err != nil {
 		return nil, err
 	}
-	m, err := newServerMetrics(o.Metrics, o.DecisionLog)
+	m, err := newServerMetrics(o.Metrics, o.DecisionLog, s.cacheLen)
 	if err != nil {
 		return nil, err
 	}
 	s.metrics = m
-	s.engine.Store(engine)
+	s.SetEngine(engine)
 	return s, nil
 }
 
-// SetEngine makes every later Check use engine; Checks already running
-// finish with the engine they started with.
-func (s *Server) SetEngine(engine *Engine) { s.engine.Store(engine) }
+// decider is a policy set and the decisions cached for it.
+type decider struct {
+	engine *Engine
+	cache  *decisionCache // nil: none
+}
+
+// SetEngine makes every later Check use engine, with an empty decision
+// cache: nothing decided by the last policies and data is answered by
+// these. Checks already running finish with the engine they started with.
+func (s *Server) SetEngine(engine *Engine) {
+	d := &decider{engine: engine}
+	if engine != nil && s.cacheOpts.Enabled {
+		if ok, why := engine.Cacheable(); ok {
+			d.cache = newDecisionCache(s.cacheOpts)
+		} else {
+			s.log.Info("authz: decision cache off for these policies", "reason", why)
+		}
+	}
+	s.current.Store(d)
+}
 
 // Engine is the policy set Checks use now.
-func (s *Server) Engine() *Engine { return s.engine.Load() }
+func (s *Server) Engine() *Engine { return s.current.Load().engine }
+
+// cacheLen is the number of decisions cached now.
+func (s *Server) cacheLen() int {
+	if c := s.current.Load().cache; c != nil {
+		return c.len()
+	}
+	return 0
+}
 
 // Register adds the Authorization service to r.
 func (s *Server) Register(r grpc.ServiceRegistrar) { authv3.RegisterAuthorizationServer(r, s) }
@@ -159,7 +189,7 @@ func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 		r.Response = response.OK()
 		r.Response.DynamicMetadata = md
 	}
-	response.SetDecisionID(r.Response, r.ID)
+	r.Response = response.WithDecisionID(r.Response, r.ID)
 	r.Duration = s.clock().Sub(start)
 	s.metrics.observe(r)
 	s.logDecision(req, r)
@@ -177,7 +207,8 @@ func (s *Server) refuse(err error) *Result {
 // bounds all of it, the input (a request body is the sender's to make
 // large) as well as the evaluation.
 func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result, start time.Time) error {
-	e := s.engine.Load()
+	d := s.current.Load()
+	e := d.engine
 	if e == nil {
 		return errNoEngine
 	}
@@ -191,12 +222,28 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 		return fmt.Errorf("build policy input: %w", err)
 	}
 	r.Input = in
+	var key []byte
+	if d.cache != nil {
+		var buf [256]byte
+		key = appendKey(buf[:0], in, e.keys)
+		if hit, ok := d.cache.get(key); ok {
+			s.metrics.cacheHits.Inc()
+			r.Decision, r.Response, r.Allowed = hit.decision, hit.resp, hit.allowed
+			return nil
+		}
+		s.metrics.cacheMisses.Inc()
+	}
 	if r.Decision, err = e.eval(ctx, in, deadline, s.clock); err != nil {
 		return err
 	}
 	r.Response, r.Allowed, err = response.FromDecision(r.Decision, s.denyStatus)
 	if err != nil {
 		return &resultError{decision: e.decision, err: err}
+	}
+	// Only a decision reached is kept: a failure (a timeout, a result
+	// meshid cannot carry out) may not repeat, and is logged each time.
+	if d.cache != nil {
+		d.cache.put(key, cachedDecision{decision: r.Decision, resp: r.Response, allowed: r.Allowed})
 	}
 	return nil
 }

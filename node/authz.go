@@ -48,36 +48,59 @@ type authzService struct {
 }
 
 // policies is the read-only part of authz, checked before anything is
-// written: the compiled policy set, the proto descriptors gRPC bodies are
-// decoded with, and the SPIFFE ID authz.tls asks meshid to present.
+// written: the compiled policy set, the server options (with the proto
+// descriptors gRPC bodies are decoded with), and the SPIFFE ID authz.tls
+// asks meshid to present.
 type policies struct {
 	engineCfg authz.Config
 	engine    *authz.Engine
-	protos    *input.ProtoDescriptors // nil unless authz.proto_descriptor is set
-	selfID    spiffeid.ID             // zero unless authz.tls.spiffe_id is set
+	opts      authz.Options
+	selfID    spiffeid.ID // zero unless authz.tls.spiffe_id is set
 }
 
-// EngineConfig maps the authz section to the policy engine's settings, the
-// same for `meshid run` and `meshid policy eval`.
-func EngineConfig(c config.Authz) authz.Config {
-	return authz.Config{
+// AuthzSettings maps the authz section to the policy engine's settings and
+// the decision server's options, reading the proto descriptors it names:
+// the one mapping `meshid run` and `meshid policy eval` share, so that both
+// decide alike. The keys JWT-SVIDs are validated with (Input.JWTBundles)
+// are the caller's to add: the CA's as it runs, or as policy eval reads
+// them from data_dir (EvalJWTBundles); so is what only a running node has
+// (the decision log, metrics).
+func AuthzSettings(c config.Authz, log *slog.Logger) (authz.Config, authz.Options, error) {
+	engine := authz.Config{
 		PolicyDir:   c.PolicyDir,
 		Decision:    c.Decision,
 		EvalTimeout: c.EvalTimeout,
 		RegoV0:      c.RegoVersion == "v0",
 	}
+	opts := authz.Options{
+		Log:        log,
+		DenyStatus: c.DenyStatus,
+		DryRun:     c.DryRun,
+		Input: input.Options{
+			TrustXFCC:    c.XFCC.Trust,
+			XFCCProxies:  c.XFCC.Proxies,
+			JWTAudiences: c.JWTAudiences,
+			Body:         input.BodyLimits{MaxBytes: c.MaxBodyBytes, MaxDepth: c.MaxBodyDepth, MaxValues: c.MaxBodyValues},
+		},
+		Cache: authz.CacheOptions{Enabled: c.Cache.Enabled, MaxEntries: c.Cache.MaxEntries, MaxBytes: c.Cache.MaxBytes},
+	}
+	if c.ProtoDescriptor != "" {
+		var err error
+		if opts.Input.ProtoDescriptors, err = input.LoadProtoDescriptors(c.ProtoDescriptor); err != nil {
+			return engine, opts, fmt.Errorf("authz.proto_descriptor: %w", err)
+		}
+	}
+	return engine, opts, nil
 }
 
-func compilePolicies(ctx context.Context, cfg config.Authz) (policies, error) {
-	p := policies{engineCfg: EngineConfig(cfg)}
+func compilePolicies(ctx context.Context, cfg config.Authz, log *slog.Logger) (policies, error) {
+	var p policies
 	var err error
+	if p.engineCfg, p.opts, err = AuthzSettings(cfg, log); err != nil {
+		return p, err
+	}
 	if p.engine, err = authz.NewEngine(ctx, p.engineCfg); err != nil {
 		return p, fmt.Errorf("authz.policy_dir: %w", err)
-	}
-	if cfg.ProtoDescriptor != "" {
-		if p.protos, err = input.LoadProtoDescriptors(cfg.ProtoDescriptor); err != nil {
-			return p, fmt.Errorf("authz.proto_descriptor: %w", err)
-		}
 	}
 	if cfg.TLS.SPIFFEID != "" {
 		if p.selfID, err = spiffeid.FromString(cfg.TLS.SPIFFEID); err != nil {
@@ -91,23 +114,6 @@ func compilePolicies(ctx context.Context, cfg config.Authz) (policies, error) {
 type authzIdentity struct {
 	jwtBundles jwtbundle.Source   // JWT-SVIDs of the node's callers validate against it
 	self       *identity.SelfSVID // nil unless authz.tls.spiffe_id is set
-}
-
-// ServerOptions maps the authz section to the decision server's options,
-// the same for `meshid run` and `meshid policy eval`; what only a running
-// node has (JWT bundles, the decision log, metrics) is left to the caller.
-func ServerOptions(c config.Authz, log *slog.Logger) authz.Options {
-	return authz.Options{
-		Log:        log,
-		DenyStatus: c.DenyStatus,
-		DryRun:     c.DryRun,
-		Input: input.Options{
-			TrustXFCC:    c.XFCC.Trust,
-			XFCCProxies:  c.XFCC.Proxies,
-			JWTAudiences: c.JWTAudiences,
-			Body:         input.BodyLimits{MaxBytes: c.MaxBodyBytes, MaxDepth: c.MaxBodyDepth, MaxValues: c.MaxBodyValues},
-		},
-	}
 }
 
 // newAuthzService builds the servers over compiled policies; it opens no
@@ -125,9 +131,8 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, conns tcpLi
 			Log:           log,
 		})
 	}
-	opts := ServerOptions(cfg, log)
+	opts := p.opts
 	opts.Input.JWTBundles = id.jwtBundles
-	opts.Input.ProtoDescriptors = p.protos
 	opts.DecisionLog = s.decisions
 	opts.Metrics = reg
 	var err error

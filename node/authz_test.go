@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
@@ -43,7 +44,7 @@ func freeTCPAddr(t *testing.T) string {
 // its own, which it returns too.
 func newTestAuthz(t *testing.T, cfg config.Authz, reg prometheus.Registerer) (*authzService, *ca.Authority) {
 	t.Helper()
-	p, err := compilePolicies(context.Background(), cfg)
+	p, err := compilePolicies(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": "package envoy.authz\n\nallow if {\n\tinput.x == y\n}\n"})
 	cfg.DecisionLog = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
-	_, err := compilePolicies(context.Background(), cfg)
+	_, err := compilePolicies(context.Background(), cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") || !strings.Contains(err.Error(), "authz.rego:4:2: rego_unsafe_var_error") {
 		t.Fatalf("compilePolicies = %v, want the compile error with its position", err)
 	}
@@ -211,19 +212,27 @@ func TestAuthzServiceRefusesBadProtoDescriptor(t *testing.T) {
 	if err := os.WriteFile(cfg.ProtoDescriptor, []byte("syntax = \"proto3\";\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := compilePolicies(context.Background(), cfg)
+	_, err := compilePolicies(context.Background(), cfg, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "authz.proto_descriptor: ") || !strings.Contains(err.Error(), cfg.ProtoDescriptor) {
 		t.Fatalf("compilePolicies = %v, want an authz.proto_descriptor error naming the file", err)
 	}
 }
 
-// TestServerOptionsBodyLimits: the body limits reach the input builder,
-// for `meshid run` and `meshid policy eval` alike.
-func TestServerOptionsBodyLimits(t *testing.T) {
+// TestAuthzSettingsLimits: the body limits and the cache bounds reach the
+// server, for `meshid run` and `meshid policy eval` alike.
+func TestAuthzSettingsLimits(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.MaxBodyBytes, cfg.MaxBodyDepth, cfg.MaxBodyValues = 4096, 8, 50
-	if got, want := ServerOptions(cfg, nil).Input.Body, (input.BodyLimits{MaxBytes: 4096, MaxDepth: 8, MaxValues: 50}); got != want {
+	cfg.Cache = config.AuthzCache{Enabled: true, MaxEntries: 7, MaxBytes: 1 << 10}
+	_, opts, err := AuthzSettings(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := opts.Input.Body, (input.BodyLimits{MaxBytes: 4096, MaxDepth: 8, MaxValues: 50}); got != want {
 		t.Errorf("Input.Body = %+v, want %+v", got, want)
+	}
+	if got, want := opts.Cache, (authz.CacheOptions{Enabled: true, MaxEntries: 7, MaxBytes: 1 << 10}); got != want {
+		t.Errorf("Cache = %+v, want %+v", got, want)
 	}
 }
 

@@ -5,26 +5,31 @@ import (
 	"fmt"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/authz"
-	"github.com/meshid/meshid/authz/input"
+	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/internal/config"
 )
 
-// Decide decides one CheckRequest with the authz section c as `meshid run`
-// would: the same engine settings (EngineConfig), server options
-// (ServerOptions) and proto descriptors. What only a running node has is
-// left out: there are no JWT keys, so a bearer JWT-SVID is not validated,
-// and nothing is logged or counted. It is `meshid policy eval`.
-func Decide(ctx context.Context, c config.Authz, req *authv3.CheckRequest) (*authz.Result, error) {
-	e, err := authz.NewEngine(ctx, EngineConfig(c))
+// Decide decides one CheckRequest with the configuration cfg as `meshid
+// run` would: the same engine settings and server options (AuthzSettings),
+// and JWT-SVIDs validated against the keys a node running on cfg's
+// data_dir signs with and the federated trust domains' (EvalJWTBundles).
+// Nothing is logged or counted. It is `meshid policy eval`.
+func Decide(ctx context.Context, cfg config.Config, req *authv3.CheckRequest) (*authz.Result, error) {
+	engineCfg, opts, err := AuthzSettings(cfg.Authz, nil)
 	if err != nil {
 		return nil, err
 	}
-	opts := ServerOptions(c, nil)
-	if c.ProtoDescriptor != "" {
-		if opts.Input.ProtoDescriptors, err = input.LoadProtoDescriptors(c.ProtoDescriptor); err != nil {
-			return nil, fmt.Errorf("authz.proto_descriptor: %w", err)
+	e, err := authz.NewEngine(ctx, engineCfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Authz.JWTAudiences) > 0 {
+		if opts.Input.JWTBundles, err = EvalJWTBundles(cfg); err != nil {
+			return nil, err
 		}
 	}
 	srv, err := authz.NewServer(e, opts)
@@ -32,4 +37,30 @@ func Decide(ctx context.Context, c config.Authz, req *authv3.CheckRequest) (*aut
 		return nil, err
 	}
 	return srv.Decide(ctx, req), nil
+}
+
+// EvalJWTBundles are the JWT keys `meshid run` validates JWT-SVIDs with,
+// read without a running node: its own trust domain's from the CA in
+// data_dir (none yet: an empty bundle, against which every JWT-SVID is
+// invalid, as it would be) and the federated ones from their bundle files.
+func EvalJWTBundles(cfg config.Config) (jwtbundle.Source, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust_domain: %w", err)
+	}
+	own, err := ca.ReadJWTBundle(cfg.DataDir, td, cfg.CA.Upstream != nil)
+	if err != nil {
+		return nil, fmt.Errorf("the JWT keys of the CA in data_dir %s: %w", cfg.DataDir, err)
+	}
+	set := jwtbundle.NewSet(own)
+	federated, err := loadFederation(cfg.Federation)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range federated.Bundles() {
+		if b.TrustDomain() != td && len(b.JWTAuthorities()) > 0 {
+			set.Add(jwtbundle.FromJWTAuthorities(b.TrustDomain(), b.JWTAuthorities()))
+		}
+	}
+	return set, nil
 }

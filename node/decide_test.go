@@ -2,12 +2,21 @@ package node
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/test/authztest"
@@ -41,10 +50,11 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := config.Default().Authz
-			c.PolicyDir = policies
+			c := config.Default()
+			c.DataDir = t.TempDir()
+			c.Authz.PolicyDir = policies
 			if tt.set != nil {
-				tt.set(&c)
+				tt.set(&c.Authz)
 			}
 			r, err := Decide(context.Background(), c, authztest.DemoCheck(tt.path))
 			if tt.wantErr != "" {
@@ -64,6 +74,87 @@ func TestDecide(t *testing.T) {
 			}
 			if tt.errHas != "" && (r.Err == nil || !strings.Contains(r.Err.Error(), tt.errHas)) {
 				t.Errorf("Err = %v, want one containing %q", r.Err, tt.errHas)
+			}
+		})
+	}
+}
+
+// xfccJWTPolicy allows the frontend when a trusted proxy says it is the
+// caller and the request carries a valid JWT-SVID of the node's test
+// workload: what policy eval must decide as the running node does.
+const xfccJWTPolicy = `package envoy.authz
+
+default allow := false
+
+allow := {"allowed": true, "headers": {"x-jwt-subject": input.spiffe.jwt.subject}} if {
+	input.spiffe.source.via == "xfcc"
+	input.spiffe.source.id == "spiffe://example.org/ns/demo/sa/frontend"
+	input.spiffe.jwt.valid
+}
+
+allow := {"allowed": false, "http_status": 401, "body": input.spiffe.jwt.error} if {
+	input.spiffe.source.via == "xfcc"
+	not input.spiffe.jwt.valid
+}
+`
+
+// TestDecideAsRun: with XFCC trusted and JWT-SVIDs validated, policy
+// eval (Decide on the node's own configuration) answers each request as
+// the running node's ext_authz server does, with the JWT-SVID it minted.
+func TestDecideAsRun(t *testing.T) {
+	cfg := nodeConfig(t)
+	cfg.Authz.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": xfccJWTPolicy})
+	cfg.Authz.XFCC.Trust = true
+	cfg.Authz.JWTAudiences = []string{"backend"}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := runNode(t, cfg)
+
+	fetchCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchJWTSVID(fetchCtx, jwtsvid.Params{Audience: "backend"}, workloadapi.WithAddr("unix://"+cfg.SocketPath))
+	if err != nil {
+		t.Fatalf("fetch a JWT-SVID: %v", err)
+	}
+	conn, err := grpc.NewClient(cfg.Authz.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+
+	const frontendXFCC = "By=spiffe://example.org/ns/demo/sa/backend;URI=spiffe://example.org/ns/demo/sa/frontend"
+	tests := []struct {
+		name    string
+		headers map[string]string
+		allowed bool
+	}{
+		{"xfcc and a valid JWT-SVID", map[string]string{"x-forwarded-client-cert": frontendXFCC, "authorization": "Bearer " + svid.Marshal()}, true},
+		{"xfcc and a tampered JWT-SVID", map[string]string{"x-forwarded-client-cert": frontendXFCC, "authorization": "Bearer " + svid.Marshal() + "x"}, false},
+		{"xfcc without a JWT-SVID", map[string]string{"x-forwarded-client-cert": frontendXFCC}, false},
+		{"a JWT-SVID without xfcc", map[string]string{"authorization": "Bearer " + svid.Marshal()}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := authztest.DemoCheck("/hello")
+			req.Attributes.Source.Principal = "spiffe://example.org/ns/demo/sa/gateway" // the proxy, not the caller
+			maps.Copy(req.Attributes.Request.Http.Headers, tt.headers)
+			run, err := client.Check(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eval, err := Decide(ctx, cfg, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if eval.Allowed != tt.allowed || (run.GetOkResponse() != nil) != tt.allowed {
+				t.Errorf("eval allowed %v (%v), run %s; want %v", eval.Allowed, eval.Err, protojson.Format(run), tt.allowed)
+			}
+			a, _ := authztest.WithoutDecisionID(t, run)
+			b, _ := authztest.WithoutDecisionID(t, eval.Response)
+			if !proto.Equal(a, b) {
+				t.Errorf("eval and run answer differently:\n eval: %s\n  run: %s", protojson.Format(b), protojson.Format(a))
 			}
 		})
 	}

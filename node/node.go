@@ -185,7 +185,7 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 	if withJWT > 0 && len(cfg.Authz.JWTAudiences) > 0 {
 		log.Info("authz: JWT-SVIDs of federated trust domains are validated against their JWT keys too", "trust_domains", withJWT)
 	}
-	if in.policies, err = compilePolicies(ctx, cfg.Authz); err != nil {
+	if in.policies, err = compilePolicies(ctx, cfg.Authz, log); err != nil {
 		return in, err
 	}
 	if in.attestor, err = newAttestor(cfg); err != nil {

@@ -395,20 +395,44 @@ func structValue(o ast.Object) (*structpb.Struct, error) {
 	return structpb.NewStruct(m)
 }
 
-// SetDecisionID stamps the decision id on a response: a header to the
+// WithDecisionID is resp stamped with a decision id: a header to the
 // upstream and back to the client on an allow, to the client on a deny,
-// and the dynamic metadata either way.
-func SetDecisionID(resp *authv3.CheckResponse, id string) {
+// and the dynamic metadata either way. resp is left as it is and shares
+// everything but the lists and maps the id goes into with the copy, so
+// one response can stand for many decisions (the decision cache's do);
+// neither may be changed afterwards.
+func WithDecisionID(resp *authv3.CheckResponse, id string) *authv3.CheckResponse {
 	h := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: DecisionIDHeader, Value: id}}
+	out := &authv3.CheckResponse{Status: resp.GetStatus()}
 	switch r := resp.GetHttpResponse().(type) {
 	case *authv3.CheckResponse_OkResponse:
-		r.OkResponse.Headers = append(r.OkResponse.Headers, h)
-		r.OkResponse.ResponseHeadersToAdd = append(r.OkResponse.ResponseHeadersToAdd, h)
+		ok := &authv3.OkHttpResponse{
+			Headers:                 withHeader(r.OkResponse.GetHeaders(), h),
+			HeadersToRemove:         r.OkResponse.GetHeadersToRemove(),
+			ResponseHeadersToAdd:    withHeader(r.OkResponse.GetResponseHeadersToAdd(), h),
+			QueryParametersToSet:    r.OkResponse.GetQueryParametersToSet(),
+			QueryParametersToRemove: r.OkResponse.GetQueryParametersToRemove(),
+		}
+		out.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
 	case *authv3.CheckResponse_DeniedResponse:
-		r.DeniedResponse.Headers = append(r.DeniedResponse.Headers, h)
+		d := &authv3.DeniedHttpResponse{
+			Status:  r.DeniedResponse.GetStatus(),
+			Headers: withHeader(r.DeniedResponse.GetHeaders(), h),
+			Body:    r.DeniedResponse.GetBody(),
+		}
+		out.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: d}
 	}
-	if resp.DynamicMetadata == nil {
-		resp.DynamicMetadata = &structpb.Struct{Fields: make(map[string]*structpb.Value, 1)}
+	fields := resp.GetDynamicMetadata().GetFields()
+	md := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields)+1)}
+	for k, v := range fields {
+		md.Fields[k] = v
 	}
-	resp.DynamicMetadata.Fields[decisionIDKey] = structpb.NewStringValue(id)
+	md.Fields[decisionIDKey] = structpb.NewStringValue(id)
+	out.DynamicMetadata = md
+	return out
+}
+
+// withHeader is hs and h in a new list.
+func withHeader(hs []*corev3.HeaderValueOption, h *corev3.HeaderValueOption) []*corev3.HeaderValueOption {
+	return append(hs[:len(hs):len(hs)], h)
 }

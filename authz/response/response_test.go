@@ -68,16 +68,17 @@ func TestCheckHTTPStatus(t *testing.T) {
 	}
 }
 
-// TestSetDecisionID: the id goes to the upstream and the client on an
-// allow, to the client on a deny, and to the dynamic metadata either way.
-func TestSetDecisionID(t *testing.T) {
+// TestWithDecisionID: the id goes to the upstream and the client on an
+// allow, to the client on a deny, and to the dynamic metadata either way;
+// the response stamped is left as it was.
+func TestWithDecisionID(t *testing.T) {
 	const id = "6f1c2d9e-0b7a-4c1e-9a55-1f0f2b3c4d5e"
 	has := func(hs []*corev3.HeaderValueOption) bool {
 		return len(hs) == 1 && hs[0].GetHeader().GetKey() == response.DecisionIDHeader && hs[0].GetHeader().GetValue() == id
 	}
 	allow, deny := response.OK(), response.Denied(typev3.StatusCode_Forbidden)
-	response.SetDecisionID(allow, id)
-	response.SetDecisionID(deny, id)
+	allow = response.WithDecisionID(allow, id)
+	deny = response.WithDecisionID(deny, id)
 	if ok := allow.GetOkResponse(); !has(ok.GetHeaders()) || !has(ok.GetResponseHeadersToAdd()) {
 		t.Errorf("allow %s lacks the decision id header", protojson.Format(allow))
 	}
@@ -87,6 +88,32 @@ func TestSetDecisionID(t *testing.T) {
 	for _, r := range []*authv3.CheckResponse{allow, deny} {
 		if got := r.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); got != id {
 			t.Errorf("dynamic metadata decision_id = %q, want %s", got, id)
+		}
+	}
+}
+
+// TestWithDecisionIDShares: stamping a shared response, as the decision
+// cache does for every hit, never changes it, however full its lists are.
+func TestWithDecisionIDShares(t *testing.T) {
+	resp, _, err := response.FromDecision(ast.MustParseTerm(`{"allowed": true, "headers": {"x-a": "1"}, "response_headers_to_add": {"x-b": "2"}, "dynamic_metadata": {"k": "v"}}`).Value, typev3.StatusCode_Forbidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := resp.GetOkResponse()
+	ok.Headers = append(make([]*corev3.HeaderValueOption, 0, 8), ok.Headers...) // room to append in place
+	before := proto.Clone(resp)
+	a := response.WithDecisionID(resp, "a")
+	b := response.WithDecisionID(resp, "b")
+	if !proto.Equal(resp, before) {
+		t.Fatalf("stamping changed the shared response: %s", protojson.Format(resp))
+	}
+	for id, r := range map[string]*authv3.CheckResponse{"a": a, "b": b} {
+		hs := r.GetOkResponse().GetHeaders()
+		if got := hs[len(hs)-1].GetHeader().GetValue(); got != id || len(hs) != 2 {
+			t.Errorf("response %s: headers %v", id, hs)
+		}
+		if got := r.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); got != id || r.GetDynamicMetadata().GetFields()["k"].GetStringValue() != "v" {
+			t.Errorf("response %s: metadata %v", id, r.GetDynamicMetadata())
 		}
 	}
 }

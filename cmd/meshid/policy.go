@@ -129,15 +129,20 @@ func newPolicyEvalCmd() *cobra.Command {
 		Long: `Decide one request as "meshid run" would, and print the decision id, whether
 it is allowed, the policy's result, the CheckResponse Envoy would get and,
 with --show-input, the input document the policy saw. check.json is an
-Envoy CheckRequest in proto-JSON, e.g.
+Envoy CheckRequest in proto-JSON, e.g. the demo frontend's GET /hello to the
+backend, which the shipped policies allow:
   {"attributes": {"source": {"principal": "spiffe://example.org/ns/demo/sa/frontend"},
+                  "destination": {"principal": "spiffe://example.org/ns/demo/sa/backend"},
                   "request": {"http": {"method": "GET", "path": "/hello"}}}}
 
 DECISION (or --decision) is the rule that decides, as OPA-Envoy's path
 envoy/authz/allow or as the reference data.envoy.authz.allow; default
 authz.decision. -d is the policy directory (--policy is its old name).
-With --config, the authz section of that meshid.yaml sets everything the
-flags do not.`,
+With --config, that meshid.yaml sets everything the flags do not, as
+"meshid run" reads it: the authz section (x-forwarded-client-cert trust,
+JWT audiences, proto descriptors, body limits, deny status, dry run), and
+JWT-SVIDs are validated against the keys of the CA in its data_dir and of
+its federated trust domains.`,
 		Example: `  meshid policy eval -i check.json -d policies/
   meshid policy eval -i check.json -d policies/ envoy/authz/allow --show-input
   meshid policy eval --config /etc/meshid/meshid.yaml -i - < check.json`,
@@ -202,27 +207,25 @@ flags do not.`,
 		if err := protojson.Unmarshal(data, &req); err != nil {
 			return fmt.Errorf("-input %s is not a CheckRequest in proto-JSON: %w", *input, err)
 		}
-		authzCfg := config.Default().Authz
+		cfg := config.Default()
 		if *configPath != "" {
-			cfg, err := node.LoadConfig(*configPath)
-			if err != nil {
+			if cfg, err = node.LoadConfig(*configPath); err != nil {
 				return err
 			}
-			authzCfg = cfg.Authz
 		}
 		if flags.Changed("data") {
-			authzCfg.PolicyDir = *dir
+			cfg.Authz.PolicyDir = *dir
 		}
 		if len(refs) > 0 {
-			authzCfg.Decision = refs[0]
+			cfg.Authz.Decision = refs[0]
 		}
 		if flags.Changed("eval-timeout") {
-			authzCfg.EvalTimeout = *timeout
+			cfg.Authz.EvalTimeout = *timeout
 		}
 		if flags.Changed("rego-version") {
-			authzCfg.RegoVersion = *version
+			cfg.Authz.RegoVersion = *version
 		}
-		r, err := node.Decide(cmd.Context(), authzCfg, &req)
+		r, err := node.Decide(cmd.Context(), cfg, &req)
 		if err != nil {
 			return err
 		}

@@ -167,3 +167,33 @@ func TestPolicyEval(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyEvalHelpExample: the CheckRequest policy eval's help shows is
+// allowed by the shipped policies, as its help says, when run as its first
+// example runs it.
+func TestPolicyEvalHelpExample(t *testing.T) {
+	cmd := newPolicyEvalCmd()
+	start, end := strings.Index(cmd.Long, "{"), strings.LastIndex(cmd.Long, "}")
+	if start < 0 || end < start {
+		t.Fatalf("no CheckRequest in the help:\n%s", cmd.Long)
+	}
+	check := filepath.Join(t.TempDir(), "check.json")
+	if err := os.WriteFile(check, []byte(cmd.Long[start:end+1]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	example := strings.Fields(strings.Split(strings.TrimSpace(cmd.Example), "\n")[0])
+	if got := strings.Join(example, " "); got != "meshid policy eval -i check.json -d policies/" {
+		t.Fatalf("first example %q: this test runs it with the help's check.json and the shipped policies", got)
+	}
+	out, _, err := runCmd(t, "policy", "eval", "-i", check, "-d", filepath.Join("..", "..", "policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Allowed bool   `json:"allowed"`
+		Error   string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || !got.Allowed {
+		t.Fatalf("the help's example is not allowed (%v):\n%s", err, out)
+	}
+}

@@ -58,6 +58,16 @@ type Authz struct {
 	JWTAudiences []string `yaml:"jwt_audiences"`
 	XFCC         XFCC     `yaml:"xfcc"`
 	TLS          AuthzTLS `yaml:"tls"`
+	// Cache is the decision cache (docs/authz.md, "Decision cache").
+	Cache AuthzCache `yaml:"cache"`
+}
+
+// AuthzCache bounds the decision cache; a bound of 0 is no bound of that
+// kind, and one of them must be set.
+type AuthzCache struct {
+	Enabled    bool  `yaml:"enabled"`
+	MaxEntries int   `yaml:"max_entries"`
+	MaxBytes   int64 `yaml:"max_bytes"`
 }
 
 // AuthzTLS serves address and http_address over mutual TLS with an
@@ -100,6 +110,8 @@ func defaultAuthz() Authz {
 		DecisionLogMaxInputBytes: 64 << 10,
 		DecisionLogMaxBytes:      100 << 20,
 		DecisionLogMaxFiles:      5,
+		// docs/authz.md, "Decision cache".
+		Cache: AuthzCache{Enabled: true, MaxEntries: 10000, MaxBytes: 8 << 20},
 	}
 }
 
@@ -208,6 +220,19 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 		}
 	}
 	a.TLS.validate(trustDomain, bad)
+	a.Cache.validate(bad)
+}
+
+func (c AuthzCache) validate(bad func(path []any, format string, args ...any)) {
+	if c.MaxEntries < 0 {
+		bad(at("authz", "cache", "max_entries"), "authz.cache.max_entries %d: want 0 (no bound by count) or more", c.MaxEntries)
+	}
+	if c.MaxBytes < 0 {
+		bad(at("authz", "cache", "max_bytes"), "authz.cache.max_bytes %d: want 0 (no bound by size) or more", c.MaxBytes)
+	}
+	if c.Enabled && c.MaxEntries == 0 && c.MaxBytes == 0 {
+		bad(at("authz", "cache"), "authz.cache is enabled without a bound: set max_entries, max_bytes or both")
+	}
 }
 
 func (t AuthzTLS) validate(trustDomain string, bad func(path []any, format string, args ...any)) {

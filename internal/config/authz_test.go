@@ -90,6 +90,8 @@ func TestLoadAuthzRejects(t *testing.T) {
 		{"rego version", "authz:\n  rego_version: v2\n", []string{`meshid.yaml:2: authz.rego_version "v2": want v1 or v0`}},
 		{"short reload interval", "authz:\n  reload_interval: 10ms\n", []string{"meshid.yaml:2: authz.reload_interval 10ms: want 0 (watch only) or at least 1s"}},
 		{"deny status 200", "authz:\n  deny_status: 200\n", []string{"meshid.yaml:2: authz.deny_status 200: want a 3xx, 4xx or 5xx"}},
+		{"unbounded cache", "authz:\n  cache:\n    max_entries: 0\n    max_bytes: 0\n", []string{"meshid.yaml:2: authz.cache is enabled without a bound"}},
+		{"negative cache bound", "authz:\n  cache:\n    max_bytes: -1\n", []string{"meshid.yaml:3: authz.cache.max_bytes -1: want 0"}},
 		{"queue", "authz:\n  decision_log_queue: 0\n", []string{"meshid.yaml:2: authz.decision_log_queue 0 must be at least 1"}},
 		{"sample rate", "authz:\n  decision_log_sample_rate: 2\n", []string{"meshid.yaml:2: authz.decision_log_sample_rate 2: want a fraction in (0, 1]"}},
 		{"mask case", "authz:\n  decision_log_mask: [authorization, X-Token]\n", []string{`meshid.yaml:2: authz.decision_log_mask: "X-Token": want a lower-case header name`}},
