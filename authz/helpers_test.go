@@ -30,7 +30,7 @@ allow if {
 `
 
 // writeFiles creates files (relative name → content) in a new temp dir.
-func writeFiles(t *testing.T, files map[string]string) string {
+func writeFiles(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -46,7 +46,7 @@ func writeFiles(t *testing.T, files map[string]string) string {
 }
 
 // engine compiles one policy file with cfg's other fields.
-func engine(t *testing.T, policy string, cfg authz.Config) *authz.Engine {
+func engine(t testing.TB, policy string, cfg authz.Config) *authz.Engine {
 	t.Helper()
 	cfg.PolicyDir = writeFiles(t, map[string]string{"policy.rego": policy})
 	e, err := authz.NewEngine(context.Background(), cfg)
