@@ -12,9 +12,25 @@ import (
 // container is what a process's cgroup membership says about the
 // container it runs in. The zero value means: not in a container.
 type container struct {
-	ID     string // 64 hex digits
-	Docker bool   // the cgroup names Docker as the runtime
-	PodUID string // Kubernetes pod UID, with dashes; empty outside a pod
+	ID string // 64 hex digits
+	// Runtime is the engine the cgroup names: "docker", "podman",
+	// "cri-containerd", "crio", ...; empty when the path names none (a bare
+	// ID under a Kubernetes pod, say).
+	Runtime string
+	PodUID  string // Kubernetes pod UID, with dashes; empty outside a pod
+}
+
+// The runtimes that serve the Docker Engine API, which the docker
+// attestor asks.
+const (
+	runtimeDocker = "docker"
+	runtimePodman = "podman"
+)
+
+// engineAPI reports whether the container's runtime answers the Docker
+// Engine API: Docker itself, or Podman's compatible service.
+func (c container) engineAPI() bool {
+	return c.ID != "" && (c.Runtime == runtimeDocker || c.Runtime == runtimePodman)
 }
 
 // maxCgroupFile bounds what is read of /proc/PID/cgroup: a process can
@@ -48,8 +64,15 @@ func (p *Process) container() (container, error) {
 //
 //	/docker/ID
 //	/system.slice/docker-ID.scope
+//	/libpod_parent/libpod-ID                          (Podman, cgroupfs)
+//	/machine.slice/libpod-ID.scope                    (Podman, systemd)
+//	/machine.slice/machine-libpod_pod_POD.slice/libpod-ID.scope
+//	/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-ID.scope
 //	/kubepods/burstable/podUID/ID
 //	/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podUID.slice/cri-containerd-ID.scope
+//
+// Paths read from inside a private cgroup namespace start with "/.." and
+// are parsed the same way.
 //
 // Every hierarchy that names a container must name the same one: a
 // process cannot be in two containers, so disagreement is an error rather
@@ -78,7 +101,12 @@ func parseCgroup(data []byte) (container, error) {
 			return container{}, fmt.Errorf("line %d: pod %s, but an earlier line says %s", n, c.PodUID, found.PodUID)
 		}
 		if c.ID != "" {
-			found.ID, found.Docker = c.ID, found.Docker || c.Docker
+			found.ID = c.ID
+			if c.Runtime != "" {
+				// cgroup v1 hierarchies may be named differently by
+				// different drivers; any one naming the runtime says it.
+				found.Runtime = c.Runtime
+			}
 		}
 		if c.PodUID != "" {
 			found.PodUID = c.PodUID
@@ -105,27 +133,37 @@ func containerInPath(path string) container {
 		if !ok {
 			continue
 		}
-		c.ID = id
-		c.Docker = runtime == "docker" || (runtime == "" && i > 0 && segs[i-1] == "docker")
+		if runtime == "" && i > 0 && segs[i-1] == "docker" {
+			runtime = runtimeDocker
+		}
+		c.ID, c.Runtime = id, runtime
 	}
 	return c
 }
 
-// containerID recognises "ID", "docker-ID.scope", "cri-containerd-ID.scope",
-// "crio-ID.scope" and the like, returning the runtime prefix it saw.
+// containerID recognises "ID", "docker-ID.scope", "libpod-ID.scope",
+// "cri-containerd-ID.scope", "crio-ID.scope" and the like, and Podman's
+// cgroupfs "libpod-ID", returning the runtime it names.
 func containerID(seg string) (id, runtime string, ok bool) {
 	if isContainerID(seg) {
 		return seg, "", true
 	}
-	rest, ok := strings.CutSuffix(seg, ".scope")
-	if !ok {
-		return "", "", false
-	}
+	rest, scope := strings.CutSuffix(seg, ".scope")
 	i := strings.LastIndexByte(rest, '-')
 	if i < 0 || !isContainerID(rest[i+1:]) {
 		return "", "", false
 	}
-	return rest[i+1:], rest[:i], true
+	switch prefix := rest[:i]; {
+	case prefix == "libpod-conmon":
+		// Podman's container monitor runs on the host beside the
+		// container, not in it: its processes are not the container's.
+		return "", "", false
+	case prefix == "libpod":
+		return rest[i+1:], runtimePodman, true
+	case scope:
+		return rest[i+1:], prefix, true
+	}
+	return "", "", false
 }
 
 func isContainerID(s string) bool {

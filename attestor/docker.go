@@ -25,7 +25,8 @@ type DockerOptions struct {
 
 // dockerPlugin produces docker:label:K:V, docker:env:K=V,
 // docker:image_id:REF and docker:image_config_digest:sha256:... for a
-// process in a Docker container, from the Engine API's container inspect.
+// process in a Docker or Podman container, from the Engine API's container
+// inspect (Podman serves the same API with `podman system service`).
 type dockerPlugin struct {
 	client  *http.Client
 	retries []time.Duration
@@ -69,8 +70,8 @@ func (d *dockerPlugin) attest(ctx context.Context, p *Process) ([]Selector, erro
 	if err != nil {
 		return nil, err
 	}
-	if c.ID == "" || !c.Docker {
-		return nil, nil // not a Docker container: nothing to say
+	if !c.engineAPI() {
+		return nil, nil // not a Docker or Podman container: nothing to say
 	}
 	var in inspect
 	err = retry(ctx, d.retries, func() (bool, error) {
@@ -79,7 +80,7 @@ func (d *dockerPlugin) attest(ctx context.Context, p *Process) ([]Selector, erro
 		return retryable, err
 	})
 	if err != nil {
-		return nil, &Error{Reason: ReasonDocker, Err: fmt.Errorf("pid %d is in Docker container %.12s: %w", p.PID, c.ID, err)}
+		return nil, &Error{Reason: ReasonDocker, Err: fmt.Errorf("pid %d is in %s container %.12s: %w", p.PID, c.Runtime, c.ID, err)}
 	}
 	var sels []Selector
 	sel := func(v string) { sels = append(sels, Selector{Type: "docker", Value: v}) }
@@ -119,7 +120,7 @@ func (d *dockerPlugin) inspect(ctx context.Context, id string) (in inspect, retr
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return in, false, errors.New("Docker does not know the container")
+		return in, false, errors.New("the engine does not know the container")
 	case resp.StatusCode != http.StatusOK:
 		return in, resp.StatusCode >= 500, fmt.Errorf("Docker Engine API: %s: %s", resp.Status, truncate(string(body)))
 	}

@@ -60,6 +60,10 @@ func TestDockerSelectors(t *testing.T) {
 		{name: "a container", cgroup: inDocker, answer: ok, wantCalls: 1, want: []string{
 			"docker:label:app:web", "docker:label:tier:front", "docker:env:MODE=prod", "docker:env:PATH=/bin",
 			"docker:image_id:envoyproxy/envoy:v1.40", "docker:image_config_digest:sha256:" + cid2, "unix:uid:1001"}},
+		{name: "a Podman container, through Podman's Engine API", cgroup: "0::/libpod_parent/libpod-" + cid + "\n", answer: ok, wantCalls: 1,
+			want: []string{"docker:label:app:web", "docker:image_config_digest:sha256:" + cid2}},
+		{name: "Podman's monitor process is on the host", cgroup: "0::/machine.slice/libpod-conmon-" + cid + ".scope\n", answer: ok, wantCalls: 0,
+			want: []string{"unix:uid:1001"}},
 		{name: "not in a container", cgroup: "0::/user.slice\n", answer: ok, wantCalls: 0, want: []string{"unix:uid:1001"}},
 		{name: "a containerd container is not Docker's", cgroup: "0::/kubepods.slice/kubepods-pod" + podSys + ".slice/cri-containerd-" + cid + ".scope\n",
 			answer: ok, wantCalls: 0, want: []string{"unix:uid:1001"}},
