@@ -113,16 +113,55 @@ func TestFrontendUpstreamDown(t *testing.T) {
 }
 
 func TestBadUpstream(t *testing.T) {
-	if _, err := newHandler("frontend", "127.0.0.1:80", slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := newHandler("frontend", "127.0.0.1:80", nil, slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("newHandler accepted an upstream without a scheme")
 	}
 }
 
 func mustHandler(t *testing.T, name, upstream string) http.Handler {
 	t.Helper()
-	h, err := newHandler(name, upstream, slog.New(slog.DiscardHandler))
+	h, err := newHandler(name, upstream, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestRoutes: with -route a service forwards /call/NAME/... to that route
+// and echoes everything else, as the middle of a chain does.
+func TestRoutes(t *testing.T) {
+	var gotURI string
+	db := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotURI = r.URL.RequestURI()
+		io.WriteString(w, "hello from db")
+	}))
+	defer db.Close()
+	h, err := newHandler("api", "", []string{"db=" + db.URL}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path, wantBody, wantUpstream string
+		wantStatus                   int
+	}{
+		{"/call/db/rows?n=1", "hello from db", "/rows?n=1", 200},
+		{"/hello", `"service":"api"`, "", 200},
+		{"/call/cache/x", `"service":"api"`, "", 200},
+	}
+	for _, tt := range tests {
+		gotURI = ""
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", tt.path, nil))
+		if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantBody) || gotURI != tt.wantUpstream {
+			t.Errorf("GET %s = %d %q, upstream saw %q; want %d %q, %q", tt.path, rec.Code, rec.Body, gotURI, tt.wantStatus, tt.wantBody, tt.wantUpstream)
+		}
+	}
+	for _, bad := range [][]string{{"db"}, {"=http://x"}, {"a/b=http://x"}, {"db=127.0.0.1:80"}} {
+		if _, err := newHandler("api", "", bad, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("newHandler accepted -route %q", bad)
+		}
+	}
+	if _, err := newHandler("api", db.URL, []string{"db=" + db.URL}, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("newHandler accepted -upstream with -route")
+	}
 }
