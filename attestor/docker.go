@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 )
 
@@ -99,6 +101,49 @@ func (d *dockerPlugin) attest(ctx context.Context, p *Process) ([]Selector, erro
 		sel("image_config_digest:" + in.Image)
 	}
 	return sels, nil
+}
+
+// PingDocker checks that the Engine API answers on o.SocketPath (GET
+// /_ping), so that a missing, misplaced or refusing socket stops meshid's
+// start with a reason instead of failing every container's attestation
+// later. Compose creates a directory where a bind-mounted socket is
+// missing on the host; that is named too.
+func PingDocker(ctx context.Context, o DockerOptions) error {
+	d, err := newDocker(o)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(o.SocketPath)
+	if err != nil {
+		return fmt.Errorf("%w: is the engine running, and its socket mounted there?", err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s is not a socket but a %s: mount the engine's API socket there (Docker's /var/run/docker.sock, or Podman's from `podman system service`)", o.SocketPath, fileKind(fi.Mode()))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("Docker Engine API at %s: %w", o.SocketPath, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("Docker Engine API at %s: GET /_ping: %s: %s", o.SocketPath, resp.Status, truncate(string(body)))
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	if m.IsDir() {
+		return "directory"
+	}
+	if m.IsRegular() {
+		return "regular file"
+	}
+	return m.Type().String()
 }
 
 // maxDockerResponse bounds a container inspect answer.

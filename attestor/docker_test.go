@@ -30,6 +30,11 @@ func startFakeDocker(t *testing.T, answer func(n int32, id string) (int, string)
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
+		status, body := d.answer(d.calls.Add(1), "")
+		w.WriteHeader(status)
+		w.Write([]byte(body))
+	})
 	mux.HandleFunc("GET /containers/{id}/json", func(w http.ResponseWriter, r *http.Request) {
 		status, body := d.answer(d.calls.Add(1), r.PathValue("id"))
 		w.Header().Set("Content-Type", "application/json")
@@ -124,5 +129,38 @@ func TestDockerSelectors(t *testing.T) {
 				t.Errorf("docker selectors for a process outside Docker: %v", s)
 			}
 		})
+	}
+}
+
+// TestPingDocker: meshid's start checks the engine's socket and names what
+// is wrong with it.
+func TestPingDocker(t *testing.T) {
+	ok := startFakeDocker(t, func(int32, string) (int, string) { return 200, "OK" })
+	busy := startFakeDocker(t, func(int32, string) (int, string) { return 500, `{"message":"busy"}` })
+	gone := startFakeDocker(t, nil)
+	os.Remove(gone.socket)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o600)
+	tests := []struct {
+		socket, wantErr string
+	}{
+		{ok.socket, ""},
+		{busy.socket, "GET /_ping: 500"},
+		{gone.socket, "no such file or directory: is the engine running"},
+		{dir, "is not a socket but a directory"},
+		{file, "is not a socket but a regular file"},
+	}
+	for _, tt := range tests {
+		err := PingDocker(context.Background(), DockerOptions{SocketPath: tt.socket, Timeout: time.Second})
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("PingDocker(%s) = %v", tt.socket, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.socket) {
+			t.Errorf("PingDocker(%s) = %v, want an error naming the socket and %q", tt.socket, err, tt.wantErr)
+		}
 	}
 }

@@ -111,8 +111,8 @@ func TestAttestationSelectors(t *testing.T) {
 	})
 }
 
-// startFakeDockerAPI serves the Engine API's container inspect for one
-// container on a Unix socket inside the world directory.
+// startFakeDockerAPI serves the Engine API's ping and container inspect
+// for one container on a Unix socket inside the world directory.
 func startFakeDockerAPI(t *testing.T, env *harness.Env, id, image string) string {
 	t.Helper()
 	sock := filepath.Join(env.Dir, "docker.sock")
@@ -121,6 +121,7 @@ func startFakeDockerAPI(t *testing.T, env *harness.Env, id, image string) string
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "OK") })
 	mux.HandleFunc("GET /containers/{id}/json", func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("id") != id {
 			http.Error(w, `{"message":"No such container"}`, http.StatusNotFound)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,8 @@ func TestDaemonRefusesBadInput(t *testing.T) {
 		config   string // %[1]s = the test's dir, %[2]s = policy dir, %[3]s/%[4]s = free addresses
 		entries  string
 		policy   string // replaces the shipped policies when set
+		extra    string // appended to the default config, same arguments
+		setup    func(t *testing.T, dir string)
 		wantText []string
 	}{
 		{
@@ -63,6 +66,30 @@ func TestDaemonRefusesBadInput(t *testing.T) {
 			policy:   "package envoy.authz\n\ndefault allow := false\nallow if {\n  input.x ==\n}\n",
 			wantText: []string{"authz.rego:6:1: rego_parse_error"},
 		},
+		{
+			name:     "engine API socket missing",
+			extra:    "docker: {socket_path: %[1]s/docker.sock}\n",
+			wantText: []string{"docker.socket_path: stat ", "docker.sock: no such file or directory: is the engine running"},
+		},
+		{
+			name:     "engine API socket is a directory (compose made one where a socket was missing)",
+			extra:    "docker: {socket_path: %[1]s}\n",
+			wantText: []string{"docker.socket_path: ", "is not a socket but a directory"},
+		},
+		{
+			name:  "engine API refuses",
+			extra: "docker: {socket_path: %[1]s/docker.sock}\n",
+			setup: func(t *testing.T, dir string) {
+				// A socket nobody listens on any more: connect is refused.
+				l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "docker.sock"), Net: "unix"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.SetUnlinkOnClose(false)
+				l.Close()
+			},
+			wantText: []string{"docker.socket_path: Docker Engine API at ", "connection refused"},
+		},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,7 +106,10 @@ func TestDaemonRefusesBadInput(t *testing.T) {
 			if config == "" {
 				config = "trust_domain: example.org\ndata_dir: %[1]s/data\nsocket_path: %[1]s/sock/agent.sock\n" +
 					"entries_file: %[1]s/entries.yaml\nauthz: {address: %[3]s, policy_dir: %[2]s}\nadmin: {address: %[4]s}\n"
-				config = fmt.Sprintf(config, dir, policyDir, env.FreeAddr(), env.FreeAddr())
+				config = fmt.Sprintf(config+tt.extra, dir, policyDir, env.FreeAddr(), env.FreeAddr())
+			}
+			if tt.setup != nil {
+				tt.setup(t, dir)
 			}
 			entries := tt.entries
 			if entries == "" {

@@ -88,3 +88,9 @@ images: image $(ENVOY_STAMP)
 	@for lib in $$(ldd $(ENVOY) | grep -o '/[^ ]*'); do cp --parents -L $$lib $(ENVOY_ROOTFS)/; done
 	$(CONTAINERS_ENV) podman build -q -f test/images/envoy.Containerfile -t $(TEST_ENVOY_IMAGE) $(dir $(ENVOY_ROOTFS))
 	@$(CONTAINERS_ENV) podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'meshid(-demoapp|-envoy)?:' || true
+
+# The compose mesh under Podman, with the tests' images: up, one request of
+# each kind, down (KEEP=1 leaves it running).
+compose-demo: tools
+	$(CONTAINERS_ENV) PODMAN_COMPOSE=$(PODMAN_COMPOSE) MESHID_IMAGE=$(MESHID_IMAGE) \
+		DEMOAPP_IMAGE=$(DEMOAPP_IMAGE) ENVOY_IMAGE=$(TEST_ENVOY_IMAGE) compose/podman-demo.sh

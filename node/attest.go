@@ -13,7 +13,8 @@ import (
 func newAttestor(cfg config.Config) (*attestor.Attestor, error) {
 	o := attestor.Options{SHA256: cfg.Unix.SHA256}
 	if d := cfg.Docker; d != nil {
-		o.Docker = &attestor.DockerOptions{SocketPath: d.SocketPath, Timeout: d.Timeout}
+		do := dockerOptions(*d)
+		o.Docker = &do
 	}
 	if k := cfg.K8s; k != nil {
 		// Ask the kubelet every half second until the pod lookup timeout.
@@ -27,4 +28,8 @@ func newAttestor(cfg config.Config) (*attestor.Attestor, error) {
 		}
 	}
 	return attestor.New(o)
+}
+
+func dockerOptions(d config.Docker) attestor.DockerOptions {
+	return attestor.DockerOptions{SocketPath: d.SocketPath, Timeout: d.Timeout}
 }

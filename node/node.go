@@ -16,6 +16,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -190,6 +191,11 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 	}
 	if in.attestor, err = newAttestor(cfg); err != nil {
 		return in, err
+	}
+	if d := cfg.Docker; d != nil {
+		if err := attestor.PingDocker(ctx, dockerOptions(*d)); err != nil {
+			return in, fmt.Errorf("docker.socket_path: %w", err)
+		}
 	}
 	if in.sockets, err = budgetSockets(cfg.Limits, log); err != nil {
 		return in, err

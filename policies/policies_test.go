@@ -20,11 +20,19 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestRego runs every Rego unit test (test_ rules) under this directory;
-// each one is a subtest, so a failing or erroring Rego test fails go test.
+// TestRego runs every Rego unit test (test_ rules) of every policy the
+// project ships: those under this directory and the compose mesh's (each
+// set on its own, as each is its own policy_dir). Each test is a subtest,
+// so a failing or erroring Rego test fails go test.
 func TestRego(t *testing.T) {
+	for _, dir := range []string{"envoy", "../compose/policies"} {
+		t.Run(dir, func(t *testing.T) { runRegoTests(t, dir) })
+	}
+}
+
+func runRegoTests(t *testing.T, dir string) {
 	ctx := context.Background()
-	modules, store, err := tester.Load([]string{"."}, nil)
+	modules, store, err := tester.Load([]string{dir}, nil)
 	if err != nil {
 		t.Fatalf("load policies: %v", err)
 	}

@@ -12,7 +12,13 @@ import (
 // `meshid_attestation_failures_total{reason="process_exited"}`. A series
 // not exported yet (a counter with no labelled value so far) reads 0.
 func (m *Meshid) Metric(ctx context.Context, series string) (float64, error) {
-	status, body, err := Get(ctx, "http://"+m.AdminAddr+"/metrics")
+	return MetricAt(ctx, m.AdminAddr, series)
+}
+
+// MetricAt is Metric of the meshid whose admin.address is addr, one this
+// harness did not start (in a container, say).
+func MetricAt(ctx context.Context, addr, series string) (float64, error) {
+	status, body, err := Get(ctx, "http://"+addr+"/metrics")
 	if err != nil {
 		return 0, fmt.Errorf("harness: meshid /metrics: %w", err)
 	}
