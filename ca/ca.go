@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -182,11 +181,11 @@ func Open(opts Options) (*Authority, error) {
 			return nil, err
 		}
 		a.up = up
-		a.store.dir = filepath.Join(opts.Dir, "upstream")
+		a.store.dir = generationsDir(opts.Dir, RootUpstreamFiles)
 	case opts.UpstreamAuthority != nil:
-		a.store = store{dir: filepath.Join(opts.Dir, "upstream-authority"), withCA: true}
+		a.store = store{dir: generationsDir(opts.Dir, RootUpstreamAuthority), withCA: true}
 	default:
-		a.store = store{dir: filepath.Join(opts.Dir, "ca"), withCA: true}
+		a.store = store{dir: generationsDir(opts.Dir, RootSelfSigned), withCA: true}
 	}
 	if err := a.store.init(); err != nil {
 		return nil, err

@@ -14,19 +14,38 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// ReadJWTBundle reads the JWT keys of the CA generations in dir (data_dir;
-// upstream says whether the CA is an upstream's intermediate) without
+// Root is how a CA is rooted, which decides where in data_dir it keeps its
+// generations.
+type Root int
+
+const (
+	RootSelfSigned        Root = iota // a self-signed root of its own
+	RootUpstreamFiles                 // an intermediate from files (Options.Upstream)
+	RootUpstreamAuthority             // intermediates an upstream authority signs (Options.UpstreamAuthority)
+)
+
+// generationsDir is where a CA rooted so keeps its generations.
+func generationsDir(dataDir string, root Root) string {
+	switch root {
+	case RootUpstreamFiles:
+		return filepath.Join(dataDir, "upstream")
+	case RootUpstreamAuthority:
+		return filepath.Join(dataDir, "upstream-authority")
+	default:
+		return filepath.Join(dataDir, "ca")
+	}
+}
+
+// ReadJWTBundle reads the JWT keys of the CA generations in dir (data_dir,
+// of a CA rooted so) without
 // creating, rotating or removing anything: what `meshid policy eval`
 // validates JWT-SVIDs with, the keys a node running on dir signs with.
 // Generations past their expiry are read too: a JWT-SVID never outlives
 // the generation that signed it, so their keys validate only expired
 // tokens, which fail on their own expiry. A dir with no CA yet is an
 // empty bundle.
-func ReadJWTBundle(dir string, td spiffeid.TrustDomain, upstream bool) (*jwtbundle.Bundle, error) {
-	s := store{dir: filepath.Join(dir, "ca"), selfSigned: true}
-	if upstream {
-		s = store{dir: filepath.Join(dir, "upstream")}
-	}
+func ReadJWTBundle(dir string, td spiffeid.TrustDomain, root Root) (*jwtbundle.Bundle, error) {
+	s := store{dir: generationsDir(dir, root)}
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return jwtbundle.New(td), nil

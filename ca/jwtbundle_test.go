@@ -14,7 +14,7 @@ import (
 func TestReadJWTBundle(t *testing.T) {
 	dir := t.TempDir()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	empty, err := ReadJWTBundle(dir, td, false)
+	empty, err := ReadJWTBundle(dir, td, RootSelfSigned)
 	if err != nil || len(empty.JWTAuthorities()) != 0 {
 		t.Fatalf("no CA yet: %v, %v; want an empty bundle", empty.JWTAuthorities(), err)
 	}
@@ -28,7 +28,7 @@ func TestReadJWTBundle(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "ca", tmpPrefix+"x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadJWTBundle(dir, td, false)
+	got, err := ReadJWTBundle(dir, td, RootSelfSigned)
 	if err != nil {
 		t.Fatal(err)
 	}

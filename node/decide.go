@@ -48,7 +48,15 @@ func EvalJWTBundles(cfg config.Config) (jwtbundle.Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust_domain: %w", err)
 	}
-	own, err := ca.ReadJWTBundle(cfg.DataDir, td, cfg.CA.Upstream != nil)
+	root := ca.RootSelfSigned
+	switch u := cfg.CA.Upstream; {
+	case u == nil:
+	case u.Vault != nil:
+		root = ca.RootUpstreamAuthority
+	default:
+		root = ca.RootUpstreamFiles
+	}
+	own, err := ca.ReadJWTBundle(cfg.DataDir, td, root)
 	if err != nil {
 		return nil, fmt.Errorf("the JWT keys of the CA in data_dir %s: %w", cfg.DataDir, err)
 	}
