@@ -2,14 +2,19 @@ package authz_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/input"
 )
 
 // TestBadRequestsDeny: requests no well-behaved Envoy sends still get an
@@ -32,6 +37,11 @@ func TestBadRequestsDeny(t *testing.T) {
 	badUTF8Principal := checkRequest("spiffe://example.org/\xff", backend, "GET", "/hello")
 	badTime := checkRequest(frontend, backend, "GET", "/hello")
 	badTime.Attributes.Request.Time = &timestamppb.Timestamp{Nanos: -1}
+	oddMetadata := checkRequest(frontend, backend, "GET", "/hello")
+	oddMetadata.Attributes.MetadataContext = &corev3.Metadata{
+		FilterMetadata:      map[string]*structpb.Struct{"f": {Fields: map[string]*structpb.Value{"nan": structpb.NewNumberValue(math.NaN()), "none": {}}}},
+		TypedFilterMetadata: map[string]*anypb.Any{"t": {TypeUrl: "type.googleapis.com/acme.Unknown", Value: []byte{1}}},
+	}
 
 	tests := []struct {
 		name    string
@@ -44,14 +54,18 @@ func TestBadRequestsDeny(t *testing.T) {
 		{"huge headers", huge, true, ""},
 		{"invalid UTF-8 in a header", badUTF8Header, false, "invalid UTF-8"},
 		{"invalid UTF-8 in a principal", badUTF8Principal, false, "invalid UTF-8"},
-		{"path decoding to invalid UTF-8", checkRequest(frontend, backend, "GET", "/a%ff"), false, "invalid UTF-8"},
-		{"invalid timestamp", badTime, false, "request time"},
+		// As the plugin: the bytes are passed on, the timestamp's numbers
+		// written, metadata protojson cannot write is written as the
+		// plugin's walk does.
+		{"path decoding to invalid UTF-8", checkRequest(frontend, backend, "GET", "/a%ff"), true, ""},
+		{"invalid timestamp", badTime, true, ""},
+		{"metadata protojson cannot write", oddMetadata, true, ""},
 		{"broken JSON", withBody("application/json", `{"a": [1, 2`), false, "content-type is JSON but the body is not"},
 		{"JSON with trailing garbage", withBody("application/json", `{"a": 1} x`), false, "content-type is JSON but the body is not"},
 		{"YAML posing as JSON", withBody("application/json", "a: 1\n"), false, "content-type is JSON but the body is not"},
 		{"broken form", withBody("application/x-www-form-urlencoded", "a=%zz"), false, "form-urlencoded but the body is not"},
 		{"form with a semicolon", withBody("application/x-www-form-urlencoded", "a=1;b=2"), false, "form-urlencoded"},
-		{"multipart without boundary", withBody("multipart/form-data", "--x\r\n\r\n"), false, "no boundary"},
+		{"multipart without boundary", withBody("multipart/form-data", "--x\r\n\r\n"), true, ""},
 		{"broken multipart", withBody("multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated"), false, "multipart/form-data but the body is not"},
 		{"multipart part claiming JSON", withBody("multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"a\"\r\nContent-Type: application/json\r\n\r\n{nope\r\n--x--\r\n"), false, `part "a" is declared JSON but is not`},
 		{"bad content type parameters", withBody("multipart/form-data; boundary", "--x--"), false, "multipart/form-data but the body is not"},
@@ -69,6 +83,25 @@ func TestBadRequestsDeny(t *testing.T) {
 			}
 			if r.Response.GetDeniedResponse() == nil && !tt.allowed {
 				t.Fatalf("response %v is not a deny", r.Response)
+			}
+		})
+	}
+
+	// With the older plugins' protojson form, what protojson cannot
+	// write denies, as it did there, and says why.
+	old := newServer(t, e, authz.Options{Input: input.Options{Encoding: input.EncodingProtoJSON}})
+	for _, tt := range []struct {
+		name   string
+		req    *authv3.CheckRequest
+		errHas string
+	}{
+		{"invalid timestamp", badTime, "request time"},
+		{"metadata protojson cannot write", oddMetadata, "metadataContext"},
+	} {
+		t.Run("protojson/"+tt.name, func(t *testing.T) {
+			r := old.Decide(context.Background(), tt.req)
+			if r.Allowed || r.Err == nil || !strings.Contains(r.Err.Error(), tt.errHas) || r.Response.GetDeniedResponse() == nil {
+				t.Fatalf("allowed = %v, err %v, response %v; want a deny whose error says %q", r.Allowed, r.Err, r.Response, tt.errHas)
 			}
 		})
 	}

@@ -21,21 +21,26 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshid/meshid/authz/input/internal/bodyterm"
+	"github.com/meshid/meshid/authz/input/internal/prototerm"
 )
 
 // The input document is OPA-Envoy's: input.attributes is the CheckRequest's
-// attributes exactly as protojson.Marshal writes them (camelCase names,
-// zero scalars left out, 64-bit integers as strings, timestamps as RFC 3339,
-// bytes as base64), next to parsed_path, parsed_query, parsed_body,
-// truncated_body, source_principal and version; meshid adds spiffe.
+// attributes in one of two encodings (Encoding), next to parsed_path,
+// parsed_query, parsed_body, truncated_body, source_principal and version;
+// meshid adds spiffe. By default attributes are what the current plugin
+// writes, walking the proto (camelCase names, zero scalars left out,
+// 64-bit integers and enums as numbers, timestamps as {seconds, nanos},
+// bytes as base64); EncodingProtoJSON is what protojson.Marshal writes,
+// as older plugins did.
 //
 // It is built as an ast.Value straight from the proto instead of going
-// through JSON text and a Go map, which is what OPA-Envoy does and what
-// costs it most of its time per request. The fields Envoy sends on every
-// request are written by hand below; anything rarer (filter metadata, a
-// header_map, a pipe or internal address) goes through protojson, so the
-// document stays identical by construction. input_internal_test.go holds the
-// protojson route as the oracle and fuzzes the two against each other.
+// through a Go map (and, for protojson, JSON text), which is what
+// OPA-Envoy does and what costs it most of its time per request. The
+// fields Envoy sends on every request are written by hand below; anything
+// rarer (filter metadata, a header_map, a pipe or internal address) goes
+// through prototerm.Map or protojson, so the document stays identical by
+// construction. input_internal_test.go holds the plugin's rules as the
+// oracle and fuzzes the two against each other in both encodings.
 //
 // Values that recur across requests (a sidecar's own peer, the paths and
 // header values of a service) are turned into terms once and shared:
@@ -85,12 +90,15 @@ var (
 	kSegments        = ast.StringTerm("segments")
 	kVia             = ast.StringTerm("via")
 	kJWT             = ast.StringTerm("jwt")
+	kSeconds         = ast.StringTerm("seconds")
+	kNanos           = ast.StringTerm("nanos")
 
-	falseTerm     = ast.BooleanTerm(false)
-	trueTerm      = ast.BooleanTerm(true)
-	emptyObject   = ast.ObjectTerm()
-	viaMTLS       = ast.StringTerm("mtls")
-	viaXFCC       = ast.StringTerm("xfcc")
+	falseTerm   = ast.BooleanTerm(false)
+	trueTerm    = ast.BooleanTerm(true)
+	emptyObject = ast.ObjectTerm()
+	viaMTLS     = ast.StringTerm("mtls")
+	viaXFCC     = ast.StringTerm("xfcc")
+	// The plugin says "protojson" whichever way it encodes.
 	versionTerm   = ast.ObjectTerm(ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")), ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")))
 	rootPathTerms = pathTerms{path: ast.ArrayTerm(ast.StringTerm("")), query: emptyObject}
 )
@@ -116,6 +124,25 @@ var uncachedHeaders = map[string]bool{
 	"x-forwarded-client-cert": true, "content-length": true,
 }
 
+// Encoding is how input.attributes is written.
+type Encoding string
+
+const (
+	// EncodingProtomap is the current OPA-Envoy plugin's form (its
+	// protomap walk, PR #631): timestamps as {"seconds", "nanos"}, 64-bit
+	// integers and enums as numbers, Any as {"typeUrl", "value"} with the
+	// value's bytes in base64, Struct numbers as OPA prints a Go float64
+	// (2500000 is 2.5e+06), and no field it cannot write. The default.
+	EncodingProtomap Encoding = "protomap"
+	// EncodingProtoJSON is protojson.Marshal's form, which plugins before
+	// the walk wrote: timestamps as RFC 3339 text, 64-bit integers as
+	// strings, enums by name, Any as {"@type", ...its fields}. Metadata
+	// protojson cannot write (NaN, ±Inf, a Value without a kind, an Any
+	// of a type meshid does not know) is an error, hence a deny, as it was
+	// in those plugins.
+	EncodingProtoJSON Encoding = "protojson"
+)
+
 // Options say what input.spiffe may take from a request besides the mTLS
 // peer Envoy verified, and how gRPC bodies are decoded. The zero value
 // trusts no x-forwarded-client-cert, reads no JWT-SVIDs and leaves gRPC
@@ -138,6 +165,9 @@ type Options struct {
 	ProtoDescriptors *ProtoDescriptors
 	// Body bounds the work of parsing request bodies.
 	Body BodyLimits
+	// Encoding is how input.attributes is written; empty is
+	// EncodingProtomap.
+	Encoding Encoding
 	// Clock tells when a JWT-SVID has expired and when Build's deadline
 	// has passed; nil is time.Now.
 	Clock func() time.Time
@@ -156,6 +186,9 @@ type Builder struct {
 	bodies bodyterm.Parser
 	clock  func() time.Time
 	log    *slog.Logger
+	// protojson writes attributes as protojson does, not as the plugin's
+	// walk.
+	protojson bool
 
 	strings cache[string, *ast.Term]
 	paths   cache[string, pathTerms]
@@ -170,6 +203,11 @@ func NewBuilder(o Options) (*Builder, error) {
 	limits, err := o.Body.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	switch o.Encoding {
+	case "", EncodingProtomap, EncodingProtoJSON:
+	default:
+		return nil, fmt.Errorf("input encoding %q: want %q or %q", o.Encoding, EncodingProtomap, EncodingProtoJSON)
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
@@ -194,6 +232,7 @@ func NewBuilder(o Options) (*Builder, error) {
 	b := newBuilder(xfcc, jwt)
 	b.bodies = bodyterm.Parser{Limits: bodyterm.Limits(limits), Protos: o.ProtoDescriptors, Clock: o.Clock}
 	b.clock, b.log = o.Clock, o.Log
+	b.protojson = o.Encoding == EncodingProtoJSON
 	return b, nil
 }
 
@@ -304,7 +343,7 @@ func (b *Builder) attributes(a *arena, attrs *authv3.AttributeContext) (*ast.Ter
 			a.add(md.key, emptyObject)
 			continue
 		}
-		t, err := protoJSONTerm(md.m)
+		t, err := b.rareMessage(md.m)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", md.key.Value.(ast.String), err)
 		}
@@ -361,7 +400,7 @@ func (b *Builder) peer(a *arena, p *authv3.AttributeContext_Peer) (*ast.Term, er
 		if simple {
 			t, err = socketAddressTerm(pa, sock)
 		} else {
-			t, err = protoJSONTerm(addr)
+			t, err = b.rareMessage(addr)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("address: %w", err)
@@ -429,11 +468,15 @@ func socketAddressTerm(a *arena, s *corev3.SocketAddress) (*ast.Term, error) {
 func (b *Builder) request(a *arena, r *authv3.AttributeContext_Request) (*ast.Term, error) {
 	o := a.begin()
 	if ts := r.GetTime(); ts != nil {
-		s, err := timestampJSON(ts)
-		if err != nil {
-			return nil, fmt.Errorf("request time: %w", err)
+		if !b.protojson {
+			a.add(kTime, timestampTerm(a, ts))
+		} else {
+			s, err := timestampJSON(ts)
+			if err != nil {
+				return nil, fmt.Errorf("request time: %w", err)
+			}
+			a.add(kTime, a.str(s))
 		}
-		a.add(kTime, a.str(s))
 	}
 	if h := r.GetHttp(); h != nil {
 		t, err := b.httpRequest(a, h)
@@ -485,14 +528,18 @@ func (b *Builder) httpRequest(a *arena, h *authv3.AttributeContext_HttpRequest) 
 		a.add(kHeaders, t)
 	}
 	if hm := h.GetHeaderMap(); hm != nil {
-		t, err := protoJSONTerm(hm)
+		t, err := b.rareMessage(hm)
 		if err != nil {
 			return nil, fmt.Errorf("request header map: %w", err)
 		}
 		a.add(kHeaderMap, t)
 	}
 	if n := h.GetSize(); n != 0 {
-		a.add(kSize, a.str(strconv.FormatInt(n, 10)))
+		if b.protojson {
+			a.add(kSize, a.str(strconv.FormatInt(n, 10)))
+		} else {
+			a.add(kSize, a.term(ast.Number(strconv.FormatInt(n, 10))))
+		}
 	}
 	if raw := h.GetRawBody(); len(raw) > 0 {
 		a.add(kRawBody, a.str(base64.StdEncoding.EncodeToString(raw)))
@@ -564,6 +611,28 @@ func timestampJSON(ts *timestamppb.Timestamp) (string, error) {
 	s = strings.TrimSuffix(s, "000")
 	s = strings.TrimSuffix(s, ".000")
 	return s + "Z", nil
+}
+
+// timestampTerm is ts as the plugin's walk writes it: {"seconds", "nanos"},
+// either left out at zero (the epoch is {}), out of range or not.
+func timestampTerm(a *arena, ts *timestamppb.Timestamp) *ast.Term {
+	o := a.begin()
+	if s := ts.GetSeconds(); s != 0 {
+		a.add(kSeconds, a.term(ast.Number(strconv.FormatInt(s, 10))))
+	}
+	if n := ts.GetNanos(); n != 0 {
+		a.add(kNanos, a.term(ast.Number(strconv.FormatInt(int64(n), 10))))
+	}
+	return a.end(o)
+}
+
+// rareMessage is m, a field Envoy seldom sets, written the slow, exact
+// way of the builder's encoding.
+func (b *Builder) rareMessage(m proto.Message) (*ast.Term, error) {
+	if !b.protojson {
+		return prototerm.Map(m.ProtoReflect()), nil
+	}
+	return protoJSONTerm(m)
 }
 
 // protoJSONTerm is the slow, exact route for rarely set fields.

@@ -1,14 +1,10 @@
 package input
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-
-	"github.com/meshid/meshid/authz/input/internal/bodyterm"
 )
 
 // pathTerms are parsed_path and parsed_query of one request path.
@@ -31,17 +27,15 @@ func (b *Builder) parsedPath(path string) (pathTerms, error) {
 	return pt, nil
 }
 
-// parsePath splits the request path: segments of the unescaped path
-// without its leading slashes ("/" is [""]), and the query as a map of
-// value lists. A malformed escape or query is an error, not a guess.
+// parsePath splits the request path as the plugin does: segments of the
+// unescaped path without its leading slashes ("/" is [""]), and the query
+// as a map of value lists, bytes that are not UTF-8 passed on as they are.
+// A malformed escape or query is an error, not a guess.
 func parsePath(path string) (pathTerms, error) {
 	rawPath, rawQuery, _ := strings.Cut(path, "?")
 	unescaped, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return pathTerms{}, err
-	}
-	if !utf8.ValidString(unescaped) {
-		return pathTerms{}, fmt.Errorf("path decodes to %w", errInvalidUTF8)
 	}
 	var segments []*ast.Term
 	for s := range strings.SplitSeq(strings.TrimLeft(unescaped, "/"), "/") {
@@ -62,14 +56,8 @@ func queryTerm(raw string) (*ast.Term, error) {
 	}
 	pairs := make([][2]*ast.Term, 0, len(values))
 	for k, vs := range values {
-		if !utf8.ValidString(k) {
-			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
-		}
 		list := make([]*ast.Term, len(vs))
 		for i, v := range vs {
-			if !utf8.ValidString(v) {
-				return nil, fmt.Errorf("query value of %s decodes to %w", bodyterm.QuoteShort(k), errInvalidUTF8)
-			}
 			list[i] = ast.StringTerm(v)
 		}
 		pairs = append(pairs, ast.Item(ast.StringTerm(k), ast.ArrayTerm(list...)))

@@ -37,10 +37,7 @@ type Limits struct {
 // being parsed; Parse's error wraps it.
 var ErrDeadline = errors.New("deadline passed")
 
-var (
-	nullTerm       = ast.NullTerm()
-	errInvalidUTF8 = errors.New("invalid UTF-8")
-)
+var nullTerm = ast.NullTerm()
 
 // Parser parses request bodies within its limits. It is safe for
 // concurrent use.
@@ -75,24 +72,26 @@ func (p *Parser) stopper(ctx context.Context, deadline time.Time) func() error {
 // multipart/form-data by content-type, from body or else raw_body, and
 // gRPC when Protos describe its services; null for any other type, an
 // empty body, or one over MaxBytes (then skipped is its size). A body
-// Envoy cut short (it says so with x-envoy-auth-partial-body, or
-// content-length is longer than what arrived) is reported truncated and
-// never parsed: half a document could read as a different one. A body
-// that claims a type it does not have, or is beyond the limits' depth or
-// values, is an error, hence a deny; so is ctx ending or the clock passing
-// deadline while it is parsed (an error wrapping ErrDeadline).
+// Envoy cut short (it says so with x-envoy-auth-partial-body, first of
+// all, or content-length is longer than what arrived) is reported
+// truncated and never parsed: half a document could read as a different
+// one. A body that claims a type it does not have, or is beyond the
+// limits' depth or values, is an error, hence a deny; so is ctx ending or
+// the clock passing deadline while it is parsed (an error wrapping
+// ErrDeadline).
 func (p *Parser) Parse(ctx context.Context, httpReq *authv3.AttributeContext_HttpRequest, deadline time.Time) (parsed *ast.Term, truncated bool, skipped int, err error) {
 	headers := httpReq.GetHeaders()
+	// Envoy's own word, whatever the type and even with nothing sent, as
+	// the plugin takes it.
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return nullTerm, true, 0, nil
+	}
 	size := len(httpReq.GetBody())
 	if size == 0 {
 		size = len(httpReq.GetRawBody())
 	}
 	if size == 0 {
 		return nullTerm, false, 0, nil
-	}
-	// Envoy's own word, whatever the type (OPA-Envoy ignores it).
-	if headers["x-envoy-auth-partial-body"] == "true" {
-		return nullTerm, true, 0, nil
 	}
 	contentType := headers["content-type"]
 	kind := bodyKind(contentType)
@@ -175,17 +174,17 @@ func limitHint(err error) error {
 }
 
 // bodyKind matches content types the way OPA-Envoy does: by substring, so
-// parameters ("; charset=utf-8") do not matter.
+// parameters ("; charset=utf-8") do not matter, in its order.
 func bodyKind(contentType string) string {
 	switch {
 	case strings.Contains(contentType, "application/json"):
 		return "json"
+	case strings.Contains(contentType, "application/grpc"):
+		return "grpc"
 	case strings.Contains(contentType, "application/x-www-form-urlencoded"):
 		return "form"
 	case strings.Contains(contentType, "multipart/form-data"):
 		return "multipart"
-	case strings.Contains(contentType, "application/grpc"):
-		return "grpc"
 	}
 	return ""
 }

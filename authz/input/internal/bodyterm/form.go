@@ -17,6 +17,8 @@ import (
 
 // formTerm is a form body as a map of value lists, parsed as
 // url.ParseQuery parses it, each pair (empty ones too) drawn from budget.
+// What decodes to invalid UTF-8 is repaired as the plugin's trip through
+// encoding/json repairs it (validText, listsTerm).
 func formTerm(body string, budget *jsonterm.Budget) (*ast.Term, error) {
 	if err := enterLists(budget); err != nil {
 		return nil, err
@@ -43,16 +45,10 @@ func formTerm(body string, budget *jsonterm.Budget) (*ast.Term, error) {
 		if v, err = url.QueryUnescape(v); err != nil {
 			return nil, err
 		}
-		if !utf8.ValidString(k) {
-			return nil, fmt.Errorf("query key decodes to %w", errInvalidUTF8)
-		}
-		if !utf8.ValidString(v) {
-			return nil, fmt.Errorf("query value of %s decodes to %w", QuoteShort(k), errInvalidUTF8)
-		}
 		if _, ok := lists[k]; !ok {
 			order = append(order, k)
 		}
-		lists[k] = append(lists[k], ast.StringTerm(v))
+		lists[k] = append(lists[k], ast.StringTerm(validText(v)))
 	}
 	budget.Leave()
 	budget.Leave()
@@ -70,25 +66,63 @@ func enterLists(budget *jsonterm.Budget) error {
 	return budget.Spend(1)
 }
 
+// listsTerm is the object of lists of a form or multipart body, keyed as
+// the plugin's trip through encoding/json leaves them: a key that is not
+// valid UTF-8 is repaired (validText), and when repaired keys meet, the
+// list of the greatest original key is the one kept, as encoding/json
+// writes keys in order and a decoder keeps the last of two.
 func listsTerm(order []string, lists map[string][]*ast.Term) *ast.Term {
+	var winners map[string]string // repaired key → the original kept
+	for _, k := range order {
+		if utf8.ValidString(k) {
+			continue
+		}
+		if winners == nil {
+			winners = map[string]string{}
+		}
+		r := validText(k)
+		if w, ok := winners[r]; !ok || k > w {
+			winners[r] = k
+		}
+	}
 	pairs := make([][2]*ast.Term, 0, len(order))
 	for _, k := range order {
-		pairs = append(pairs, ast.Item(ast.StringTerm(k), ast.ArrayTerm(lists[k]...)))
+		key := validText(k)
+		if w, ok := winners[key]; ok {
+			if _, valid := lists[key]; valid && key > w {
+				w = key
+			}
+			if k != w {
+				continue
+			}
+		}
+		pairs = append(pairs, ast.Item(ast.StringTerm(key), ast.ArrayTerm(lists[k]...)))
 	}
 	return ast.ObjectTerm(pairs...)
 }
 
+// validText is s as encoding/json writes a string: each byte that is not
+// part of valid UTF-8 replaced by U+FFFD.
+func validText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return string([]rune(s))
+}
+
 // multipartTerm maps each form field name to the list of its values: JSON
-// for parts whose content-type is JSON, the text otherwise. Each part is
-// drawn from budget, and the values of its JSON too.
+// for parts whose content-type is JSON, the text otherwise; parts without
+// a name are skipped, and a content-type without a boundary is null, as
+// in the plugin. Each part is drawn from budget, and the values of its
+// JSON too.
 func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term, error) {
 	_, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return nil, err
 	}
-	boundary := params["boundary"]
-	if boundary == "" {
-		return nil, errors.New("no boundary in content-type")
+	boundary, ok := params["boundary"]
+	if !ok {
+		return nullTerm, nil // the plugin leaves it unparsed
 	}
 	if err := enterLists(budget); err != nil {
 		return nil, err
@@ -98,26 +132,31 @@ func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term
 	var order []string
 	for n := 1; ; n++ {
 		part, err := r.NextPart()
-		if errors.Is(err, io.EOF) {
+		// Only the reader's own io.EOF is the end: wrapped, it is a body
+		// that stops before its closing boundary, which the plugin
+		// refuses.
+		if err == io.EOF { //nolint:errorlint // see above
 			break
 		}
 		if err != nil {
 			return nil, err
 		}
-		// A JSON part is the values it holds, which Parse draws.
-		isJSON := strings.Contains(part.Header.Get("Content-Type"), "application/json")
+		// A JSON part is the values it holds, which Parse draws; a part
+		// without a form name is skipped, as by the plugin, but still
+		// costs what reading past it does.
+		name := part.FormName()
+		isJSON := name != "" && strings.Contains(part.Header.Get("Content-Type"), "application/json")
 		if !isJSON {
 			if err := budget.Spend(1); err != nil {
 				return nil, fmt.Errorf("part %d: %w", n, err)
 			}
 		}
+		if name == "" {
+			continue
+		}
 		data, err := io.ReadAll(part)
 		if err != nil {
 			return nil, fmt.Errorf("part %d: %w", n, err)
-		}
-		name := part.FormName()
-		if !utf8.ValidString(name) {
-			return nil, fmt.Errorf("part %d name: %w", n, errInvalidUTF8)
 		}
 		var val *ast.Term
 		if isJSON {
@@ -128,9 +167,9 @@ func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term
 				return nil, fmt.Errorf("part %s is declared JSON but is not: %w", QuoteShort(name), err)
 			}
 		} else {
-			// A file part may be binary: its bytes are passed on as they
-			// are, as OPA-Envoy does.
-			val = ast.StringTerm(string(data))
+			// A file part may be binary; what is not UTF-8 in it is
+			// repaired, as the plugin's trip through encoding/json does.
+			val = ast.StringTerm(validText(string(data)))
 		}
 		if _, ok := lists[name]; !ok {
 			order = append(order, name)
