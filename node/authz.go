@@ -81,6 +81,7 @@ func AuthzSettings(c config.Authz, log *slog.Logger) (authz.Config, authz.Option
 			XFCCProxies:  c.XFCC.Proxies,
 			JWTAudiences: c.JWTAudiences,
 			Body:         input.BodyLimits{MaxBytes: c.MaxBodyBytes, MaxDepth: c.MaxBodyDepth, MaxValues: c.MaxBodyValues},
+			Encoding:     input.Encoding(c.InputEncoding),
 		},
 		Cache: authz.CacheOptions{Enabled: c.Cache.Enabled, MaxEntries: c.Cache.MaxEntries, MaxBytes: c.Cache.MaxBytes},
 	}

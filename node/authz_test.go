@@ -236,6 +236,25 @@ func TestAuthzSettingsLimits(t *testing.T) {
 	}
 }
 
+// TestAuthzSettingsInputEncoding: authz.input_encoding reaches the input
+// builder, the current plugin's form by default.
+func TestAuthzSettingsInputEncoding(t *testing.T) {
+	cfg := config.Default().Authz
+	for _, tt := range []struct {
+		key  string
+		want input.Encoding
+	}{{cfg.InputEncoding, input.EncodingProtomap}, {"protojson", input.EncodingProtoJSON}} {
+		cfg.InputEncoding = tt.key
+		_, opts, err := AuthzSettings(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := opts.Input.Encoding; got != tt.want {
+			t.Errorf("input_encoding %q: Input.Encoding = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}
+
 // runAuthz serves s until the test ends; the returned function stops it
 // (writing out the decision log) and may be called again.
 func runAuthz(t *testing.T, s *authzService) func() {

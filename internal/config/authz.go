@@ -21,6 +21,10 @@ type Authz struct {
 	PolicyDir   string `yaml:"policy_dir"`
 	Decision    string `yaml:"decision"`
 	RegoVersion string `yaml:"rego_version"`
+	// InputEncoding is how input.attributes is written: "protomap", as
+	// the current OPA-Envoy plugin walks the proto, or "protojson", as
+	// older plugins wrote it.
+	InputEncoding string `yaml:"input_encoding"`
 	// EvalTimeout bounds a whole decision: the input (its body parsed)
 	// and the evaluation.
 	EvalTimeout time.Duration `yaml:"eval_timeout"`
@@ -95,6 +99,7 @@ func defaultAuthz() Authz {
 		PolicyDir:      "policies",
 		Decision:       "data.envoy.authz.allow",
 		RegoVersion:    "v1",
+		InputEncoding:  "protomap",
 		EvalTimeout:    100 * time.Millisecond,
 		ReloadInterval: 10 * time.Second,
 		DenyStatus:     403,
@@ -164,6 +169,9 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 	}
 	if a.RegoVersion != "v1" && a.RegoVersion != "v0" {
 		bad(at("authz", "rego_version"), "authz.rego_version %q: want v1 or v0", a.RegoVersion)
+	}
+	if a.InputEncoding != "protomap" && a.InputEncoding != "protojson" {
+		bad(at("authz", "input_encoding"), "authz.input_encoding %q: want protomap (the current OPA-Envoy plugin's) or protojson (older plugins')", a.InputEncoding)
 	}
 	if a.EvalTimeout <= 0 {
 		bad(at("authz", "eval_timeout"), "authz.eval_timeout must be positive")

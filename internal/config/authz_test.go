@@ -10,7 +10,7 @@ import (
 
 func TestAuthzDefaults(t *testing.T) {
 	a := Default().Authz
-	if a.RegoVersion != "v1" || a.DenyStatus != 403 || a.EvalTimeout != 100*time.Millisecond || a.ReloadInterval != 10*time.Second ||
+	if a.RegoVersion != "v1" || a.InputEncoding != "protomap" || a.DenyStatus != 403 || a.EvalTimeout != 100*time.Millisecond || a.ReloadInterval != 10*time.Second ||
 		a.DecisionLog != "" || a.DecisionLogQueue != 1024 || a.DecisionLogSampleRate != 1 || a.DryRun || a.XFCC.Trust || a.HTTPAddress != "" ||
 		!slices.Equal(a.DecisionLogMask, []string{"authorization", "proxy-authorization", "cookie"}) ||
 		a.MaxBodyBytes != 1<<20 || a.MaxBodyDepth != 64 || a.MaxBodyValues != 10000 ||
@@ -27,6 +27,7 @@ func TestLoadAuthz(t *testing.T) {
   policy_dir: pol
   decision: data.mesh.allow
   rego_version: v0
+  input_encoding: protojson
   eval_timeout: 50ms
   reload_interval: 0s
   deny_status: 401
@@ -56,7 +57,7 @@ func TestLoadAuthz(t *testing.T) {
 	dir := filepath.Dir(path)
 	a := cfg.Authz
 	if a.Address != "unix:///run/meshid/authz.sock" || a.HTTPAddress != "127.0.0.1:9192" || !a.Reflection ||
-		a.PolicyDir != filepath.Join(dir, "pol") || a.Decision != "data.mesh.allow" || a.RegoVersion != "v0" ||
+		a.PolicyDir != filepath.Join(dir, "pol") || a.Decision != "data.mesh.allow" || a.RegoVersion != "v0" || a.InputEncoding != "protojson" ||
 		a.EvalTimeout != 50*time.Millisecond || a.ReloadInterval != 0 || a.DenyStatus != 401 || !a.DryRun ||
 		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
 		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
@@ -88,6 +89,7 @@ func TestLoadAuthzRejects(t *testing.T) {
 		{"bad http address", "authz:\n  http_address: 9192\n", []string{"meshid.yaml:2: authz.http_address:"}},
 		{"same address twice", "authz:\n  address: 127.0.0.1:9191\n  http_address: 127.0.0.1:9191\n", []string{"meshid.yaml:3: authz.http_address 127.0.0.1:9191 is authz.address too"}},
 		{"rego version", "authz:\n  rego_version: v2\n", []string{`meshid.yaml:2: authz.rego_version "v2": want v1 or v0`}},
+		{"input encoding", "authz:\n  input_encoding: json\n", []string{`meshid.yaml:2: authz.input_encoding "json": want protomap (the current OPA-Envoy plugin's) or protojson (older plugins')`}},
 		{"short reload interval", "authz:\n  reload_interval: 10ms\n", []string{"meshid.yaml:2: authz.reload_interval 10ms: want 0 (watch only) or at least 1s"}},
 		{"deny status 200", "authz:\n  deny_status: 200\n", []string{"meshid.yaml:2: authz.deny_status 200: want a 3xx, 4xx or 5xx"}},
 		{"unbounded cache", "authz:\n  cache:\n    max_entries: 0\n    max_bytes: 0\n", []string{"meshid.yaml:2: authz.cache is enabled without a bound"}},
