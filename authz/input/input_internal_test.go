@@ -394,7 +394,7 @@ func inputCases(t testing.TB) map[string]*authv3.CheckRequest {
 		}),
 		"size":               with(func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Size = 36 }),
 		"negative size":      with(func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Size = -1 }),
-		"struct numbers":     metadata(map[string]*structpb.Value{"a": structpb.NewNumberValue(2500000), "b": structpb.NewNumberValue(1e100), "c": structpb.NewNumberValue(0.1), "d": structpb.NewNumberValue(-0.0)}),
+		"struct numbers":     metadata(map[string]*structpb.Value{"a": structpb.NewNumberValue(2500000), "b": structpb.NewNumberValue(1e100), "c": structpb.NewNumberValue(0.1), "d": structpb.NewNumberValue(math.Copysign(0, -1))}),
 		"struct NaN":         metadata(map[string]*structpb.Value{"nan": structpb.NewNumberValue(math.NaN())}),
 		"struct Inf":         metadata(map[string]*structpb.Value{"inf": structpb.NewNumberValue(math.Inf(1)), "-inf": structpb.NewNumberValue(math.Inf(-1))}),
 		"value without kind": metadata(map[string]*structpb.Value{"none": {}, "nil": nil}),
