@@ -16,6 +16,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/meshid/meshid/authz/decisionlog"
 )
 
 // Defaults of Config, the same as the OPA-Envoy plugin's where it has one.
@@ -53,6 +55,7 @@ type Engine struct {
 	// cannot be cached, if so.
 	keys        [][]*ast.Term
 	uncacheable string
+	policy      *decisionlog.PolicySet
 }
 
 // dataFiles are the data documents read from the policy dir, as in an OPA
@@ -104,16 +107,30 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare decision %s: %w", cfg.Decision, err)
 	}
-	e := &Engine{query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules)}
+	regoVersion := "v1"
+	if cfg.RegoV0 {
+		regoVersion = "v0"
+	}
+	e := &Engine{
+		query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules),
+		policy: decisionlog.NewPolicySet(cfg.PolicyDir, regoVersion, policies.Files),
+	}
 	rd := findReads(compiler, ref)
 	e.keys, e.uncacheable = keyPaths(rd.paths), rd.uncacheable
 	return e, nil
 }
 
+// Policy is the policy set this engine was compiled from, named by its
+// revision.
+func (e *Engine) Policy() *decisionlog.PolicySet { return e.policy }
+
 // Policies are the parsed contents of a policy dir.
 type Policies struct {
 	Modules map[string]*ast.Module // by file path
 	Data    map[string]any         // the merged data documents
+	// Files are the contents of every file read, by slash-separated path
+	// relative to the policy dir: what a decision's policy revision keeps.
+	Files map[string][]byte
 }
 
 // LoadPolicies parses every .rego file and data document under dir and
@@ -130,7 +147,7 @@ func LoadPolicies(dir string, version ast.RegoVersion) (*Policies, error) {
 		return nil, fmt.Errorf("policy dir %s is not a directory", dir)
 	}
 
-	p := &Policies{Modules: map[string]*ast.Module{}, Data: map[string]any{}}
+	p := &Policies{Modules: map[string]*ast.Module{}, Data: map[string]any{}, Files: map[string][]byte{}}
 	var errs []error
 	err = walkPolicyFiles(dir, func(path string) error {
 		if filepath.Ext(path) != ".rego" {
@@ -139,7 +156,7 @@ func LoadPolicies(dir string, version ast.RegoVersion) (*Policies, error) {
 			}
 			return nil
 		}
-		src, err := os.ReadFile(path)
+		src, err := p.read(dir, path)
 		if err != nil {
 			return err
 		}
@@ -187,7 +204,7 @@ func walkPolicyFiles(dir string, fn func(path string) error) error {
 
 // addData mounts the document in path at the data path of its directory.
 func (p *Policies) addData(root, path string) error {
-	src, err := os.ReadFile(path)
+	src, err := p.read(root, path)
 	if err != nil {
 		return err
 	}
@@ -229,6 +246,20 @@ func (p *Policies) addData(root, path string) error {
 		at[k] = v
 	}
 	return nil
+}
+
+// read reads a file of the policy dir root and keeps its contents.
+func (p *Policies) read(root, path string) ([]byte, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := filepath.Rel(root, path)
+	if err != nil {
+		return nil, err
+	}
+	p.Files[filepath.ToSlash(rel)] = src
+	return src, nil
 }
 
 // definesData reports whether ref points into the data documents, so a

@@ -2,8 +2,6 @@ package authz
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +38,10 @@ type Options struct {
 	DecisionLog *decisionlog.Log
 	// Metrics registers the authz series; nil registers none.
 	Metrics prometheus.Registerer
+	// ExplainDenials gives every denial's decision log line a one-line
+	// reason (Engine.Explain), worked out by the decision log after the
+	// response is sent; allowed requests are not touched.
+	ExplainDenials bool
 	// Clock is time.Now unless a test sets it; it is Input's Clock too
 	// unless that is set, and the clock of the eval timeout.
 	Clock func() time.Time
@@ -61,6 +63,7 @@ type Server struct {
 	denyStatus typev3.StatusCode
 	dryRun     bool
 	decisions  *decisionlog.Log
+	explain    bool
 	metrics    *serverMetrics
 	clock      func() time.Time
 }
@@ -73,6 +76,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		denyStatus: typev3.StatusCode_Forbidden,
 		dryRun:     o.DryRun,
 		decisions:  o.DecisionLog,
+		explain:    o.ExplainDenials && o.DecisionLog != nil,
 		clock:      o.Clock,
 		cacheOpts:  o.Cache,
 	}
@@ -151,6 +155,7 @@ type Result struct {
 	decisionlog.Record
 	// Response is what Envoy is told, decision id included.
 	Response *authv3.CheckResponse
+	engine   *Engine // the engine that decided; nil when none was loaded
 }
 
 var errNoEngine = errors.New("no policy loaded")
@@ -212,7 +217,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 	if e == nil {
 		return errNoEngine
 	}
-	r.Path = e.decision
+	r.Path, r.Policy, r.engine = e.decision, e.policy, e
 	deadline := start.Add(e.timeout)
 	in, err := s.inputs.Build(ctx, req, deadline)
 	if errors.Is(err, input.ErrDeadline) {
@@ -265,6 +270,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 }
 
 func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {
+	if s.explain && !r.Allowed && r.engine != nil && r.Input != nil {
+		e, in := r.engine, r.Input
+		r.Reason = func() string { return e.reason(in) }
+	}
 	if s.decisions != nil {
 		s.decisions.Add(&r.Record)
 	}
@@ -308,25 +317,9 @@ func logShort(s string) string {
 	return s[:n] + "...[truncated: " + strconv.Itoa(len(s)) + " bytes]"
 }
 
-// newDecisionID is a random UUID (version 4), the form OPA's decision ids
-// take.
-func newDecisionID() string {
-	var b [16]byte
-	rand.Read(b[:]) // crypto/rand never fails on Linux
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+// newDecisionID is a UUID, the form OPA's decision ids take, that also
+// says when it was made (decisionlog.NewID).
+func newDecisionID() string { return decisionlog.NewID(time.Now()) }
 
 // evalStack is about the stack a Rego evaluation of a policy like the
 // shipped one needs.

@@ -117,13 +117,18 @@ type authzIdentity struct {
 	self       *identity.SelfSVID // nil unless authz.tls.spiffe_id is set
 }
 
+// RevisionsDir is where, in data_dir, the policy sets of logged decisions
+// are kept for `meshid policy why` (decisionlog.Revisions).
+func RevisionsDir(dataDir string) string { return filepath.Join(dataDir, "policies") }
+
 // newAuthzService builds the servers over compiled policies; it opens no
 // socket or file yet, so a start refused for other reasons leaves nothing
 // to clean up.
-func newAuthzService(cfg config.Authz, p policies, id authzIdentity, conns tcpLimits, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
+func newAuthzService(cfg config.Authz, dataDir string, p policies, id authzIdentity, conns tcpLimits, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
 	s := &authzService{cfg: cfg, log: log, conns: conns}
 	if cfg.DecisionLog != "" {
 		s.decisions = decisionlog.New(decisionlog.Options{
+			Revisions:     decisionlog.NewRevisions(RevisionsDir(dataDir)),
 			MaskHeaders:   cfg.DecisionLogMask,
 			QueueSize:     cfg.DecisionLogQueue,
 			SampleRate:    cfg.DecisionLogSampleRate,
@@ -135,6 +140,7 @@ func newAuthzService(cfg config.Authz, p policies, id authzIdentity, conns tcpLi
 	opts := p.opts
 	opts.Input.JWTBundles = id.jwtBundles
 	opts.DecisionLog = s.decisions
+	opts.ExplainDenials = cfg.DecisionLogExplain == config.DecisionLogExplainDeny
 	opts.Metrics = reg
 	var err error
 	if s.srv, err = authz.NewServer(p.engine, opts); err != nil {

@@ -57,7 +57,7 @@ func newTestAuthz(t *testing.T, cfg config.Authz, reg prometheus.Registerer) (*a
 	if p.selfID != (spiffeid.ID{}) {
 		id.self = ids.Self(p.selfID, time.Hour)
 	}
-	s, err := newAuthzService(cfg, p, id, tcpLimits{max: 64, idle: time.Minute}, slog.New(slog.DiscardHandler), reg)
+	s, err := newAuthzService(cfg, t.TempDir(), p, id, tcpLimits{max: 64, idle: time.Minute}, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Metrics:       n.reg,
 		Federated:     in.federated,
 	})
-	if n.authz, err = newAuthzService(cfg.Authz, in.policies, n.authzIdentity(in.policies), in.sockets.authz, log, n.reg); err != nil {
+	if n.authz, err = newAuthzService(cfg.Authz, cfg.DataDir, in.policies, n.authzIdentity(in.policies), in.sockets.authz, log, n.reg); err != nil {
 		return nil, err
 	}
 

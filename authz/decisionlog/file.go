@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"time"
 )
 
 // File is a decision log file that rotates by size: before a line
@@ -27,6 +28,7 @@ type File struct {
 	f        *os.File // nil when it could not be reopened
 	size     int64
 	stuck    bool // the last rotation failed
+	rotated  uint64
 }
 
 // FileOptions say when a File rotates and how many old files it keeps.
@@ -167,7 +169,22 @@ func (l *File) rotate() error {
 	if err != nil {
 		return fmt.Errorf("rotate %s: %w", l.path, err)
 	}
+	l.rotated++
 	return nil
+}
+
+// Rotations counts the rotations so far.
+func (l *File) Rotations() uint64 { return l.rotated }
+
+// OldestLine is the time of the first line of the oldest file kept
+// (path.MaxFiles down to path); false when no file has a line.
+func (l *File) OldestLine() (time.Time, bool) {
+	for i := l.maxFiles; i >= 0; i-- {
+		if t, ok := FirstLineTime(RotatedPath(l.path, i)); ok {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Close closes the file.

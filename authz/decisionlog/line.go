@@ -33,6 +33,7 @@ type lineWriter struct {
 	path      []string
 	inInput   bool
 	truncated bool // this line had something cut
+	reason    string
 	scratch   []byte
 }
 
@@ -67,6 +68,10 @@ func (w *lineWriter) line(r *Record) {
 		w.writeString(`,"path":`)
 		w.str(r.Path, noLimit)
 	}
+	if r.Policy != nil {
+		w.writeString(`,"revision":`)
+		w.str(r.Policy.Revision, noLimit)
+	}
 	if r.Input != nil {
 		w.writeString(`,"input":`)
 		w.inInput, w.path = true, w.path[:0]
@@ -84,6 +89,10 @@ func (w *lineWriter) line(r *Record) {
 	if r.Err != nil {
 		w.writeString(`,"error":`)
 		w.str(r.Err.Error(), w.maxField)
+	}
+	if w.reason != "" {
+		w.writeString(`,"reason":`)
+		w.str(w.reason, w.maxField)
 	}
 	w.writeString(`,"duration_ns":`)
 	w.write(strconv.AppendInt(w.scratch[:0], r.Duration.Nanoseconds(), 10))

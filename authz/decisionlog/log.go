@@ -23,11 +23,19 @@ type Record struct {
 	// Decision is the policy's value; nil when none was reached.
 	Decision ast.Value
 	// Err says why no decision was reached (Allowed is then false).
-	Err      error
-	Input    ast.Value // nil when the request could not be described
-	Path     string    // the decision reference evaluated
+	Err   error
+	Input ast.Value // nil when the request could not be described
+	Path  string    // the decision reference evaluated
+	// Policy is the policy set that decided; nil when none was loaded.
+	// The line names its revision, and the log keeps the set in
+	// Options.Revisions for replay.
+	Policy   *PolicySet
 	Time     time.Time
 	Duration time.Duration
+	// Reason, when set, says in one line why the decision was what it
+	// was. The log calls it on its own goroutine, after the response has
+	// gone to Envoy, and only when it is keeping up (see Options).
+	Reason func() string
 }
 
 // Defaults of Options. A field of 8 KiB keeps whole what a request
@@ -68,8 +76,28 @@ type Options struct {
 	// field caps); a longer one becomes a marker with its length. Zero
 	// means DefaultMaxInputBytes.
 	MaxInputBytes int
+	// Revisions keeps the policy set of every logged decision, so that
+	// `meshid policy why` can replay it; nil keeps none. Revisions no
+	// kept log file refers to are pruned: see Run.
+	Revisions *Revisions
+	// KeepRevisions is how many revisions are kept when the log is
+	// written somewhere meshid does not rotate (stderr), so cannot tell
+	// which lines are still kept. Zero means DefaultKeepRevisions.
+	KeepRevisions int
 	// Log reports write errors; nil discards.
 	Log *slog.Logger
+}
+
+// DefaultKeepRevisions is Options.KeepRevisions' default: policy sets
+// change a few times a day, and a set is a few files.
+const DefaultKeepRevisions = 32
+
+// Rotating is a log output that rotates (File): the log prunes revisions
+// by what its files still hold.
+type Rotating interface {
+	Rotations() uint64
+	// OldestLine is the time of the first line of the oldest file kept.
+	OldestLine() (time.Time, bool)
 }
 
 // Log writes one JSON line per decision: decision id, time, the decision
@@ -83,11 +111,16 @@ type Log struct {
 	maxField, maxInput int
 	log                *slog.Logger
 	dropped            atomic.Uint64
+	revs               *Revisions
+	keepRevs           int
 }
 
 // New returns a log that queues decisions; Run writes them.
 func New(o Options) *Log {
-	d := &Log{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes}
+	d := &Log{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes, revs: o.Revisions, keepRevs: o.KeepRevisions}
+	if d.keepRevs <= 0 {
+		d.keepRevs = DefaultKeepRevisions
+	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultQueue
 	}
@@ -137,14 +170,22 @@ const (
 
 // Run writes queued decisions to out until ctx ends, then writes what is
 // still queued and returns. Each Write to out is whole lines.
+//
+// It keeps the policy revision of each line in Options.Revisions before
+// writing the line, and prunes the revisions no kept line refers to: when
+// out rotates (Rotating), at the start and after every rotation, those
+// last logged before the oldest file's first line; otherwise, at the
+// start, all but the KeepRevisions logged last.
 func (d *Log) Run(ctx context.Context, out io.Writer) error {
 	w := &lineWriter{maxField: d.maxField, maxInput: d.maxInput, mask: d.mask}
+	revs := d.newRevisionKeeper(out)
 	failing := false
 	flush := func() error {
 		if len(w.buf) == 0 {
 			return nil
 		}
 		_, err := out.Write(w.buf)
+		revs.flushed()
 		w.buf = w.buf[:0]
 		if cap(w.buf) > maxKeptBatch {
 			w.buf = nil
@@ -160,6 +201,11 @@ func (d *Log) Run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	write := func(r *Record) {
+		revs.logging(r.Policy)
+		w.reason = ""
+		if r.Reason != nil {
+			w.reason = d.reason(r)
+		}
 		w.line(r)
 		if len(w.buf) >= batchBytes || len(d.queue) == 0 {
 			flush()
@@ -180,4 +226,16 @@ func (d *Log) Run(ctx context.Context, out io.Writer) error {
 			}
 		}
 	}
+}
+
+// busyShare is how full the queue may be for a Reason still to be
+// worked out: past it, explaining would cost lines dropped.
+const busyShare = 2
+
+// reason is r.Reason(), unless the queue is filling up.
+func (d *Log) reason(r *Record) string {
+	if len(d.queue) > cap(d.queue)/busyShare {
+		return "not explained: the decision log is busy"
+	}
+	return r.Reason()
 }

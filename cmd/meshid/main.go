@@ -143,7 +143,7 @@ decision as envoy/authz/allow or data.envoy.authz.allow.`,
 			`  meshid policy test policies/ -v
   meshid policy check policies/
   meshid policy eval -i check.json -d policies/ envoy/authz/allow`,
-			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd()),
+			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd(), newPolicyWhyCmd()),
 		cli.Group("entry", nodeGroup, "Check entries and explain which one a process matches",
 			`Lint an entries file for what meshid refuses and what other workloads
 could claim, or ask the running daemon which entries a process matches.`,

@@ -128,9 +128,11 @@ func newPolicyEvalCmd() *cobra.Command {
 		Short: "Decide one CheckRequest (proto-JSON) with the policies",
 		Long: `Decide one request as "meshid run" would, and print the decision id, whether
 it is allowed, the policy's result, the CheckResponse Envoy would get and,
-with --show-input, the input document the policy saw. check.json is an
-Envoy CheckRequest in proto-JSON, e.g. the demo frontend's GET /hello to the
-backend, which the shipped policies allow:
+with --show-input, the input document the policy saw. With --explain, say
+instead in plain words how the decision came about, as "meshid policy why"
+does for a logged one. check.json is an Envoy CheckRequest in proto-JSON,
+e.g. the demo frontend's GET /hello to the backend, which the shipped
+policies allow:
   {"attributes": {"source": {"principal": "spiffe://example.org/ns/demo/sa/frontend"},
                   "destination": {"principal": "spiffe://example.org/ns/demo/sa/backend"},
                   "request": {"http": {"method": "GET", "path": "/hello"}}}}
@@ -168,6 +170,7 @@ its federated trust domains.`,
 	timeout := flags.Duration("eval-timeout", authz.DefaultEvalTimeout, "time limit of the evaluation (authz.eval_timeout)")
 	version := cli.RegoVersionFlag(cmd)
 	showInput := flags.Bool("show-input", false, "print the input document the policy saw too")
+	explain := flags.Bool("explain", false, "say in plain words, with file:line, which rules applied and which expression failed, instead of the JSON")
 	_ = cmd.MarkFlagFilename("input", "json")
 	_ = cmd.MarkFlagDirname("data")
 
@@ -228,6 +231,9 @@ its federated trust domains.`,
 		r, err := node.Decide(cmd.Context(), cfg, &req)
 		if err != nil {
 			return err
+		}
+		if *explain {
+			return explainDecision(cmd, authzCfg, r)
 		}
 		return printDecision(cmd.OutOrStdout(), r, *showInput)
 	}

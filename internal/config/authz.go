@@ -55,6 +55,9 @@ type Authz struct {
 	// rotated.
 	DecisionLogMaxBytes int64 `yaml:"decision_log_max_bytes"`
 	DecisionLogMaxFiles int   `yaml:"decision_log_max_files"`
+	// DecisionLogExplain is "deny" to give each denial's decision log
+	// line a one-line reason, or empty for none.
+	DecisionLogExplain string `yaml:"decision_log_explain"`
 	// ProtoDescriptor is a binary FileDescriptorSet that decodes gRPC
 	// request bodies into input.parsed_body; empty leaves them unparsed.
 	ProtoDescriptor string `yaml:"proto_descriptor"`
@@ -134,6 +137,10 @@ const (
 // DecisionLogStderr is the decision_log value that writes to stderr.
 const DecisionLogStderr = "stderr"
 
+// DecisionLogExplainDeny is the decision_log_explain value that explains
+// denials.
+const DecisionLogExplainDeny = "deny"
+
 // UnixPrefix marks an address that is a Unix socket path.
 const UnixPrefix = "unix://"
 
@@ -202,6 +209,9 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 	}
 	if a.DecisionLogMaxBytes != 0 && a.DecisionLogMaxFiles < 1 {
 		bad(at("authz", "decision_log_max_files"), "authz.decision_log_max_files %d must be at least 1 when authz.decision_log_max_bytes rotates the file", a.DecisionLogMaxFiles)
+	}
+	if a.DecisionLogExplain != "" && a.DecisionLogExplain != DecisionLogExplainDeny {
+		bad(at("authz", "decision_log_explain"), "authz.decision_log_explain %q: want deny (explain denials) or nothing", a.DecisionLogExplain)
 	}
 	if a.DecisionLogQueue < 1 {
 		bad(at("authz", "decision_log_queue"), "authz.decision_log_queue %d must be at least 1", a.DecisionLogQueue)

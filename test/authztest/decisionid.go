@@ -12,7 +12,7 @@ import (
 	"github.com/meshid/meshid/authz/response"
 )
 
-var decisionIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+var decisionIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // WithoutDecisionID is a copy of resp without its decision id, checking
 // the id is a UUID and everywhere it belongs, so the rest can be compared
