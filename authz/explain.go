@@ -111,6 +111,10 @@ type ruleQuery struct {
 	trace    *RuleTrace
 	children []*RuleTrace // rules entered from this body
 	mark     int          // len(children) when the expression being evaluated began
+	// defs are the terms the compiler's own variables stand for: it
+	// rewrites `x in data.methods` as `__local1__ = data.methods` and a
+	// call on __local1__.
+	defs map[ast.Var]*ast.Term
 }
 
 func newExplainTracer() *explainTracer {
@@ -166,6 +170,7 @@ func (t *explainTracer) TraceEvent(evt topdown.Event) {
 	case topdown.EvalOp:
 		if q := t.rules[evt.QueryID]; q != nil && evt.HasExpr() {
 			q.mark = len(q.children)
+			q.define(evt.Node.(*ast.Expr))
 		}
 	case topdown.FailOp:
 		q := t.rules[evt.QueryID]
@@ -177,15 +182,32 @@ func (t *explainTracer) TraceEvent(evt topdown.Event) {
 		if q.mark <= len(q.children) {
 			f.Rules = append([]*RuleTrace(nil), q.children[q.mark:]...)
 		}
-		f.Operands, f.Undefined = operands(&evt, expr)
+		f.Operands, f.Undefined = operands(&evt, expr, q.defs)
 		q.trace.Failed = f
 	}
 }
 
+// define notes what a compiler variable the expression assigns stands for.
+func (q *ruleQuery) define(expr *ast.Expr) {
+	if !expr.IsEquality() && !expr.IsAssignment() {
+		return
+	}
+	ts := expr.Terms.([]*ast.Term)
+	v, ok := ts[1].Value.(ast.Var)
+	if !ok || !v.IsGenerated() {
+		return
+	}
+	if q.defs == nil {
+		q.defs = map[ast.Var]*ast.Term{}
+	}
+	q.defs[v] = ts[2]
+}
+
 // operands reads the values a failed expression referred to: the input
-// values it names and its variables. The compiler's own variables (for a
-// nested call's value) have no name to show and are left out.
-func operands(evt *topdown.Event, expr *ast.Expr) ([]Operand, bool) {
+// values it names, its variables, and the compiler's variables it uses
+// named by what they stand for (defs). A compiler variable that stands
+// for nothing known has no name to show and is left out.
+func operands(evt *topdown.Event, expr *ast.Expr, defs map[ast.Var]*ast.Term) ([]Operand, bool) {
 	var ops []Operand
 	undefined := false
 	seen := map[string]bool{}
@@ -212,7 +234,12 @@ func operands(evt *topdown.Event, expr *ast.Expr) ([]Operand, bool) {
 					return true
 				}
 				plugged, ok := evt.Plug(x).Value.(ast.Ref)
-				if !ok || !plugged.IsGround() {
+				if !ok {
+					return true
+				}
+				// input.roles[_] (some role in input.roles): what is
+				// known is input.roles.
+				if plugged = plugged.GroundPrefix(); len(plugged) < 2 {
 					return true
 				}
 				name := plugged.String()
@@ -227,6 +254,9 @@ func operands(evt *topdown.Event, expr *ast.Expr) ([]Operand, bool) {
 				return true
 			case ast.Var:
 				name, ok := varName(evt, v)
+				if def := defs[v]; !ok && def != nil {
+					name, ok = evt.Plug(def).String(), true
+				}
 				if !ok {
 					return false
 				}

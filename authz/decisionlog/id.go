@@ -36,7 +36,7 @@ func NewID(now time.Time) string {
 // millisecond; false for anything else (an OPA decision id, a random
 // UUID, a typo).
 func IDTime(id string) (time.Time, bool) {
-	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
+	if !ValidID(id) {
 		return time.Time{}, false
 	}
 	var b [16]byte
