@@ -117,7 +117,11 @@ func jsonValue(b []byte) (ast.Value, error) {
 // c as `meshid run` would, with OPA's tracer: `meshid policy eval
 // -explain`.
 func ExplainDecision(ctx context.Context, c config.Authz, input ast.Value) (*authz.Explanation, error) {
-	e, err := authz.NewEngine(ctx, EngineConfig(c))
+	engineCfg, _, err := AuthzSettings(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	e, err := authz.NewEngine(ctx, engineCfg)
 	if err != nil {
 		return nil, err
 	}

@@ -233,7 +233,7 @@ its federated trust domains.`,
 			return err
 		}
 		if *explain {
-			return explainDecision(cmd, authzCfg, r)
+			return explainDecision(cmd, cfg.Authz, r)
 		}
 		return printDecision(cmd.OutOrStdout(), r, *showInput)
 	}
