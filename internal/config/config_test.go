@@ -141,6 +141,7 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"incomplete approle", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      approle: {role_id_file: r}\n", []string{"meshid.yaml:5: ca.upstream.vault.approle.secret_id_file is required"}},
 		{"kubernetes without role", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      kubernetes: {mount: k8s}\n", []string{"meshid.yaml:5: ca.upstream.vault.kubernetes.role is required"}},
 		{"short roots refresh", "ca:\n  upstream:\n    vault:\n      address: https://pki:8200\n      roots_refresh: 1s\n", []string{"meshid.yaml:5: ca.upstream.vault.roots_refresh 1s is shorter than the minimum 10s"}},
+		{"vault over plain http", "ca:\n  upstream:\n    vault:\n      address: http://pki.example:8200\n", []string{`meshid.yaml:4: ca.upstream.vault.address "http://pki.example:8200": plain http would send the token`}},
 		{"unknown vault key", "ca:\n  upstream:\n    vault:\n      adress: https://pki:8200\n", []string{`meshid.yaml:4: unknown key "adress"`}},
 	}
 	for _, tt := range tests {

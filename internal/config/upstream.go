@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net"
 	"net/url"
 	"time"
 )
@@ -120,6 +121,8 @@ func (u *Upstream) validate(bad func(path []any, format string, args ...any)) {
 		bad(vat(), "ca.upstream.vault.address is required")
 	case err != nil || (a.Scheme != "https" && a.Scheme != "http") || a.Host == "":
 		bad(vat("address"), "ca.upstream.vault.address %q: want https://host:port", v.Address)
+	case a.Scheme == "http" && !loopback(a.Hostname()):
+		bad(vat("address"), "ca.upstream.vault.address %q: plain http would send the token and the intermediates in the clear; use https (http is for an engine on loopback)", v.Address)
 	}
 	logins := 0
 	for _, set := range []bool{v.TokenFile != "", v.AppRole != nil, v.Kubernetes != nil} {
@@ -144,4 +147,12 @@ func (u *Upstream) validate(bad func(path []any, format string, args ...any)) {
 	if v.RootsRefresh < minRootsRefresh {
 		bad(vat("roots_refresh"), "ca.upstream.vault.roots_refresh %s is shorter than the minimum %s", v.RootsRefresh, minRootsRefresh)
 	}
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
