@@ -308,3 +308,13 @@ func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
 	}
 	return false
 }
+
+// LookupSelf asks the engine about the client's own token: the cheapest
+// authenticated call, for checking a login (and as a benchmark's
+// baseline).
+func (c *Client) LookupSelf(ctx context.Context) error {
+	_, err := c.call(ctx, func(ctx context.Context) (*api.Secret, error) {
+		return c.api.Logical().ReadWithContext(ctx, "auth/token/lookup-self")
+	}, "GET auth/token/lookup-self")
+	return err
+}

@@ -490,3 +490,39 @@ func selfSignedRoot(t *testing.T) *x509.Certificate {
 	c, _ := x509.ParseCertificate(der)
 	return c
 }
+
+// TestNamespace: with namespace set, meshid's calls go to the mount of
+// that engine namespace, whose root is not the root namespace's.
+func TestNamespace(t *testing.T) {
+	b := harness.OpenBaoForTest(t, harness.OpenBaoOptions{})
+	ns, err := b.InNamespace(t.Context(), "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile, err := ns.Token(t.Context(), "meshid", harness.MeshidPolicy(ns.Mount), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := vault.New(vault.Options{Address: b.Address, Namespace: "team-a", TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustOpen(t, c, t.TempDir(), newClock())
+	nsRoots, rootRoots := engineRoots(t, ns), engineRoots(t, b)
+	if len(nsRoots) != 1 || nsRoots[0].Subject.CommonName != "team-a root" || nsRoots[0].Equal(rootRoots[0]) {
+		t.Fatalf("the namespace's root is %v", nsRoots[0].Subject)
+	}
+	if got := n.a.X509Bundle().X509Authorities(); !sameSet(got, nsRoots) {
+		t.Fatal("the bundle is not the namespace's root")
+	}
+	n.verifies(t, n.mint(t), nsRoots)
+
+	// Without the header the same token means nothing to the engine.
+	plain, err := vault.New(vault.Options{Address: b.Address, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openNode(t, plain, t.TempDir(), newClock()); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("the namespace's token outside its namespace: %v", err)
+	}
+}
