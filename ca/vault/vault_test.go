@@ -7,8 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -525,4 +530,96 @@ func TestNamespace(t *testing.T) {
 	if _, err := openNode(t, plain, t.TempDir(), newClock()); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("the namespace's token outside its namespace: %v", err)
 	}
+}
+
+// TestKubernetesLogin logs in with a service account token through the
+// engine's Kubernetes auth method. The engine checks the token with the
+// Kubernetes API's TokenReview; that API is a stand-in on loopback that
+// vouches for one token, the engine and meshid's client are real.
+func TestKubernetesLogin(t *testing.T) {
+	b := harness.OpenBaoForTest(t, harness.OpenBaoOptions{})
+	ctx := t.Context()
+	jwt := fakeServiceAccountJWT(t)
+	reviews := 0
+	var mu sync.Mutex
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review struct {
+			Spec struct {
+				Token string `json:"token"`
+			} `json:"spec"`
+		}
+		if r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" || json.NewDecoder(r.Body).Decode(&review) != nil {
+			http.Error(w, "not a token review", http.StatusNotFound)
+			return
+		}
+		mu.Lock()
+		reviews++
+		mu.Unlock()
+		status := map[string]any{"authenticated": false}
+		if review.Spec.Token == jwt {
+			status = map[string]any{"authenticated": true, "user": map[string]any{
+				"username": "system:serviceaccount:mesh:meshid", "uid": "5b1c-0001", "groups": []string{"system:serviceaccounts"}}}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+	}))
+	defer api.Close()
+
+	apiCA := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}))
+	for _, c := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"sys/auth/kubernetes", map[string]any{"type": "kubernetes"}},
+		{"auth/kubernetes/config", map[string]any{"kubernetes_host": api.URL, "kubernetes_ca_cert": apiCA,
+			"token_reviewer_jwt": jwt, "disable_local_ca_jwt": true}},
+		{"sys/policies/acl/meshid", map[string]any{"policy": harness.MeshidPolicy(b.Mount)}},
+		{"auth/kubernetes/role/meshid", map[string]any{"bound_service_account_names": []string{"meshid"},
+			"bound_service_account_namespaces": []string{"mesh"}, "token_policies": []string{"meshid"}, "token_ttl": "1h"}},
+	} {
+		if err := b.Call(ctx, "POST", c.path, c.body, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(jwt+"\n"), 0o600)
+
+	c, err := vault.New(vault.Options{Address: b.Address, Kubernetes: &vault.Kubernetes{Role: "meshid", TokenFile: tokenFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustOpen(t, c, t.TempDir(), newClock())
+	n.verifies(t, n.mint(t), engineRoots(t, b))
+	mu.Lock()
+	if reviews == 0 {
+		t.Error("the engine never asked the Kubernetes API about the token")
+	}
+	mu.Unlock()
+
+	// A role the service account is not bound to is refused at login.
+	wrong, err := vault.New(vault.Options{Address: b.Address, Kubernetes: &vault.Kubernetes{Role: "nobody", TokenFile: tokenFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openNode(t, wrong, t.TempDir(), newClock()); err == nil || !strings.Contains(err.Error(), "login at PUT auth/kubernetes/login") {
+		t.Fatalf("login with an unknown role: %v", err)
+	}
+}
+
+// fakeServiceAccountJWT is shaped like a Kubernetes service account token
+// for mesh/meshid; its signature is the stand-in API's business.
+func fakeServiceAccountJWT(t *testing.T) string {
+	t.Helper()
+	enc := func(v any) string {
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(data)
+	}
+	return enc(map[string]any{"alg": "RS256", "typ": "JWT"}) + "." + enc(map[string]any{
+		"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:mesh:meshid",
+		"kubernetes.io/serviceaccount/namespace": "mesh", "kubernetes.io/serviceaccount/service-account.name": "meshid",
+		"kubernetes.io/serviceaccount/service-account.uid": "5b1c-0001",
+	}) + "." + base64.RawURLEncoding.EncodeToString([]byte("signature"))
 }
