@@ -173,6 +173,10 @@ func TestSignIntermediate(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "upstream-authority", "roots.crt")); err != nil {
 		t.Fatalf("roots not kept for a restart: %v", err)
 	}
+	// meshid policy eval reads the JWT keys of this kind of CA from disk.
+	if jwt, err := ca.ReadJWTBundle(dir, td, ca.RootUpstreamAuthority); err != nil || !jwt.Equal(n.a.JWTBundle()) {
+		t.Fatalf("ReadJWTBundle = %v, %v; want the CA's JWT keys", jwt, err)
+	}
 
 	// A restart with the engine down signs with the intermediate on disk.
 	if err := b.Stop(); err != nil {
