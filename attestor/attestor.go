@@ -18,6 +18,12 @@ const (
 	ReasonOther              = "other"
 )
 
+// Reasons lists every reason an attestation can fail with, so that its
+// metric can show each at 0 before the first failure.
+func Reasons() []string {
+	return []string{ReasonExited, ReasonPIDReused, ReasonCredentialsChanged, ReasonProcfs, ReasonDocker, ReasonKubelet, ReasonOther}
+}
+
 // Error is a failed attestation with a reason short enough for a metric
 // label. The caller gets no selectors from an attestation that failed: an
 // identity is never guessed from part of the facts.

@@ -46,8 +46,9 @@ type Options struct {
 	Rand              io.Reader
 	Log               *slog.Logger
 	// Metrics receives meshid_ca_expiry_seconds,
-	// meshid_ca_rotation_failures_total and, with an UpstreamAuthority,
-	// meshid_ca_upstream_failures_total; nil leaves them unregistered.
+	// meshid_ca_rotation_failures_total, meshid_svid_issued_total and,
+	// with an UpstreamAuthority, meshid_ca_upstream_failures_total; nil
+	// leaves them unregistered.
 	Metrics prometheus.Registerer
 	// RotateInterval is how often Run advances the timeline; default 1s.
 	RotateInterval time.Duration

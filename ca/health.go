@@ -55,10 +55,20 @@ type metrics struct {
 	expiry           prometheus.Gauge
 	rotationFailures prometheus.Counter
 	upstreamFailures prometheus.Counter
+	issued           *prometheus.CounterVec
+	issuedX509       prometheus.Counter
+	issuedJWT        prometheus.Counter
 }
 
 func newMetrics() metrics {
+	issued := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshid_svid_issued_total",
+		Help: "SVIDs the CA signed, by kind (x509, jwt): workloads' and meshid's own, first issues and renewals alike.",
+	}, []string{"kind"})
 	return metrics{
+		issued:     issued,
+		issuedX509: issued.WithLabelValues("x509"),
+		issuedJWT:  issued.WithLabelValues("jwt"),
 		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_ca_expiry_seconds",
 			Help: "Unix time at which the last CA generation expires: the node can sign nothing after it unless a successor is written.",
@@ -78,7 +88,7 @@ func (m metrics) register(reg prometheus.Registerer, remote bool) error {
 	if reg == nil {
 		return nil
 	}
-	cs := []prometheus.Collector{m.expiry, m.rotationFailures}
+	cs := []prometheus.Collector{m.expiry, m.rotationFailures, m.issued}
 	if remote {
 		cs = append(cs, m.upstreamFailures)
 	}

@@ -66,6 +66,7 @@ func (a *Authority) MintJWTSVID(req JWTRequest) (*JWTSVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mint JWT %s: %w", req.ID, err)
 	}
+	a.metrics.issuedJWT.Inc()
 	return &JWTSVID{Token: token, ID: req.ID, Audience: audience, IssuedAt: issuedAt, Expiry: expiry}, nil
 }
 

@@ -122,6 +122,7 @@ func (a *Authority) MintX509SVID(req SVIDRequest) (*x509svid.SVID, error) {
 	if a.up != nil {
 		chain = append(chain, g.chain...)
 	}
+	a.metrics.issuedX509.Inc()
 	return &x509svid.SVID{ID: req.ID, Certificates: slices.Clip(chain), PrivateKey: key}, nil
 }
 

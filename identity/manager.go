@@ -159,7 +159,6 @@ func NewManager(o Options) *Manager {
 		federatedX509:  x509bundle.NewSet(),
 		federatedJWT:   jwtbundle.NewSet(),
 		reloadInterval: o.ReloadInterval,
-		metrics:        newMetrics(o.Metrics),
 		refusals:       newRefusalLog(o.Log, o.Clock),
 	}
 	// A trust domain may come with only one kind of key (a partner whose
@@ -176,6 +175,7 @@ func NewManager(o Options) *Manager {
 			m.federatedJWT.Add(b.JWTBundle())
 		}
 	}
+	m.metrics = newMetrics(o.Metrics, m.earliestExpiry)
 	m.metrics.entries.Set(float64(len(o.Entries)))
 	return m
 }

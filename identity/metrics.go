@@ -1,6 +1,10 @@
 package identity
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshid/meshid/attestor"
+)
 
 // metrics are the manager's Prometheus series. They exist even without a
 // registry, so the code that counts never asks whether anyone listens.
@@ -12,7 +16,9 @@ type metrics struct {
 	entries        prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) metrics {
+// newMetrics registers the manager's series on reg; earliestExpiry is read
+// at each scrape for meshid_svid_expiry_seconds.
+func newMetrics(reg prometheus.Registerer, earliestExpiry func() float64) metrics {
 	m := metrics{
 		attestFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_attestation_failures_total",
@@ -35,8 +41,17 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Help: "Entries in force.",
 		}),
 	}
+	// Every reason exists from the start, at 0, so that an alert on its
+	// rate works before the first failure.
+	for _, r := range attestor.Reasons() {
+		m.attestFailures.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.attestFailures, m.unmatched, m.reloadErrors, m.reloads, m.entries)
+		reg.MustRegister(m.attestFailures, m.unmatched, m.reloadErrors, m.reloads, m.entries,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meshid_svid_expiry_seconds",
+				Help: "Unix time at which the first of the X509-SVIDs meshid holds for its callers and itself expires; +Inf while it holds none. Renewal keeps it about half an SVID lifetime ahead: nearer means renewal stalls.",
+			}, earliestExpiry))
 	}
 	return m
 }

@@ -29,6 +29,7 @@ type deltaState struct {
 	plainCA    bool
 	nonce      string
 	system     int
+	view       view // what the last response was built from
 }
 
 // DeltaSecrets answers one Envoy's incremental stream (api_type
@@ -37,12 +38,14 @@ type deltaState struct {
 // StreamSecrets, it is one loop over requests and identity changes.
 func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
 	ctx := stream.Context()
-	sub, err := s.watch(ctx)
+	sub, who, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
 	defer s.metrics.open(apiDelta)()
+	rec, untrack := s.track(apiDelta, who, sub)
+	defer untrack()
 
 	reqs, recvErr := receive(ctx, stream.Recv)
 	st := &deltaState{subscribed: map[string]bool{}, has: map[string]string{}}
@@ -58,9 +61,15 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 			if err := st.apply(req); err != nil {
 				return err
 			}
-			if req.ResponseNonce != "" && req.ResponseNonce == st.nonce && req.ErrorDetail != nil {
-				s.nack(apiDelta, strconv.Itoa(st.system), req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
-				continue
+			if req.Node != nil {
+				rec.node(req.Node.Id)
+			}
+			if req.ResponseNonce != "" && req.ResponseNonce == st.nonce {
+				if req.ErrorDetail != nil {
+					s.nack(rec, apiDelta, strconv.Itoa(st.system), req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
+					continue
+				}
+				rec.acked(s.clock())
 			}
 			if len(req.ResourceNamesSubscribe) == 0 && len(req.ResourceNamesUnsubscribe) == 0 && req.ResponseNonce != "" {
 				continue // an ACK, or a stale NACK: nothing new to say
@@ -81,6 +90,11 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		if exited(sub) {
 			return s.callerExited(apiDelta) // it may have exited while this was built
 		}
+		versions := make(map[string]string, len(resp.Resources))
+		for _, r := range resp.Resources {
+			versions[r.Name] = r.Version
+		}
+		rec.sent(s.clock(), resp.SystemVersionInfo, st.view, false, versions, resp.RemovedResources)
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -141,6 +155,7 @@ func (st *deltaState) next(sub Subscription) (*discoveryv3.DeltaDiscoveryRespons
 		return nil, status.Errorf(codes.Unavailable, "identities not available: %v", err)
 	}
 	v := view{x: x, plainTrustedCA: st.plainCA}
+	st.view = v
 	if len(x.SVIDs) == 0 && st.system == 0 {
 		return nil, errNoIdentity
 	}

@@ -29,6 +29,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "SDS responses Envoy rejected (NACK), by protocol.",
 		}, []string{"api"}),
 	}
+	// Both protocols exist from the start, at 0, so that an alert on NACKs
+	// works before the first one.
+	for _, api := range []string{apiSotW, apiDelta} {
+		m.streams.WithLabelValues(api)
+		m.responses.WithLabelValues(api)
+		m.nacks.WithLabelValues(api)
+	}
 	if reg != nil {
 		reg.MustRegister(m.streams, m.responses, m.nacks)
 	}

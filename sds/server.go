@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -62,6 +64,8 @@ type Options struct {
 	Log        *slog.Logger
 	// Registerer receives the server's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
+	// Clock stamps what Streams reports; nil means time.Now.
+	Clock func() time.Time
 }
 
 // Server implements envoy.service.secret.v3.SecretDiscoveryService.
@@ -70,6 +74,10 @@ type Server struct {
 	ids     Identities
 	log     *slog.Logger
 	metrics *metrics
+	clock   func() time.Time
+
+	mu   sync.Mutex
+	live map[*tracked]struct{} // the open streams, for Streams
 }
 
 // New returns an SDS server.
@@ -77,7 +85,10 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer)}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock, live: map[*tracked]struct{}{}}
 }
 
 // Register adds the SDS service to a gRPC server.
@@ -90,12 +101,14 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 // secrets asked for if there is something new to say.
 func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
 	ctx := stream.Context()
-	sub, err := s.watch(ctx)
+	sub, who, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
 	defer s.metrics.open(apiSotW)()
+	rec, untrack := s.track(apiSotW, who, sub)
+	defer untrack()
 
 	reqs, recvErr := receive(ctx, stream.Recv)
 	var (
@@ -120,6 +133,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 			}
 			if req.Node != nil {
 				plainCA = wantsPlainTrustedCA(req.Node)
+				rec.node(req.Node.Id)
 			}
 			if req.ResponseNonce != "" && req.ResponseNonce != nonce {
 				continue // answers a response we have since superseded
@@ -127,8 +141,11 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 			if req.ErrorDetail != nil {
 				// Envoy keeps what it had; sending the same secrets again
 				// would be rejected again, so wait for something new.
-				s.nack(apiSotW, req.VersionInfo, req.ResourceNames, req.ErrorDetail.GetMessage())
+				s.nack(rec, apiSotW, req.VersionInfo, req.ResourceNames, req.ErrorDetail.GetMessage())
 				continue
+			}
+			if req.ResponseNonce != "" && req.VersionInfo == strconv.Itoa(version) {
+				rec.acked(s.clock()) // Envoy holds what was sent last
 			}
 			if requested && req.ResponseNonce == nonce && sameNames(names, req.ResourceNames) {
 				continue // an ACK: nothing new to say
@@ -144,7 +161,8 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "identities not available: %v", err)
 		}
-		secrets, err := view{x: x, plainTrustedCA: plainCA}.secrets(names)
+		v := view{x: x, plainTrustedCA: plainCA}
+		secrets, err := v.secrets(names)
 		if err != nil {
 			return err // includes withdrawal: no identity any more
 		}
@@ -160,6 +178,13 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		}
 		version++
 		nonce = rand.Text()
+		// Recorded before it is sent, so that whoever got it finds it in
+		// Streams; a failed send ends the stream and its record.
+		versions := make(map[string]string, len(secrets))
+		for _, sec := range secrets {
+			versions[sec.Name] = strconv.Itoa(version)
+		}
+		rec.sent(s.clock(), strconv.Itoa(version), v, true, versions, nil)
 		if err := stream.Send(&discoveryv3.DiscoveryResponse{
 			VersionInfo: strconv.Itoa(version),
 			Resources:   resources,
@@ -180,7 +205,7 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	if err := checkRequest(req.TypeUrl, req.ResourceNames); err != nil {
 		return nil, err
 	}
-	sub, err := s.watch(ctx)
+	sub, _, err := s.watch(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -235,20 +260,21 @@ func exited(sub Subscription) bool {
 }
 
 // watch subscribes the caller of the call in ctx, refusing one that cannot
-// be attested.
-func (s *Server) watch(ctx context.Context) (Subscription, error) {
+// be attested; it returns the connection's AuthInfo too.
+func (s *Server) watch(ctx context.Context) (Subscription, credentials.AuthInfo, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, errNoPeer
+		return nil, nil, errNoPeer
 	}
 	sub, err := s.ids.Watch(ctx, p.AuthInfo)
 	if err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
 	}
-	return sub, nil
+	return sub, p.AuthInfo, nil
 }
 
-func (s *Server) nack(api, version string, names []string, message string) {
+func (s *Server) nack(rec *tracked, api, version string, names []string, message string) {
+	rec.nacked(s.clock(), version, message)
 	s.metrics.nacks.WithLabelValues(api).Inc()
 	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", echo.Clip(version, maxEcho),
 		"resources", echo.ClipAll(names, maxEcho), "error", echo.Clip(message, maxEchoDetail))
