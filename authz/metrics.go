@@ -10,10 +10,10 @@ import (
 
 // serverMetrics are the authz series listed in docs/authz.md § Metrics.
 type serverMetrics struct {
-	allowed, denied, failed prometheus.Counter
-	duration                prometheus.Histogram
-	reloadErrors            prometheus.Counter
-	cacheHits, cacheMisses  prometheus.Counter
+	allowed, denied, failed                         prometheus.Counter
+	allowedDuration, deniedDuration, failedDuration prometheus.Observer
+	reloadErrors                                    prometheus.Counter
+	cacheHits, cacheMisses                          prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cacheLen func() int) (*serverMetrics, error) {
@@ -21,15 +21,18 @@ func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cac
 		Name: "meshid_authz_decisions_total",
 		Help: "ext_authz decisions by result: allow, deny (by policy) or error (no decision reached, denied). Dry run counts what the policy decided.",
 	}, []string{"result"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "meshid_authz_duration_seconds",
+		Help:    "Time to answer one ext_authz check (input, policy evaluation and response), by result: allow, deny or error, as meshid_authz_decisions_total counts them.",
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+	}, []string{"result"})
 	m := &serverMetrics{
-		allowed: decisionsTotal.WithLabelValues("allow"),
-		denied:  decisionsTotal.WithLabelValues("deny"),
-		failed:  decisionsTotal.WithLabelValues("error"),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "meshid_authz_duration_seconds",
-			Help:    "Time to answer one ext_authz check: input, policy evaluation and response.",
-			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
-		}),
+		allowed:         decisionsTotal.WithLabelValues("allow"),
+		denied:          decisionsTotal.WithLabelValues("deny"),
+		failed:          decisionsTotal.WithLabelValues("error"),
+		allowedDuration: duration.WithLabelValues("allow"),
+		deniedDuration:  duration.WithLabelValues("deny"),
+		failedDuration:  duration.WithLabelValues("error"),
 		reloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshid_authz_policy_reload_errors_total",
 			Help: "Policy reloads that failed (parse, compile or read errors); the last good policies stay in use.",
@@ -46,7 +49,7 @@ func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cac
 	if reg == nil {
 		return m, nil
 	}
-	collectors := []prometheus.Collector{decisionsTotal, m.duration, m.reloadErrors, m.cacheHits, m.cacheMisses,
+	collectors := []prometheus.Collector{decisionsTotal, duration, m.reloadErrors, m.cacheHits, m.cacheMisses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshid_authz_cache_entries",
 			Help: "Decisions in the decision cache now; it starts empty with every policy reload.",
@@ -67,13 +70,16 @@ func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cac
 }
 
 func (m *serverMetrics) observe(r *Result) {
+	d := r.Duration.Seconds()
 	switch {
 	case r.Err != nil:
 		m.failed.Inc()
+		m.failedDuration.Observe(d)
 	case r.Allowed:
 		m.allowed.Inc()
+		m.allowedDuration.Observe(d)
 	default:
 		m.denied.Inc()
+		m.deniedDuration.Observe(d)
 	}
-	m.duration.Observe(r.Duration.Seconds())
 }

@@ -57,6 +57,6 @@ func (a *Authority) Generations() []Generation {
 	return out
 }
 
-// Upstream reports whether the CA is an intermediate of an upstream root
-// (ca.upstream), which meshid cannot renew on its own.
-func (a *Authority) Upstream() bool { return a.upstream != nil }
+// Source says where the CA's certificates come from: "self-signed",
+// "files" (ca.upstream's files) or the upstream authority (ca.upstream.vault).
+func (a *Authority) Source() string { return a.upstreamName() }

@@ -159,12 +159,14 @@ func newAuthzService(cfg config.Authz, dataDir string, p policies, id authzIdent
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 		log.Info("authz: serving mutual TLS with meshid's own SVID", "spiffe_id", id.self.ID(), "client_ids", cfg.TLS.ClientIDs)
 	}
-	s.grpc = grpc.NewServer(grpcOpts...)
+	grpcMetrics := newGRPCMetrics(reg, "authz")
+	s.grpc = grpc.NewServer(append(grpcOpts, grpcMetrics.options()...)...)
 	s.srv.Register(s.grpc)
 	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
 	if cfg.Reflection {
 		reflection.Register(s.grpc)
 	}
+	grpcMetrics.init(s.grpc)
 	if cfg.HTTPAddress != "" {
 		s.http = &http.Server{
 			Handler:           s.srv.HTTPHandler(),

@@ -221,7 +221,7 @@ func startAgent(t *testing.T) *agent {
 			return err
 		}))
 	sds.New(sds.Options{Identities: sdsIdentities{m}}).Register(srv)
-	workload.New(workloadIdentities{m}, nil).Register(srv)
+	workload.New(workload.Options{Identities: workloadIdentities{m}}).Register(srv)
 	lis, err := net.Listen("unix", a.sock)
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,7 @@ import (
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/ca/vault"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/internal/buildinfo"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/internal/connlimit"
 	"github.com/meshid/meshid/internal/gcfloor"
@@ -89,6 +90,8 @@ type Node struct {
 	authz    *authzService
 	sockets  socketLimits
 	agent    *grpc.Server
+	sds      *sds.Server      // for status: its open streams
+	workload *workload.Server // for status: its open streams
 	streams  *streamEnder // ends agent's streams at shutdown
 	agentLis net.Listener
 	admin    *http.Server // public: health, readiness, metrics
@@ -105,7 +108,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), sockets: in.sockets}
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector(buildinfo.Read()))
 
 	caOpts, err := caOptions(cfg, in.trustDomain, log, n.reg)
 	if err != nil {
@@ -131,10 +135,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 
 	n.streams = newStreamEnder()
-	n.agent = grpc.NewServer(append(agentServerOptions(cfg.Limits), grpc.StreamInterceptor(n.streams.interceptor()))...)
-	sds.New(sds.Options{Identities: sdsIdentities{n.ids}, Log: log, Registerer: n.reg}).Register(n.agent)
-	workload.New(workloadIdentities{n.ids}, log).Register(n.agent)
+	agentMetrics := newGRPCMetrics(n.reg, "agent")
+	// The metrics interceptors come first, so that a stream ended at
+	// shutdown is counted with the code it ended with.
+	n.agent = grpc.NewServer(append(agentServerOptions(cfg.Limits), append(agentMetrics.options(), grpc.ChainStreamInterceptor(n.streams.interceptor()))...)...)
+	n.sds = sds.New(sds.Options{Identities: sdsIdentities{n.ids}, Log: log, Registerer: n.reg})
+	n.sds.Register(n.agent)
+	n.workload = workload.New(workload.Options{Identities: workloadIdentities{n.ids}, Log: log, Registerer: n.reg})
+	n.workload.Register(n.agent)
 	healthpb.RegisterHealthServer(n.agent, health.NewServer())
+	agentMetrics.init(n.agent)
 
 	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: cfg.Limits.IdleTimeout}
 	n.private = &http.Server{Handler: n.privateHandler(), ReadHeaderTimeout: 5 * time.Second}

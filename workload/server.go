@@ -14,7 +14,10 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"slices"
+	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -65,19 +68,37 @@ type JWTSVID struct {
 	Token string
 }
 
+// Options configures a Server.
+type Options struct {
+	Identities Identities
+	Log        *slog.Logger
+	// Registerer receives the server's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// Clock stamps what Streams reports; nil means time.Now.
+	Clock func() time.Time
+}
+
 // Server implements the SPIFFE Workload API.
 type Server struct {
 	workloadpb.UnimplementedSpiffeWorkloadAPIServer
-	ids Identities
-	log *slog.Logger
+	ids     Identities
+	log     *slog.Logger
+	metrics metrics
+	clock   func() time.Time
+
+	mu   sync.Mutex
+	live map[*tracked]struct{} // the open streams, for Streams
 }
 
 // New returns a Workload API server.
-func New(ids Identities, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ids: ids, log: log}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock, live: map[*tracked]struct{}{}}
 }
 
 // Register adds the Workload API to a gRPC server.
@@ -97,7 +118,7 @@ var errNoIdentity = status.Error(codes.PermissionDenied,
 // FetchX509SVID streams the caller's X509-SVIDs with their bundles, and
 // again whenever they change.
 func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
-	return s.stream(stream.Context(), func(sub Subscription) (proto.Message, error) {
+	return s.stream(stream.Context(), methodX509SVID, func(sub Subscription) (proto.Message, error) {
 		x, err := current(sub)
 		if err != nil {
 			return nil, err
@@ -108,7 +129,7 @@ func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.
 
 // FetchX509Bundles streams the X.509 bundles the caller may use.
 func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
-	return s.stream(stream.Context(), func(sub Subscription) (proto.Message, error) {
+	return s.stream(stream.Context(), methodX509Bundles, func(sub Subscription) (proto.Message, error) {
 		x, err := current(sub)
 		if err != nil {
 			return nil, err
@@ -123,7 +144,7 @@ func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workl
 
 // FetchJWTBundles streams the JWT bundles (JWKS) the caller may use.
 func (s *Server) FetchJWTBundles(_ *workloadpb.JWTBundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
-	return s.stream(stream.Context(), func(sub Subscription) (proto.Message, error) {
+	return s.stream(stream.Context(), methodJWTBundles, func(sub Subscription) (proto.Message, error) {
 		if _, err := current(sub); err != nil {
 			return nil, err
 		}
@@ -156,7 +177,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 		}
 		want = id
 	}
-	sub, err := s.watch(ctx)
+	sub, _, err := s.watch(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +219,7 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 	case req.Svid == "":
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
-	sub, err := s.watch(ctx) // the caller must still be one the kernel can name
+	sub, _, err := s.watch(ctx) // the caller must still be one the kernel can name
 	if err != nil {
 		return nil, err
 	}
@@ -220,15 +241,17 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 
 // stream is the loop of every streaming call: build the response from the
 // subscription, send it if it differs from the last one, wait for a change.
-func (s *Server) stream(ctx context.Context, build func(Subscription) (proto.Message, error), send func(proto.Message) error) error {
+func (s *Server) stream(ctx context.Context, method string, build func(Subscription) (proto.Message, error), send func(proto.Message) error) error {
 	if err := checkHeader(ctx); err != nil {
 		return err
 	}
-	sub, err := s.watch(ctx)
+	sub, who, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
+	rec, untrack := s.track(method, who, sub)
+	defer untrack()
 	var last proto.Message
 	for {
 		resp, err := build(sub)
@@ -239,6 +262,7 @@ func (s *Server) stream(ctx context.Context, build func(Subscription) (proto.Mes
 			if exited(sub) {
 				return errCallerExited // it may have exited while this was built
 			}
+			s.sent(rec)
 			if err := send(resp); err != nil {
 				return err
 			}
@@ -277,17 +301,17 @@ var errNoPeer = status.Error(codes.PermissionDenied,
 	"cannot attest the caller: the call has no gRPC peer, so there is no connection to ask the kernel about")
 
 // watch subscribes the caller of the call in ctx, refusing one that cannot
-// be attested.
-func (s *Server) watch(ctx context.Context) (Subscription, error) {
+// be attested; it returns the connection's AuthInfo too.
+func (s *Server) watch(ctx context.Context) (Subscription, credentials.AuthInfo, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, errNoPeer
+		return nil, nil, errNoPeer
 	}
 	sub, err := s.ids.Watch(ctx, p.AuthInfo)
 	if err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
 	}
-	return sub, nil
+	return sub, p.AuthInfo, nil
 }
 
 func checkHeader(ctx context.Context) error {

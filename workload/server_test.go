@@ -136,7 +136,7 @@ func newFake(t testing.TB, ids ...spiffeid.ID) *fake {
 
 func client(t *testing.T, f *fake, opts ...grpc.ServerOption) (workloadpb.SpiffeWorkloadAPIClient, context.Context) {
 	t.Helper()
-	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(f, nil).Register(s) }, opts...)
+	conn := grpctest.Serve(t, "unix", func(s *grpc.Server) { New(Options{Identities: f}).Register(s) }, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return workloadpb.NewSpiffeWorkloadAPIClient(conn), metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
@@ -295,7 +295,7 @@ func FuzzValidateJWTSVID(f *testing.F) {
 	f.Add(fk.sign(webID.String(), []string{"api"}, time.Now().Add(time.Hour)), "api")
 	f.Add("eyJhbGciOiJub25lIn0.e30.", "api")
 	f.Add("a.b.c", "")
-	srv := New(fk, nil)
+	srv := New(Options{Identities: fk})
 	ctx := metadata.NewIncomingContext(withPeer(context.Background()), metadata.Pairs("workload.spiffe.io", "true"))
 	f.Fuzz(func(t *testing.T, token, audience string) {
 		_, err := srv.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: audience, Svid: token})
@@ -339,7 +339,7 @@ func TestTheConnectionsAuthInfoIsWhoIsWatched(t *testing.T) {
 func TestACallWithoutAPeerIsRefused(t *testing.T) {
 	f := newFake(t, webID)
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("workload.spiffe.io", "true"))
-	_, err := New(f, nil).FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"api"}})
+	_, err := New(Options{Identities: f}).FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"api"}})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "the call has no gRPC peer") {
 		t.Fatalf("err = %v, want PermissionDenied saying there is no peer", err)
 	}

@@ -21,12 +21,14 @@ import (
 
 	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/cmd/meshid/internal/workloadcli"
+	"github.com/meshid/meshid/internal/buildinfo"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	buildinfo.Version = version
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
