@@ -92,7 +92,7 @@ type Node struct {
 	agent    *grpc.Server
 	sds      *sds.Server      // for status: its open streams
 	workload *workload.Server // for status: its open streams
-	streams  *streamEnder // ends agent's streams at shutdown
+	streams  *streamEnder     // ends agent's streams at shutdown
 	agentLis net.Listener
 	admin    *http.Server // public: health, readiness, metrics
 	adminLis net.Listener
