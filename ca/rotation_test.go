@@ -307,8 +307,8 @@ func TestLastGenerationExpiresWhileItsSuccessorCannotBeWritten(t *testing.T) {
 			if got, want := f.metric(a.metrics.expiry), float64(roots[0].NotAfter.Unix()); got != want {
 				t.Errorf("meshid_ca_expiry_seconds = %v, want the successor's %v", got, want)
 			}
-			if got := f.registered(t); !slices.Equal(got, []string{"meshid_ca_expiry_seconds", "meshid_ca_rotation_failures_total"}) {
-				t.Errorf("registry holds %q, want the two CA series", got)
+			if got := f.registered(t); !slices.Equal(got, []string{"meshid_ca_expiry_seconds", "meshid_ca_rotation_failures_total", "meshid_svid_issued_total"}) {
+				t.Errorf("registry holds %q, want the three CA series", got)
 			}
 		})
 	}
