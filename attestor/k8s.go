@@ -27,6 +27,10 @@ type K8sOptions struct {
 	TokenFile string
 	// CAFile verifies the kubelet's serving certificate.
 	CAFile string
+	// ServerName is the name the kubelet's certificate must carry when it
+	// is not KubeletURL's host: a kubelet's certificate names its node,
+	// not the loopback address meshid reaches it on. Empty: the URL's host.
+	ServerName string
 	// Timeout bounds one call; zero means 2s.
 	Timeout time.Duration
 	// PodRetries are the pauses between pod list fetches while the
@@ -56,7 +60,7 @@ func newK8s(o K8sOptions) (*k8sPlugin, error) {
 	if o.PodRetries == nil {
 		o.PodRetries = slices.Repeat([]time.Duration{500 * time.Millisecond}, 10)
 	}
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {

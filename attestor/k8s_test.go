@@ -75,6 +75,7 @@ func TestK8sSelectors(t *testing.T) {
 		tls         bool
 		token       string // what the kubelet wants
 		noCA        bool
+		serverName  string
 		listedFrom  int32
 		containerID string
 		down        bool
@@ -90,6 +91,10 @@ func TestK8sSelectors(t *testing.T) {
 			wantCalls: 4, wantReason: ReasonKubelet, wantErr: "pod prod/web-7d4b9: container not listed yet"},
 		{name: "wrong token: no retry", cgroup: inPod, tls: true, token: "other", listedFrom: 1, wantCalls: 1, wantReason: ReasonKubelet, wantErr: "401"},
 		{name: "kubelet's certificate not trusted", cgroup: inPod, tls: true, noCA: true, listedFrom: 1, wantReason: ReasonKubelet, wantErr: "certificate"},
+		// httptest's certificate names example.com and 127.0.0.1.
+		{name: "certificate verified for the node's name", cgroup: inPod, tls: true, token: "s3cret", serverName: "example.com", listedFrom: 1, wantCalls: 1},
+		{name: "certificate for another name", cgroup: inPod, tls: true, token: "s3cret", serverName: "node-1", listedFrom: 1,
+			wantReason: ReasonKubelet, wantErr: "not node-1"},
 		{name: "kubelet down", cgroup: inPod, down: true, listedFrom: 1, wantReason: ReasonKubelet, wantErr: "kubelet unreachable"},
 		{name: "not in a pod", cgroup: "0::/system.slice/docker-" + cid + ".scope\n", tls: true, listedFrom: 1, wantCalls: 0},
 	}
@@ -102,7 +107,7 @@ func TestK8sSelectors(t *testing.T) {
 				tt.containerID = "containerd://" + cid
 			}
 			k := startFakeKubelet(t, tt.tls, tt.token, tt.listedFrom, tt.containerID)
-			o := K8sOptions{KubeletURL: k.srv.URL, PodRetries: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}}
+			o := K8sOptions{KubeletURL: k.srv.URL, ServerName: tt.serverName, PodRetries: []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond}}
 			if tt.tls {
 				o.TokenFile = tokenFile
 				if !tt.noCA {

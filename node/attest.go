@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -17,12 +19,19 @@ func newAttestor(cfg config.Config) (*attestor.Attestor, error) {
 		o.Docker = &do
 	}
 	if k := cfg.K8s; k != nil {
+		var serverName string
+		if env := k.KubeletServerNameEnv; env != "" {
+			if serverName = os.Getenv(env); serverName == "" {
+				return nil, fmt.Errorf("k8s.kubelet_server_name_env: $%s is empty or unset; set it to the node's name (in a DaemonSet, from spec.nodeName)", env)
+			}
+		}
 		// Ask the kubelet every half second until the pod lookup timeout.
 		const pause = 500 * time.Millisecond
 		o.K8s = &attestor.K8sOptions{
 			KubeletURL: k.KubeletURL,
 			TokenFile:  k.TokenFile,
 			CAFile:     k.CAFile,
+			ServerName: serverName,
 			Timeout:    k.Timeout,
 			PodRetries: slices.Repeat([]time.Duration{pause}, max(1, int(k.PodLookupTimeout/pause))),
 		}

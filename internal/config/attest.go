@@ -2,8 +2,11 @@ package config
 
 import (
 	"net/url"
+	"regexp"
 	"time"
 )
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Unix configures the unix selectors.
 type Unix struct {
@@ -22,10 +25,15 @@ type Docker struct {
 type K8s struct {
 	// KubeletURL is https://HOST:10250 (token_file, ca_file) or the
 	// read-only http://HOST:10255.
-	KubeletURL string        `yaml:"kubelet_url"`
-	TokenFile  string        `yaml:"token_file"`
-	CAFile     string        `yaml:"ca_file"`
-	Timeout    time.Duration `yaml:"timeout"`
+	KubeletURL string `yaml:"kubelet_url"`
+	TokenFile  string `yaml:"token_file"`
+	CAFile     string `yaml:"ca_file"`
+	// KubeletServerNameEnv names the environment variable that holds the
+	// name the kubelet's serving certificate is verified for, when that is
+	// not kubelet_url's host: a kubelet's certificate names its node, not
+	// 127.0.0.1. A DaemonSet sets the variable from spec.nodeName.
+	KubeletServerNameEnv string        `yaml:"kubelet_server_name_env"`
+	Timeout              time.Duration `yaml:"timeout"`
 	// PodLookupTimeout bounds how long an attestation waits for the
 	// kubelet to list a pod that has just started.
 	PodLookupTimeout time.Duration `yaml:"pod_lookup_timeout"`
@@ -80,8 +88,14 @@ func (c Config) validateAttest(bad func(path []any, format string, args ...any))
 		bad(at("docker", "timeout"), "docker.timeout must be positive")
 	}
 	if k := c.K8s; k != nil {
-		if u, err := url.Parse(k.KubeletURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		u, err := url.Parse(k.KubeletURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad(at("k8s", "kubelet_url"), "k8s.kubelet_url %q: want https://HOST:10250 or the read-only http://HOST:10255", k.KubeletURL)
+		} else if k.KubeletServerNameEnv != "" && u.Scheme != "https" {
+			bad(at("k8s", "kubelet_server_name_env"), "k8s.kubelet_server_name_env names the kubelet's certificate, but kubelet_url %s is plain http", k.KubeletURL)
+		}
+		if n := k.KubeletServerNameEnv; n != "" && !envName.MatchString(n) {
+			bad(at("k8s", "kubelet_server_name_env"), "k8s.kubelet_server_name_env %q: want the name of an environment variable, e.g. NODE_NAME", n)
 		}
 		if k.Timeout < 0 {
 			bad(at("k8s", "timeout"), "k8s.timeout must be positive")

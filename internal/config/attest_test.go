@@ -35,6 +35,8 @@ func TestAttestationSections(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"k8s: {kubelet_url: 127.0.0.1:10250}\n", "meshid.yaml:1: k8s.kubelet_url \"127.0.0.1:10250\""},
 		{"k8s:\n  pod_lookup_timeout: -1s\n", "meshid.yaml:2: k8s.pod_lookup_timeout must be positive"},
+		{"k8s:\n  kubelet_server_name_env: $NODE_NAME\n", "meshid.yaml:2: k8s.kubelet_server_name_env \"$NODE_NAME\": want the name of an environment variable"},
+		{"k8s:\n  kubelet_url: http://127.0.0.1:10255\n  kubelet_server_name_env: NODE_NAME\n", "meshid.yaml:3: k8s.kubelet_server_name_env names the kubelet's certificate, but kubelet_url http://127.0.0.1:10255 is plain http"},
 		{"docker: {timeout: -1s}\n", "docker.timeout must be positive"},
 		{"docker: {socket: /x}\n", "unknown key \"socket\""},
 	} {
