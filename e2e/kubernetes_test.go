@@ -45,10 +45,10 @@ type (
 		Volumes            []kubeVolume    `json:"volumes"`
 	}
 	kubeContainer struct {
-		Name  string   `json:"name"`
-		Image string   `json:"image"`
-		Args  []string `json:"args"`
-		Env   []kubeEnv `json:"env"`
+		Name         string    `json:"name"`
+		Image        string    `json:"image"`
+		Args         []string  `json:"args"`
+		Env          []kubeEnv `json:"env"`
 		VolumeMounts []struct {
 			Name      string `json:"name"`
 			MountPath string `json:"mountPath"`

@@ -379,7 +379,9 @@ func writeKubePKI(dir string) (kubePKI, error) {
 		{p.serverKey, func() ([]byte, error) { return ecKeyPEM(srvKey) }},
 		{p.saKey, func() ([]byte, error) { return ecKeyPEM(saKey) }},
 		// token,user,uid,"groups"
-		{p.tokens, func() ([]byte, error) { return fmt.Appendf(nil, "%s,meshid-test-admin,1,\"system:masters\"\n", p.token), nil }},
+		{p.tokens, func() ([]byte, error) {
+			return fmt.Appendf(nil, "%s,meshid-test-admin,1,\"system:masters\"\n", p.token), nil
+		}},
 	}
 	for _, f := range files {
 		data, err := f.data()
