@@ -374,8 +374,12 @@ func TestKubernetesManifests(t *testing.T) {
 					{Type: "k8s", Value: "container-name:" + c.Name}}
 				var ids []string
 				for _, e := range entries {
-					if e.Matches(sels) {
-						ids = append(ids, e.SPIFFEID.String())
+					got, ok, err := e.For(sels)
+					if err != nil {
+						t.Errorf("%s: container %s: entry %s: %v", key, c.Name, e.Source, err)
+					}
+					if ok {
+						ids = append(ids, got.SPIFFEID.String())
 					}
 				}
 				want := []string(nil)
