@@ -171,7 +171,6 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
 // response: carry says why it cannot carry out this one, which makes the
 // decision a failure like any other.
 func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error) *Result {
-	growStack()
 	start := s.clock()
 	r := &Result{Record: decisionlog.Record{ID: newDecisionID(), Time: start, DryRun: s.dryRun}}
 	r.Err = s.decide(ctx, req, r, start)
@@ -238,6 +237,7 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 		}
 		s.metrics.cacheMisses.Inc()
 	}
+	growStack() // only now: a decision from the cache needs no deep stack
 	if r.Decision, err = e.eval(ctx, in, deadline, s.clock); err != nil {
 		return err
 	}

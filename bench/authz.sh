@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# authz.sh: meshid's ext_authz server against a no-op ext_authz server on
-# the same gRPC stack (bench/authznoop), both driven by the same load
-# (bench/authzload) on loopback, at concurrency 1, 8 and 32, in one run.
-# Prints throughput and p50/p99 latency side by side and the throughput
-# ratio meshid / no-op, with the goal (>= 0.7x at c=8, 0 errors).
+# authz.sh: meshid's ext_authz server, with its decision cache and without,
+# against a no-op ext_authz server on the same gRPC stack (bench/authznoop),
+# all driven by the same load (bench/authzload) on loopback, at concurrency
+# 1, 8 and 32, in one run. Prints throughput and p50/p99 latency side by
+# side, the throughput ratios meshid / no-op with the goal (>= 0.9x at c=8
+# and c=32 with the cache, 0 errors), and meshid's resident memory under
+# the load (goal <= 55 MB).
 #
-#   bench/authz.sh                          # 5 s per server and concurrency, ~1 min
+#   bench/authz.sh                          # 5 s per server and concurrency, ~1.5 min
 #   DURATION=10s CONCURRENCY="1 8 32 64" bench/authz.sh
+#   MIX=0 bench/authz.sh                    # one request over and over instead of the mix
 #
-# meshid runs as `meshid run` with the shipped policies (policies/envoy):
-# the request, the demo frontend's GET /hello to the backend, is allowed by
-# policy, so each call is a full decision. With at least two CPUs the
-# servers get the last CPU and the load generator the others (taskset),
-# so the two do not steal each other's time.
+# meshid runs as `meshid run` with the shipped policies (policies/envoy).
+# The load is a mesh's mix (authzload -mix): the demo frontend's pods
+# calling the backend's /hello with a few queries and clients most of the
+# time, other paths and other callers now and then; meshid must answer each
+# as the demo policy decides (-expect), the no-op allows all. With at least
+# two CPUs the servers get the last CPU and the load generator the others
+# (taskset), so the two do not steal each other's time.
 #
 # Exits non-zero only when the benchmark cannot run; BELOW is a verdict to
 # read, not a failure (benchmarks on a shared machine are noisy).
@@ -20,8 +25,10 @@ set -euo pipefail
 
 duration="${DURATION:-5s}"
 concurrency="${CONCURRENCY:-1 8 32}"
-goal="0.7"
-goal_c="8"
+mix="${MIX:-1}"
+goal="0.9"
+goal_cs="8 32"
+goal_rss_mb="55"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/meshid-authz-bench.XXXXXX")"
@@ -62,43 +69,75 @@ noop_port="$(free_port)"
 $server_cpus "$work/authznoop" -listen "127.0.0.1:$noop_port" 2>"$work/authznoop.log" &
 pids+=($!)
 
-authz_port="$(free_port)"
-admin_port="$(free_port)"
-cat >"$work/meshid.yaml" <<EOF
+# meshid_config PORT ADMIN_PORT CACHE writes a meshid.yaml for one meshid.
+meshid_config() {
+	cat <<EOF
 trust_domain: example.org
-data_dir: $work/data
-socket_path: $work/sock/agent.sock
+data_dir: $work/data-$3
+socket_path: $work/sock-$3/agent.sock
 entries_file: $work/entries.yaml
 authz:
-  address: 127.0.0.1:$authz_port
+  address: 127.0.0.1:$1
   policy_dir: $root/policies
+  cache:
+    enabled: $3
 admin:
-  address: 127.0.0.1:$admin_port
+  address: 127.0.0.1:$2
 log:
   level: warn
 EOF
+}
 echo "entries: []" >"$work/entries.yaml"
-$server_cpus "$work/meshid" run -config "$work/meshid.yaml" 2>"$work/meshid.log" &
-pids+=($!)
+declare -A port admin pid
+for cache in true false; do
+	port[$cache]="$(free_port)"
+	admin[$cache]="$(free_port)"
+	meshid_config "${port[$cache]}" "${admin[$cache]}" "$cache" >"$work/meshid-cache-$cache.yaml"
+	$server_cpus "$work/meshid" run -config "$work/meshid-cache-$cache.yaml" 2>"$work/meshid-cache-$cache.log" &
+	pids+=($!)
+	pid[$cache]=$!
+done
 
 wait_tcp "$noop_port"
-wait_tcp "$authz_port"
+wait_tcp "${port[true]}"
+wait_tcp "${port[false]}"
 
+# rss_kb PID: the resident size of PID now and its peak so far, in kB.
+rss_kb() { awk '/^VmRSS:/ {rss = $2} /^VmHWM:/ {hwm = $2} END {print rss, hwm}' "/proc/$1/status"; }
+
+load_flags=()
+[ "$mix" = 1 ] && load_flags=(-mix)
 results="$work/results.txt"
 : >"$results"
 for c in $concurrency; do
-	for server in noop meshid; do
-		port="$noop_port"
-		[ "$server" = meshid ] && port="$authz_port"
-		line="$($load_cpus "$work/authzload" -addr "127.0.0.1:$port" -c "$c" -d "$duration")"
-		echo "$server $line" >>"$results"
+	for server in noop meshid meshid-nocache; do
+		expect=()
+		case "$server" in
+		noop) p="$noop_port" ;;
+		meshid) p="${port[true]}" expect=(-expect) ;;
+		meshid-nocache) p="${port[false]}" expect=(-expect) ;;
+		esac
+		[ "$mix" = 1 ] || expect=()
+		line="$($load_cpus "$work/authzload" -addr "127.0.0.1:$p" -c "$c" -d "$duration" "${load_flags[@]}" "${expect[@]}" 2>>"$work/authzload.log")"
+		rss=""
+		case "$server" in
+		meshid) read -r now peak < <(rss_kb "${pid[true]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
+		meshid-nocache) read -r now peak < <(rss_kb "${pid[false]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
+		esac
+		echo "$server $line $rss" >>"$results"
 	done
 done
+hits="$(curl -s "http://127.0.0.1:${admin[true]}/metrics" 2>/dev/null |
+	awk '/^meshid_authz_cache_hits_total/ {h = $2} /^meshid_authz_cache_misses_total/ {m = $2} END {if (h + m > 0) printf "%.0f hits, %.0f misses: %.1f%% of the decisions from the cache", h, m, 100 * h / (h + m)}')"
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($ncpu CPUs${server_cpus:+; servers on CPU $((ncpu - 1)), load on the rest})  $(go version | cut -d' ' -f3)"
-echo "load: $duration per server and concurrency; the demo frontend's GET /hello, allowed by policies/envoy"
+if [ "$mix" = 1 ]; then
+	echo "load: $duration per server and concurrency; a mesh's mix of 48 requests (authzload -mix), answered as policies/envoy decides"
+else
+	echo "load: $duration per server and concurrency; the demo frontend's GET /hello, allowed by policies/envoy"
+fi
 echo
-awk -v goal="$goal" -v goal_c="$goal_c" -v work="$work" '
+awk -v goal="$goal" -v goal_cs="$goal_cs" -v goal_rss="$goal_rss_mb" -v work="$work" -v hits="$hits" '
 function field(name,    i, kv) {
 	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
 	return ""
@@ -106,22 +145,32 @@ function field(name,    i, kv) {
 {
 	s = $1; c = field("c")
 	rps[s, c] = field("rps"); p50[s, c] = field("p50_us"); p99[s, c] = field("p99_us")
-	errs[s, c] = field("errors"); req[s, c] = field("requests")
+	errs[s, c] = field("errors")
+	if (field("hwm_kb") + 0 > hwm[s] + 0) hwm[s] = field("hwm_kb")
 	if (!(c in seen)) { seen[c] = 1; order[++n] = c }
 }
 END {
-	printf "%5s | %26s | %26s | %7s\n", "", "no-op ext_authz", "meshid (policies/envoy)", ""
-	printf "%5s | %8s %8s %8s | %8s %8s %8s | %7s %s\n", "c", "req/s", "p50 us", "p99 us", "req/s", "p50 us", "p99 us", "ratio", "errors"
-	verdict = "BELOW"; total = 0
+	printf "%5s | %26s | %26s | %26s | %15s\n", "", "no-op ext_authz", "meshid, decision cache", "meshid, no cache", "ratio to no-op"
+	printf "%5s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s | %7s %7s %s\n", "c", "req/s", "p50 us", "p99 us", "req/s", "p50 us", "p99 us", "req/s", "p50 us", "p99 us", "cache", "none", "errors"
+	split(goal_cs, gcs, " "); for (i in gcs) isgoal[gcs[i]] = 1
+	verdict = "PASS"; total = 0; goals = ""
 	for (k = 1; k <= n; k++) {
 		c = order[k]
 		ratio = rps["noop", c] > 0 ? rps["meshid", c] / rps["noop", c] : 0
-		e = errs["noop", c] + errs["meshid", c]; total += e
-		printf "%5s | %8.0f %8.1f %8.1f | %8.0f %8.1f %8.1f | %6.2fx %d\n", c,
+		ratio0 = rps["noop", c] > 0 ? rps["meshid-nocache", c] / rps["noop", c] : 0
+		e = errs["noop", c] + errs["meshid", c] + errs["meshid-nocache", c]; total += e
+		printf "%5s | %8.0f %8.1f %8.1f | %8.0f %8.1f %8.1f | %8.0f %8.1f %8.1f | %6.2fx %6.2fx %d\n", c,
 			rps["noop", c], p50["noop", c], p99["noop", c],
-			rps["meshid", c], p50["meshid", c], p99["meshid", c], ratio, e
-		if (c == goal_c) { goal_ratio = ratio; if (ratio >= goal + 0 && e == 0) verdict = "PASS" }
+			rps["meshid", c], p50["meshid", c], p99["meshid", c],
+			rps["meshid-nocache", c], p50["meshid-nocache", c], p99["meshid-nocache", c], ratio, ratio0, e
+		if (c in isgoal) { goals = goals sprintf(" c=%s %.2fx", c, ratio); if (ratio < goal + 0) verdict = "BELOW" }
 	}
-	printf "\nmeshid / no-op throughput at c=%s = %.2fx   (goal >= %.1fx, 0 errors; %d errors in all)   %s\n", goal_c, goal_ratio, goal, total, verdict
+	if (total > 0) verdict = "BELOW"
+	rssmb = hwm["meshid"] / 1024; rss0mb = hwm["meshid-nocache"] / 1024
+	if (rssmb > goal_rss + 0) verdict = "BELOW"
+	printf "\nmeshid (decision cache) / no-op throughput:%s   (goal >= %.1fx at c=%s, 0 errors; %d errors in all)\n", goals, goal, goal_cs, total
+	printf "meshid resident memory, peak: %.1f MB with the cache, %.1f MB without (goal <= %s MB)\n", rssmb, rss0mb, goal_rss
+	if (hits != "") print "decision cache: " hits
+	print verdict
 	print "raw results and server logs: " work
 }' "$results"

@@ -27,7 +27,7 @@ import (
 )
 
 // DefaultFloor is the heap size below which meshid does not collect.
-const DefaultFloor = 32 << 20
+const DefaultFloor = 16 << 20
 
 const (
 	defaultPercent = 100
