@@ -9,6 +9,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -84,7 +85,23 @@ func TestBadRequestsDeny(t *testing.T) {
 			if r.Response.GetDeniedResponse() == nil && !tt.allowed {
 				t.Fatalf("response %v is not a deny", r.Response)
 			}
+			// What the plugin refuses too is a 400, as it answers; the
+			// rest (here, huge input) the deny status.
+			if !tt.allowed {
+				want := typev3.StatusCode_BadRequest
+				if got := r.Response.GetDeniedResponse().GetStatus().GetCode(); got != want {
+					t.Errorf("denied with %v, want %v", got, want)
+				}
+			}
 		})
+	}
+
+	// Beyond meshid's own limits is not the request's fault: the deny
+	// status, not a 400.
+	deep := withBody("application/json", strings.Repeat("[", 100)+strings.Repeat("]", 100))
+	if r := srv.Decide(context.Background(), deep); r.Allowed || r.Err == nil || !strings.Contains(r.Err.Error(), "max_body_depth") ||
+		r.Response.GetDeniedResponse().GetStatus().GetCode() != typev3.StatusCode_Forbidden {
+		t.Errorf("a body beyond max_body_depth: allowed %v, err %v, response %v; want a 403 deny naming max_body_depth", r.Allowed, r.Err, r.Response)
 	}
 
 	// With the older plugins' protojson form, what protojson cannot

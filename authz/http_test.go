@@ -76,7 +76,7 @@ allow if {
 		{name: "a 204 deny is carried", method: "OPTIONS", path: "/preflight", status: 204, wantHeaders: map[string]string{"Access-Control-Allow-Origin": "*"}},
 		{name: "a 200 deny cannot be carried: it would allow", method: "GET", path: "/ok-deny", status: 404},
 		{name: "body", method: "POST", path: "/form", body: `{"n": 1}`, headers: map[string]string{"Content-Type": "application/json"}, status: 200},
-		{name: "bad body", method: "POST", path: "/form", body: `{"n": `, headers: map[string]string{"Content-Type": "application/json"}, status: 404},
+		{name: "bad body", method: "POST", path: "/form", body: `{"n": `, headers: map[string]string{"Content-Type": "application/json"}, status: 400},
 		{name: "binary body as rawBody", method: "POST", path: "/upload", body: "\xff\x00binary", headers: map[string]string{"Content-Type": "application/octet-stream"}, status: 200},
 	}
 	for _, tt := range tests {

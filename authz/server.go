@@ -186,7 +186,7 @@ func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry 
 func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 	if r.Err != nil {
 		r.Allowed = false
-		r.Response = response.Denied(s.denyStatus)
+		r.Response = response.Denied(s.failureStatus(r.Err))
 	}
 	if s.dryRun && !r.Allowed {
 		md := r.Response.GetDynamicMetadata()
@@ -197,6 +197,18 @@ func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 	r.Duration = s.clock().Sub(start)
 	s.metrics.observe(r)
 	s.logDecision(req, r)
+}
+
+// failureStatus is the HTTP status of a deny no decision was reached
+// for: 400 for a request that is not what it claims to be, as the plugin
+// answers it (without its error message as the body: that quotes the
+// request back to its sender), deny_status for the rest.
+func (s *Server) failureStatus(err error) typev3.StatusCode {
+	var malformed *input.MalformedError
+	if errors.As(err, &malformed) {
+		return typev3.StatusCode_BadRequest
+	}
+	return s.denyStatus
 }
 
 // refuse is the decision on a request that could not even be read.

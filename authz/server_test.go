@@ -69,6 +69,11 @@ func assertAllowed(t *testing.T, resp *authv3.CheckResponse) {
 
 func assertDenied(t *testing.T, resp *authv3.CheckResponse) {
 	t.Helper()
+	assertDeniedWith(t, resp, typev3.StatusCode_Forbidden)
+}
+
+func assertDeniedWith(t *testing.T, resp *authv3.CheckResponse, status typev3.StatusCode) {
+	t.Helper()
 	if got := codes.Code(resp.GetStatus().GetCode()); got != codes.PermissionDenied {
 		t.Errorf("status = %v, want PermissionDenied", got)
 	}
@@ -76,8 +81,8 @@ func assertDenied(t *testing.T, resp *authv3.CheckResponse) {
 	if denied == nil {
 		t.Fatalf("http_response = %v, want a denied_response", resp.GetHttpResponse())
 	}
-	if got := denied.GetStatus().GetCode(); got != typev3.StatusCode_Forbidden {
-		t.Errorf("denied http status = %v, want 403 Forbidden", got)
+	if got := denied.GetStatus().GetCode(); got != status {
+		t.Errorf("denied http status = %v, want %v", got, status)
 	}
 }
 
@@ -97,7 +102,8 @@ allow if {
 		timeout time.Duration
 		req     *authv3.CheckRequest
 		allowed bool
-		logged  string // "" means no warning may be logged
+		logged  string            // "" means no warning may be logged
+		status  typev3.StatusCode // of the deny; 0: 403
 	}{
 		{
 			name:    "allowed",
@@ -145,6 +151,7 @@ allow if {
 			policy: "package envoy.authz\n\nallow := true\n",
 			req:    checkRequest(frontend, backend, "GET", "/hello%zz"),
 			logged: "request path",
+			status: typev3.StatusCode_BadRequest, // as the plugin answers it
 		},
 	}
 	for _, tt := range tests {
@@ -153,9 +160,12 @@ allow if {
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			srv := newServer(t, engine(t, tt.policy, authz.Config{EvalTimeout: tt.timeout}), authz.Options{Log: log})
 			resp := check(t, serve(t, srv), tt.req)
-			if tt.allowed {
+			switch {
+			case tt.allowed:
 				assertAllowed(t, resp)
-			} else {
+			case tt.status != 0:
+				assertDeniedWith(t, resp, tt.status)
+			default:
 				assertDenied(t, resp)
 			}
 			got := logs.String()

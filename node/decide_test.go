@@ -44,7 +44,7 @@ func TestDecide(t *testing.T) {
 		{name: "deny with authz.deny_status", path: "/other", set: func(c *config.Authz) { c.DenyStatus = 404 }, status: typev3.StatusCode_NotFound},
 		{name: "the policy's own status", path: "/private", status: typev3.StatusCode_Unauthorized},
 		{name: "dry run tells Envoy to allow what the policy denies", path: "/other", set: func(c *config.Authz) { c.DryRun = true }, okResponse: true},
-		{name: "no decision is a deny", path: "/bad%zz", status: typev3.StatusCode_Forbidden, errHas: "request path"},
+		{name: "a request the plugin refuses is a 400 deny", path: "/bad%zz", status: typev3.StatusCode_BadRequest, errHas: "request path"},
 		{name: "authz.decision", path: "/hello", set: func(c *config.Authz) { c.Decision = "data.envoy.authz.nothing" }, wantErr: "decision data.envoy.authz.nothing is not defined"},
 		{name: "authz.proto_descriptor is read", path: "/hello", set: func(c *config.Authz) { c.ProtoDescriptor = badProtos }, wantErr: "authz.proto_descriptor: "},
 	}

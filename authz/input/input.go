@@ -254,6 +254,19 @@ func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
 	}
 }
 
+// MalformedError is a request that is not what it claims to be, which
+// Build cannot describe faithfully: a path or query with a bad escape, a
+// body that does not parse as its content-type says, a bad
+// content-length, a string that is not UTF-8, or what the encoding cannot
+// write. The plugin answers such a request with a 400, and so does the
+// server. Build's errors wrap it, except those of the body limits and of
+// the deadline or context, which are meshid's refusals, not the request's
+// fault.
+type MalformedError struct{ Err error }
+
+func (e *MalformedError) Error() string { return e.Err.Error() }
+func (e *MalformedError) Unwrap() error { return e.Err }
+
 // Build returns the input document for req. An error means the request
 // cannot be described faithfully (a malformed path, body or field, a body
 // beyond the limits) or not in time, and must be denied: parsing a body
@@ -262,6 +275,14 @@ func newBuilder(xfcc *xfccTrust, jwt *jwtValidator) *Builder {
 // deadline is a time, not ctx's, so that a decision is bounded without a
 // timer for every request.
 func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline time.Time) (ast.Value, error) {
+	v, err := b.build(ctx, req, deadline)
+	if err != nil && !bodyterm.BeyondLimits(err) {
+		return nil, &MalformedError{Err: err}
+	}
+	return v, err
+}
+
+func (b *Builder) build(ctx context.Context, req *authv3.CheckRequest, deadline time.Time) (ast.Value, error) {
 	a := getArena()
 	defer putArena(a)
 
@@ -616,12 +637,18 @@ func timestampJSON(ts *timestamppb.Timestamp) (string, error) {
 // timestampTerm is ts as the plugin's walk writes it: {"seconds", "nanos"},
 // either left out at zero (the epoch is {}), out of range or not.
 func timestampTerm(a *arena, ts *timestamppb.Timestamp) *ast.Term {
+	// Both numbers' digits share one string: one allocation, not two.
+	var buf [40]byte
+	digits := strconv.AppendInt(buf[:0], ts.GetSeconds(), 10)
+	cut := len(digits)
+	digits = strconv.AppendInt(digits, int64(ts.GetNanos()), 10)
+	text := string(digits)
 	o := a.begin()
-	if s := ts.GetSeconds(); s != 0 {
-		a.add(kSeconds, a.term(ast.Number(strconv.FormatInt(s, 10))))
+	if ts.GetSeconds() != 0 {
+		a.add(kSeconds, a.term(ast.Number(text[:cut])))
 	}
-	if n := ts.GetNanos(); n != 0 {
-		a.add(kNanos, a.term(ast.Number(strconv.FormatInt(int64(n), 10))))
+	if ts.GetNanos() != 0 {
+		a.add(kNanos, a.term(ast.Number(text[cut:])))
 	}
 	return a.end(o)
 }

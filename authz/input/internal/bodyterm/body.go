@@ -136,15 +136,15 @@ func (p *Parser) Parse(ctx context.Context, httpReq *authv3.AttributeContext_Htt
 	var t *ast.Term
 	switch kind {
 	case "json":
-		if t, err = jsonterm.Parse(text, budget); err != nil && !beyondLimits(err) {
+		if t, err = jsonterm.Parse(text, budget); err != nil && !BeyondLimits(err) {
 			err = fmt.Errorf("content-type is JSON but the body is not: %w", err)
 		}
 	case "form":
-		if t, err = formTerm(text, budget); err != nil && !beyondLimits(err) {
+		if t, err = formTerm(text, budget); err != nil && !BeyondLimits(err) {
 			err = fmt.Errorf("content-type is form-urlencoded but the body is not: %w", err)
 		}
 	default:
-		if t, err = multipartTerm(contentType, text, budget); err != nil && !beyondLimits(err) {
+		if t, err = multipartTerm(contentType, text, budget); err != nil && !BeyondLimits(err) {
 			err = fmt.Errorf("content-type is multipart/form-data but the body is not: %w", err)
 		}
 	}
@@ -154,9 +154,9 @@ func (p *Parser) Parse(ctx context.Context, httpReq *authv3.AttributeContext_Htt
 	return t, false, 0, nil
 }
 
-// beyondLimits is an error that is not about the body's syntax: a limit
+// BeyondLimits is an error that is not about the body's syntax: a limit
 // or the stop condition.
-func beyondLimits(err error) bool {
+func BeyondLimits(err error) bool {
 	return errors.Is(err, jsonterm.ErrTooDeep) || errors.Is(err, jsonterm.ErrTooMany) || errors.Is(err, ErrDeadline) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

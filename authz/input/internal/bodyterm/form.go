@@ -161,7 +161,7 @@ func multipartTerm(contentType, body string, budget *jsonterm.Budget) (*ast.Term
 		var val *ast.Term
 		if isJSON {
 			if val, err = jsonterm.Parse(string(data), budget); err != nil {
-				if beyondLimits(err) {
+				if BeyondLimits(err) {
 					return nil, fmt.Errorf("part %s: %w", QuoteShort(name), err)
 				}
 				return nil, fmt.Errorf("part %s is declared JSON but is not: %w", QuoteShort(name), err)
