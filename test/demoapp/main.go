@@ -7,8 +7,9 @@
 // GET /call/<rest> becomes GET <upstream>/<rest>, and the upstream's status
 // and body are relayed unchanged, so a test sees exactly what the mesh did.
 // With -route NAME=URL (repeatable) it is both, as a service in the middle
-// of a chain is: GET /call/NAME/<rest> becomes GET URL/<rest>, and every
-// other path gets the backend's echo.
+// of a chain is: GET /call/NAME/<rest> becomes GET URL/<rest> with Host:
+// NAME (a sidecar's outbound listener routes its upstreams by host), and
+// every other path gets the backend's echo.
 //
 //	demoapp -name backend -listen 127.0.0.1:8080
 //	demoapp -name frontend -listen 127.0.0.1:8081 -upstream http://127.0.0.1:9000
@@ -36,7 +37,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to serve HTTP on")
 	upstream := flag.String("upstream", "", "frontend role: base URL that /call/<rest> is forwarded to")
 	var routes []string
-	flag.Func("route", "NAME=URL: forward /call/NAME/<rest> to URL/<rest> and echo every other path (repeatable)", func(v string) error {
+	flag.Func("route", "NAME=URL: forward /call/NAME/<rest> to URL/<rest> with Host: NAME, and echo every other path (repeatable)", func(v string) error {
 		routes = append(routes, v)
 		return nil
 	})
@@ -115,7 +116,7 @@ func newHandler(name, upstream string, routes []string, log *slog.Logger) (http.
 			if err != nil {
 				return nil, err
 			}
-			mux.Handle("GET /call/"+name+"/{rest...}", frontend{upstream: u, client: client})
+			mux.Handle("GET /call/"+name+"/{rest...}", frontend{upstream: u, client: client, host: name})
 		}
 		mux.Handle("/", backend{name: name})
 	}

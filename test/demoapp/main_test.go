@@ -130,9 +130,9 @@ func mustHandler(t *testing.T, name, upstream string) http.Handler {
 // TestRoutes: with -route a service forwards /call/NAME/... to that route
 // and echoes everything else, as the middle of a chain does.
 func TestRoutes(t *testing.T) {
-	var gotURI string
+	var gotURI, gotHost string
 	db := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotURI = r.URL.RequestURI()
+		gotURI, gotHost = r.URL.RequestURI(), r.Host
 		io.WriteString(w, "hello from db")
 	}))
 	defer db.Close()
@@ -154,6 +154,9 @@ func TestRoutes(t *testing.T) {
 		h.ServeHTTP(rec, httptest.NewRequest("GET", tt.path, nil))
 		if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.wantBody) || gotURI != tt.wantUpstream {
 			t.Errorf("GET %s = %d %q, upstream saw %q; want %d %q, %q", tt.path, rec.Code, rec.Body, gotURI, tt.wantStatus, tt.wantBody, tt.wantUpstream)
+		}
+		if tt.wantUpstream != "" && gotHost != "db" {
+			t.Errorf("GET %s reached the upstream with Host %q, want the route's name db", tt.path, gotHost)
 		}
 	}
 	for _, bad := range [][]string{{"db"}, {"=http://x"}, {"a/b=http://x"}, {"db=127.0.0.1:80"}} {

@@ -37,6 +37,9 @@ func (b backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type frontend struct {
 	upstream *url.URL
 	client   *http.Client
+	// host, if set, is the request's Host header: a sidecar's outbound
+	// listener with several upstreams routes by it.
+	host string
 }
 
 func (f frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +52,9 @@ func (f frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
+	}
+	if f.host != "" {
+		req.Host = f.host
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
