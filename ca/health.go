@@ -79,7 +79,7 @@ func newMetrics() metrics {
 		}),
 		upstreamFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshid_ca_upstream_failures_total",
-			Help: "Calls to the upstream authority (ca.upstream.vault) that failed: signing an intermediate or reading its roots; retried with backoff.",
+			Help: "Calls to the upstream authority (ca.upstream.vault) that failed or gave an answer meshid refused: signing an intermediate or reading its roots; retried with backoff.",
 		}),
 	}
 }

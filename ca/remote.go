@@ -169,6 +169,7 @@ func (r *remoteCA) issueOnce(ctx context.Context, g *generation, now time.Time, 
 		return err
 	}
 	if err := checkIssued(chain, key, r.td, roots, now); err != nil {
+		r.metrics.upstreamFailures.Inc()
 		return fmt.Errorf("%s returned an intermediate meshid refuses: %w", r.ua, err)
 	}
 	g.chain, g.key = slices.Clip(chain), key

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,8 +43,7 @@ func TestVaultUpstream(t *testing.T) {
 	}
 	m, err := env.StartMeshid(ctx, harness.MeshidOptions{
 		TrustDomain: harness.DemoTrustDomain, Entries: harness.DemoEntries(), X509TTL: 20 * time.Second,
-		ExtraConfig: fmt.Sprintf("ca:\n  upstream:\n    vault:\n      address: %s\n      ca_file: %s\n      token_file: %s\n      roots_refresh: 10s\n",
-			bao.Address, bao.CAFile, token),
+		ExtraConfig: bao.MeshidConfig(token, 10*time.Second),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,11 @@ type OpenBaoOptions struct {
 	TLS bool
 	// RootTTL is the lifetime of the PKI root; default a year.
 	RootTTL time.Duration
+	// Listen is the API's "IP:PORT", e.g. on a bridge that meshid nodes in
+	// other network namespaces reach; default a free loopback port. The
+	// raft cluster port is a free port on the same IP, and with TLS the
+	// certificate is for that IP.
+	Listen string
 }
 
 // MeshidPolicy is the least a meshid node needs on mount: have its
@@ -109,8 +114,17 @@ func (e *Env) StartOpenBao(ctx context.Context, o OpenBaoOptions) (*OpenBao, err
 	if err != nil {
 		return nil, err
 	}
-	b := &OpenBao{Mount: "pki", Dir: dir, env: e, listen: e.FreeAddr(), cluster: e.FreeAddr(),
+	b := &OpenBao{Mount: "pki", Dir: dir, env: e, listen: o.Listen, cluster: e.FreeAddr(),
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}}
+	if b.listen == "" {
+		b.listen = e.FreeAddr()
+	} else if host, _, err := net.SplitHostPort(b.listen); err != nil || net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("harness: OpenBaoOptions.Listen %q: want IP:PORT", b.listen)
+	} else {
+		// FreeAddr's port, on the API's IP.
+		_, port, _ := net.SplitHostPort(b.cluster)
+		b.cluster = net.JoinHostPort(host, port)
+	}
 	scheme, tlsConf := "http", `tls_disable = true`
 	if o.TLS {
 		if err := b.writeTLS(); err != nil {
@@ -328,6 +342,23 @@ func (b *OpenBao) Roots(ctx context.Context) ([]*x509.Certificate, error) {
 	return roots, nil
 }
 
+// MeshidConfig is the ca section of meshid.yaml (MeshidOptions.ExtraConfig)
+// for a node of this engine that logs in with tokenFile (Token) and reads
+// the roots every rootsRefresh (zero: meshid's default).
+func (b *OpenBao) MeshidConfig(tokenFile string, rootsRefresh time.Duration) string {
+	s := fmt.Sprintf("ca:\n  upstream:\n    vault:\n      address: %s\n      pki_mount: %s\n      token_file: %s\n", b.Address, b.Mount, tokenFile)
+	if b.CAFile != "" {
+		s += fmt.Sprintf("      ca_file: %s\n", b.CAFile)
+	}
+	if b.Namespace != "" {
+		s += fmt.Sprintf("      namespace: %s\n", b.Namespace)
+	}
+	if rootsRefresh > 0 {
+		s += fmt.Sprintf("      roots_refresh: %s\n", rootsRefresh)
+	}
+	return s
+}
+
 // Token writes policy as policyName and creates a token with it alone,
 // valid for ttl, into a file of mode 0600 in Dir; it returns the path.
 func (b *OpenBao) Token(ctx context.Context, policyName, policy string, ttl time.Duration) (string, error) {
@@ -467,8 +498,8 @@ func (b *OpenBao) client() *http.Client {
 	return b.http
 }
 
-// writeTLS makes a CA and a server certificate for 127.0.0.1 signed by
-// it: tls.crt and tls.key for the engine, ca.crt as CAFile.
+// writeTLS makes a CA and a server certificate for the API's IP signed
+// by it: tls.crt and tls.key for the engine, ca.crt as CAFile.
 func (b *OpenBao) writeTLS() error {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -487,8 +518,9 @@ func (b *OpenBao) writeTLS() error {
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	host, _, _ := net.SplitHostPort(b.listen)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP(host)},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
