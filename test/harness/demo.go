@@ -58,6 +58,9 @@ type DemoOptions struct {
 	// backend sidecar reaches a meshid that does so over mTLS, accepting
 	// only its ID.
 	AuthzTLSID string
+	// DecisionLog and ExplainDenials are StartDemoMesh's meshid's
+	// MeshidOptions.DecisionLog and ExplainDenials.
+	DecisionLog, ExplainDenials bool
 	// BackendAppAddr, if set, is an app already serving there ("IP:PORT")
 	// that the backend sidecar forwards to instead of a demoapp, for tests
 	// that need to see what reached the backend. DemoMesh.BackendApp is
@@ -92,6 +95,7 @@ func (e *Env) StartDemoMesh(ctx context.Context, o DemoOptions) (*DemoMesh, erro
 		X509TTL:     o.X509TTL,
 		AuthzHTTP:   o.AuthzHTTP,
 		AuthzTLSID:  o.AuthzTLSID,
+		DecisionLog: o.DecisionLog, ExplainDenials: o.ExplainDenials,
 	})
 	if err != nil {
 		return nil, err

@@ -30,6 +30,13 @@ type MeshidOptions struct {
 	// AuthzTLSID serves both authz listeners over mutual TLS with an SVID
 	// for this ID (authz.tls.spiffe_id): Meshid.AuthzTLSID.
 	AuthzTLSID string
+	// DecisionLog writes decisions to Meshid.DecisionLogPath
+	// (authz.decision_log), keeping their policy revisions in data/ for
+	// `meshid policy why` (Meshid.PolicyWhy).
+	DecisionLog bool
+	// ExplainDenials also gives each denial's line a reason
+	// (authz.decision_log_explain: deny); it implies DecisionLog.
+	ExplainDenials bool
 	// ExtraConfig is YAML appended verbatim to meshid.yaml, for sections the
 	// harness does not write (federation, ca, ...). It must not repeat a
 	// top-level key the harness writes.
@@ -73,6 +80,9 @@ type Meshid struct {
 	// AuthzTLSID is meshid's own ID on its authz listeners, which then speak
 	// only mutual TLS; "" unless MeshidOptions.AuthzTLSID.
 	AuthzTLSID string
+	// DecisionLogPath is the decision log file, in Dir; "" unless
+	// MeshidOptions.DecisionLog.
+	DecisionLogPath string
 
 	env  *Env
 	host *Host  // nil: the harness's own network namespace
@@ -95,6 +105,8 @@ type meshidConfig struct {
 		Address     string `yaml:"address"`
 		HTTPAddress string `yaml:"http_address,omitempty"`
 		PolicyDir   string `yaml:"policy_dir"`
+		DecisionLog string `yaml:"decision_log,omitempty"`
+		Explain     string `yaml:"decision_log_explain,omitempty"`
 		TLS         *struct {
 			SPIFFEID string `yaml:"spiffe_id"`
 		} `yaml:"tls,omitempty"`
@@ -175,6 +187,13 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		}{o.AuthzTLSID}
 	}
 	c.Authz.PolicyDir = o.PolicyDir
+	if o.DecisionLog || o.ExplainDenials {
+		m.DecisionLogPath = filepath.Join(dir, "decisions.jsonl")
+		c.Authz.DecisionLog = m.DecisionLogPath
+	}
+	if o.ExplainDenials {
+		c.Authz.Explain = "deny"
+	}
 	c.Admin.Address = m.AdminAddr
 	c.Log.Level, c.Log.Format = "debug", "text"
 	config, err := yaml.Marshal(c)
