@@ -23,7 +23,7 @@ func newPolicyWhyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "why DECISION_ID",
 		Short: "Say why a logged decision was what it was, by replaying it",
-		Long: `Find DECISION_ID (the x-ext-authz-decision-id header of a response, or a
+		Long: `Find DECISION_ID (the x-meshid-decision-id header of a response, or a
 decision log line's decision_id) in meshid's decision log, evaluate it again
 with OPA's tracer against the policy revision that decided it (kept in
 data_dir/policies), and print in plain words the rules of the decision,
