@@ -137,6 +137,7 @@ func Load(path string) (Config, error) {
 	}
 	cfg.attestDefaults()
 	cfg.upstreamDefaults()
+	cfg.Federation.applyDefaults()
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return Config{}, fmt.Errorf("resolve config dir: %w", err)

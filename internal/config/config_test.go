@@ -128,7 +128,7 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 		{"federation problems", "federation:\n  bundles:\n    - trust_domain: example.org\n      bundle_file: a.pem\n    - trust_domain: Bad Domain\n      bundle_file: b.pem\n    - trust_domain: partner.example\n", []string{
 			`meshid.yaml:3: federation.bundles[0].trust_domain "example.org" is this node's own trust domain`,
 			`meshid.yaml:5: federation.bundles[1].trust_domain "Bad Domain"`,
-			`meshid.yaml:7: federation.bundles[2].bundle_file is required`}},
+			`meshid.yaml:7: federation.bundles[2] needs a bundle_file, an endpoint_url or both`}},
 		{"federation listed twice", "federation:\n  bundles:\n    - {trust_domain: partner.example, bundle_file: a.pem}\n    - {trust_domain: partner.example, bundle_file: b.pem}\n", []string{
 			`meshid.yaml:4: federation.bundles[1].trust_domain "partner.example" is listed twice`}},
 		{"socket path too long", "socket_path: /run/" + strings.Repeat("s", 103) + "\n", []string{
