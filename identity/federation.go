@@ -97,3 +97,30 @@ func federatedWith(entries []Entry) []string {
 	}
 	return slices.Compact(slices.Sorted(slices.Values(names)))
 }
+
+// SetFederatedBundle replaces one federated trust domain's bundle, as its
+// bundle endpoint refreshed it, and tells every caller whose entries
+// federate with that domain. Like at start, a bundle without X.509 roots
+// (or JWT keys) takes the domain out of the X.509 (or JWT) set rather than
+// hand callers an empty one.
+func (m *Manager) SetFederatedBundle(b *spiffebundle.Bundle) {
+	td := b.TrustDomain()
+	m.federated.Add(b)
+	if len(b.X509Authorities()) > 0 {
+		m.federatedX509.Add(b.X509Bundle())
+	} else {
+		m.federatedX509.Remove(td)
+	}
+	if len(b.JWTAuthorities()) > 0 {
+		m.federatedJWT.Add(b.JWTBundle())
+	} else {
+		m.federatedJWT.Remove(td)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for sub := range m.subs {
+		if slices.Contains(federatedWith(sub.entries), td.Name()) {
+			sub.notify()
+		}
+	}
+}

@@ -422,3 +422,49 @@ func TestManagerIsTheNodeWideJWTBundleSource(t *testing.T) {
 		}
 	}
 }
+
+func TestSetFederatedBundleReachesThoseWhoFederate(t *testing.T) {
+	m, _ := federatedManager(t, `entries:
+  - spiffe_id: spiffe://example.org/backend
+    selectors: ["unix:uid:1101"]
+    federates_with: [partner.example]
+  - spiffe_id: spiffe://example.org/frontend
+    selectors: ["unix:uid:1102"]
+`)
+	federating, err := m.Watch(context.Background(), caller(1101))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer federating.Close()
+	other, err := m.Watch(context.Background(), caller(1102))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	// The partner's endpoint now serves a bundle of another CA, X.509 only.
+	rotated := spiffebundle.FromX509Bundle(partnerCA(t).X509Bundle())
+	m.SetFederatedBundle(rotated)
+	select {
+	case <-federating.Changed():
+	default:
+		t.Fatal("a refreshed federated bundle did not notify the caller that federates with it")
+	}
+	select {
+	case <-other.Changed():
+		t.Error("a caller that does not federate was notified")
+	default:
+	}
+	x, err := federating.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := x.Bundles.Get(partner)
+	if !ok || !b.Equal(rotated.X509Bundle()) {
+		t.Fatal("the caller is not served the refreshed partner roots")
+	}
+	// No JWT keys in the new bundle: the partner drops out of the JWT set.
+	if federating.JWTBundles().Has(partner) {
+		t.Error("the partner's old JWT keys are still served")
+	}
+}

@@ -98,6 +98,7 @@ type Node struct {
 	adminLis net.Listener
 	private  *http.Server // root-only: what reveals other processes
 	privLis  net.Listener
+	fed      federationParts
 }
 
 // New builds the node from a validated configuration and opens its
@@ -118,6 +119,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if n.ca, err = ca.Open(caOpts); err != nil {
 		return nil, err
 	}
+	// Fetchers start from what they stored, so they come before the
+	// identities that hand those bundles out.
+	updateFederated := func(b *spiffebundle.Bundle) { n.ids.SetFederatedBundle(b) }
+	if n.fed.fetchers, err = newFetchers(cfg, in.federated, n.ca, updateFederated, log, n.reg); err != nil {
+		return nil, err
+	}
 	n.ids = identity.NewManager(identity.Options{
 		Entries:       in.entries,
 		DefaultTTL:    cfg.SVID.X509TTL,
@@ -130,6 +137,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Metrics:       n.reg,
 		Federated:     in.federated,
 	})
+	if n.fed.endpoint, err = newBundleEndpoint(cfg, in.trustDomain, n.ca, n.ids, log); err != nil {
+		return nil, err
+	}
 	if n.authz, err = newAuthzService(cfg.Authz, cfg.DataDir, in.policies, n.authzIdentity(in.policies), in.sockets.authz, log, n.reg); err != nil {
 		return nil, err
 	}
@@ -276,6 +286,12 @@ func (n *Node) listen() (err error) {
 		n.adminLis.Close()
 		return err
 	}
+	if err = n.fed.listen(n.cfg.Federation); err != nil {
+		n.authz.close()
+		n.adminLis.Close()
+		n.privLis.Close()
+		return err
+	}
 	return nil
 }
 
@@ -295,6 +311,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.authz.run(ctx) })
 	g.Go(func() error { return serveHTTP(ctx, n.admin, n.adminLis) })
 	g.Go(func() error { return serveHTTP(ctx, n.private, n.privLis) })
+	g.Go(func() error { return n.fed.run(ctx) })
 	g.Go(func() error {
 		gcfloor.Run(ctx, gcfloor.DefaultFloor, n.log)
 		return nil
@@ -305,7 +322,9 @@ func (n *Node) Run(ctx context.Context) error {
 		"socket", n.cfg.SocketPath,
 		"authz", n.authz.addr(),
 		"admin", n.adminLis.Addr().String(),
-		"admin_socket", n.privLis.Addr().String())
+		"admin_socket", n.privLis.Addr().String(),
+		"bundle_endpoint", n.fed.addr(),
+		"federation_endpoints", len(n.fed.fetchers))
 	err := g.Wait()
 	n.log.Info("meshid stopped")
 	return err
