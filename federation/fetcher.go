@@ -123,13 +123,14 @@ func (f *Fetcher) storedAt() time.Time {
 func (f *Fetcher) Run(ctx context.Context) error {
 	failures := 0
 	for {
-		wait := f.refreshInterval()
-		if err := f.fetchOnce(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		var wait time.Duration
+		err := f.fetchOnce(ctx)
+		if ctx.Err() != nil {
+			return nil // stopping: a fetch cut short is no failure
+		}
+		if err != nil {
 			failures++
-			wait = min(MinRefresh<<min(failures-1, 16), maxRetry, wait)
+			wait = min(MinRefresh<<min(failures-1, 16), maxRetry, f.refreshInterval())
 			wait += time.Duration(rand.Int64N(int64(wait)/5 + 1))
 			f.o.Metrics.failed(f.o.TrustDomain)
 			f.o.Log.Warn("federation: bundle refresh failed; keeping the last good bundle",

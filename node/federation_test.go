@@ -1,58 +1,38 @@
 package node
 
 import (
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/internal/config"
 )
 
-// loadFederation reads every bundle file (identity parses them; its tests
-// cover the formats) and says which config entry a bad one is.
-func TestLoadFederationNamesTheBadEntry(t *testing.T) {
-	partner, err := ca.Open(ca.Options{TrustDomain: spiffeid.RequireTrustDomainFromString("partner.example"), Dir: t.TempDir(), TTL: 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := partner.X509Bundle().Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	good, empty := filepath.Join(dir, "good.pem"), filepath.Join(dir, "empty.pem")
-	if err := os.WriteFile(good, roots, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+// TestBundleEndpointSPIFFEProfile serves the bundle endpoint with meshid's
+// own SVID and fetches it as a federated partner would: authenticated by
+// the SVID it presents against the bundle it then receives.
+func TestBundleEndpointSPIFFEProfile(t *testing.T) {
+	cfg := nodeConfig(t)
+	addr := freeTCPAddr(t)
+	cfg.Federation.BundleEndpoint = &config.BundleEndpoint{Address: addr, Profile: config.ProfileSPIFFE, RefreshHint: time.Minute}
+	n, ctx := startNode(t, cfg)
+	td := spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)
+	roots := x509bundle.NewSet(n.ca.X509Bundle())
 
-	set, err := loadFederation(config.Federation{Bundles: []config.FederatedBundle{{TrustDomain: "partner.example", BundleFile: good}}})
+	b, err := federation.FetchBundle(ctx, td, "https://"+addr, federation.WithSPIFFEAuth(roots, spiffeid.RequireFromPath(td, "/meshid")))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("fetch as a partner with https_spiffe: %v", err)
 	}
-	if b, ok := set.Get(spiffeid.RequireTrustDomainFromString("partner.example")); !ok || !b.X509Authorities()[0].Equal(partner.X509Bundle().X509Authorities()[0]) {
-		t.Errorf("partner.example's root not loaded: %v", b)
+	if !b.X509Bundle().Equal(n.ca.X509Bundle()) || len(b.JWTAuthorities()) != len(n.ca.JWTBundle().JWTAuthorities()) {
+		t.Errorf("served bundle has %d roots and %d JWT keys, want the CA's", len(b.X509Authorities()), len(b.JWTAuthorities()))
 	}
-
-	_, err = loadFederation(config.Federation{Bundles: []config.FederatedBundle{
-		{TrustDomain: "partner.example", BundleFile: good},
-		{TrustDomain: "other.example", BundleFile: empty},
-	}})
-	if want := "federation.bundles[1] (other.example): " + empty + ": empty file"; err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("err = %v, want it to start with %q", err, want)
+	if hint, ok := b.RefreshHint(); !ok || hint != time.Minute {
+		t.Errorf("refresh hint %s %v, want 1m", hint, ok)
 	}
-	missing := filepath.Join(dir, "nope.json")
-	_, err = loadFederation(config.Federation{Bundles: []config.FederatedBundle{{TrustDomain: "partner.example", BundleFile: missing}}})
-	if err == nil || !strings.HasPrefix(err.Error(), "federation.bundles[0] (partner.example): "+missing+": ") || !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("err = %v, want the missing file named and fs.ErrNotExist", err)
+	if _, err := federation.FetchBundle(ctx, td, "https://"+addr, federation.WithSPIFFEAuth(roots, spiffeid.RequireFromPath(td, "/someone"))); err == nil {
+		t.Error("a partner expecting another endpoint ID accepted meshid's")
 	}
 }

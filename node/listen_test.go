@@ -293,6 +293,13 @@ func TestNodeCapsAuthzAndAdminListeners(t *testing.T) {
 // context that ends with it.
 func runNode(t *testing.T, cfg config.Config) context.Context {
 	t.Helper()
+	_, ctx := startNode(t, cfg)
+	return ctx
+}
+
+// startNode is runNode for a test that needs the node itself.
+func startNode(t *testing.T, cfg config.Config) (*Node, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -307,5 +314,5 @@ func runNode(t *testing.T, cfg config.Config) context.Context {
 			t.Errorf("Run = %v", err)
 		}
 	})
-	return ctx
+	return n, ctx
 }

@@ -131,6 +131,19 @@ func TestLoadRejectsBadInputWithFileAndLine(t *testing.T) {
 			`meshid.yaml:7: federation.bundles[2] needs a bundle_file, an endpoint_url or both`}},
 		{"federation listed twice", "federation:\n  bundles:\n    - {trust_domain: partner.example, bundle_file: a.pem}\n    - {trust_domain: partner.example, bundle_file: b.pem}\n", []string{
 			`meshid.yaml:4: federation.bundles[1].trust_domain "partner.example" is listed twice`}},
+		{"bundle endpoint problems", "federation:\n  bundle_endpoint:\n    address: nope\n    profile: https_web\n    refresh_hint: 10ms\n", []string{
+			`meshid.yaml:3: federation.bundle_endpoint.address: "nope": want host:port`,
+			`meshid.yaml:5: federation.bundle_endpoint.refresh_hint 10ms is shorter than 1s`,
+			`meshid.yaml:4: federation.bundle_endpoint: https_web needs cert_file and key_file`}},
+		{"bundle endpoint of another domain", "federation:\n  bundle_endpoint:\n    address: :8443\n    spiffe_id: spiffe://other.example/meshid\n", []string{
+			`meshid.yaml:4: federation.bundle_endpoint.spiffe_id "spiffe://other.example/meshid" is not in this node's trust domain "example.org"`}},
+		{"unknown bundle endpoint profile", "federation:\n  bundle_endpoint:\n    address: :8443\n    profile: http\n", []string{
+			`meshid.yaml:4: federation.bundle_endpoint.profile "http": want https_spiffe or https_web`}},
+		{"federation endpoint problems", "federation:\n  bundles:\n    - trust_domain: partner.example\n      endpoint_url: http://partner.example/\n    - trust_domain: third.example\n      endpoint_url: https://third.example/\n      endpoint_spiffe_id: spiffe://partner.example/meshid\n      endpoint_ca_file: web.pem\n    - trust_domain: fourth.example\n      bundle_file: f.pem\n      endpoint_ca_file: web.pem\n", []string{
+			`meshid.yaml:4: federation.bundles[0].endpoint_url "http://partner.example/": want https://host[:port]/path`,
+			`meshid.yaml:7: federation.bundles[1].endpoint_spiffe_id "spiffe://partner.example/meshid" is not in trust domain "third.example"`,
+			`meshid.yaml:8: federation.bundles[1]: endpoint_ca_file is for https_web, but endpoint_spiffe_id selects https_spiffe`,
+			`federation.bundles[2]: endpoint_spiffe_id and endpoint_ca_file need an endpoint_url`}},
 		{"socket path too long", "socket_path: /run/" + strings.Repeat("s", 103) + "\n", []string{
 			"meshid.yaml:1: socket_path /run/sss", "is 108 bytes, longer than the 107 a Unix socket path may have"}},
 		{"unknown upstream key", "ca:\n  upstream:\n    cert: a.crt\n", []string{`meshid.yaml:3: unknown key "cert"`}},
