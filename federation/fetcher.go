@@ -125,17 +125,17 @@ func (f *Fetcher) Run(ctx context.Context) error {
 	for {
 		var wait time.Duration
 		err := f.fetchOnce(ctx)
-		if ctx.Err() != nil {
-			return nil // stopping: a fetch cut short is no failure
-		}
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil //nolint:nilerr // stopping: a fetch cut short is no failure
+		case err != nil:
 			failures++
 			wait = min(MinRefresh<<min(failures-1, 16), maxRetry, f.refreshInterval())
 			wait += time.Duration(rand.Int64N(int64(wait)/5 + 1))
 			f.o.Metrics.failed(f.o.TrustDomain)
 			f.o.Log.Warn("federation: bundle refresh failed; keeping the last good bundle",
 				"trust_domain", f.o.TrustDomain.Name(), "url", f.o.URL, "failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
-		} else {
+		default:
 			failures = 0
 			wait = f.refreshInterval()
 		}
