@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,8 +33,18 @@ type (
 		Metadata kubeMeta `json:"metadata"`
 		Spec     struct {
 			Template struct {
+				Metadata struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
 				Spec podSpec `json:"spec"`
 			} `json:"template"`
+		} `json:"spec"`
+	}
+	kubeService struct {
+		Metadata kubeMeta `json:"metadata"`
+		Spec     struct {
+			Selector map[string]string    `json:"selector"`
+			Ports    []struct{ Port int } `json:"ports"`
 		} `json:"spec"`
 	}
 	podSpec struct {
@@ -307,6 +318,8 @@ func TestKubernetesManifests(t *testing.T) {
 
 	t.Run("each sidecar gets its identity and a bootstrap Envoy accepts", func(t *testing.T) {
 		n := 0
+		sidecarIDs := map[string]string{} // Deployment key -> its sidecar's SPIFFE ID
+		var upstreams []string            // NAMESPACE UPSTREAM, of every sidecar
 		for key, body := range stored {
 			if !strings.HasPrefix(key, "Deployment ") {
 				continue
@@ -344,6 +357,8 @@ func TestKubernetesManifests(t *testing.T) {
 					if p := strings.TrimPrefix(a, "--socket="); p != cfg.SocketPath {
 						t.Errorf("%s: the sidecar dials %s, meshid serves %s", key, p, cfg.SocketPath)
 					}
+				case strings.HasPrefix(a, "--upstream="):
+					upstreams = append(upstreams, d.Metadata.Namespace+" "+strings.TrimPrefix(a, "--upstream="))
 				case strings.HasPrefix(a, "--authz="):
 					if p := strings.TrimPrefix(a, "--authz="); p != cfg.Authz.Address {
 						t.Errorf("%s: the sidecar asks ext_authz at %s, meshid serves %s", key, p, cfg.Authz.Address)
@@ -390,10 +405,55 @@ func TestKubernetesManifests(t *testing.T) {
 					t.Errorf("%s: container %s gets %v from the entries, want %v", key, c.Name, ids, want)
 				}
 			}
+			sidecarIDs[key] = spiffeID
 			t.Logf("%s: sidecar %s, bootstrap valid", key, spiffeID)
 		}
 		if n == 0 {
 			t.Fatal("no example Deployment")
+		}
+
+		// Each upstream is a Service of the manifests, by its cluster DNS
+		// name and port, whose pods' sidecars have the SPIFFE ID the
+		// caller's sidecar demands.
+		for _, u := range upstreams {
+			ns, up, _ := strings.Cut(u, " ")
+			m := regexp.MustCompile(`^[a-z0-9-]+=(spiffe://[^@]+)@([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)$`).FindStringSubmatch(up)
+			if m == nil {
+				t.Errorf("upstream %s (namespace %s): want NAME=ID@SERVICE.NAMESPACE.svc.cluster.local:PORT", up, ns)
+				continue
+			}
+			id, svcName, svcNS, port := m[1], m[2], m[3], m[4]
+			body, ok := stored["Service "+svcNS+"/"+svcName]
+			if !ok {
+				t.Errorf("upstream %s: no Service %s/%s", up, svcNS, svcName)
+				continue
+			}
+			var svc kubeService
+			decode(t, body, &svc)
+			if !slices.ContainsFunc(svc.Spec.Ports, func(p struct{ Port int }) bool { return strconv.Itoa(p.Port) == port }) {
+				t.Errorf("upstream %s: Service %s/%s has no port %s", up, svcNS, svcName, port)
+			}
+			var backends []string
+			for key, body := range stored {
+				var d kubeWorkload
+				if !strings.HasPrefix(key, "Deployment "+svcNS+"/") {
+					continue
+				}
+				decode(t, body, &d)
+				selected := len(svc.Spec.Selector) > 0
+				for k, v := range svc.Spec.Selector {
+					selected = selected && d.Spec.Template.Metadata.Labels[k] == v
+				}
+				if selected {
+					backends = append(backends, sidecarIDs[key])
+				}
+			}
+			if len(backends) == 0 || slices.ContainsFunc(backends, func(b string) bool { return b != id }) {
+				t.Errorf("upstream %s: the Service's pods have sidecars %v, the caller demands %s", up, backends, id)
+			}
+		}
+		if len(upstreams) == 0 {
+			t.Error("no sidecar calls an upstream")
 		}
 	})
 }
