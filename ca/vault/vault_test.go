@@ -56,10 +56,40 @@ func (c *clock) Add(d time.Duration) {
 
 // node is one meshid CA under an engine.
 type node struct {
-	a   *ca.Authority
-	dir string
-	clk *clock
-	reg *prometheus.Registry
+	a    *ca.Authority
+	dir  string
+	clk  *clock
+	reg  *prometheus.Registry
+	logs *logLines
+}
+
+// logLines keeps what the CA logged, as "LEVEL message".
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
+	return nil
+}
+
+// count returns how many lines were logged at level with message.
+func (l *logLines) count(level slog.Level, message string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if line == level.String()+" "+message {
+			n++
+		}
+	}
+	return n
 }
 
 func tokenClient(t *testing.T, b *harness.OpenBao) *vault.Client {
@@ -77,10 +107,10 @@ func tokenClient(t *testing.T, b *harness.OpenBao) *vault.Client {
 
 func openNode(t *testing.T, ua ca.UpstreamAuthority, dir string, clk *clock) (*node, error) {
 	t.Helper()
-	n := &node{dir: dir, clk: clk, reg: prometheus.NewRegistry()}
+	n := &node{dir: dir, clk: clk, reg: prometheus.NewRegistry(), logs: &logLines{}}
 	var err error
 	n.a, err = ca.Open(ca.Options{TrustDomain: td, Dir: dir, TTL: time.Hour, UpstreamAuthority: ua,
-		RootsRefresh: time.Minute, Clock: clk.Now, Log: slog.New(slog.DiscardHandler), Metrics: n.reg})
+		RootsRefresh: time.Minute, Clock: clk.Now, Log: slog.New(n.logs), Metrics: n.reg})
 	return n, err
 }
 
@@ -246,6 +276,11 @@ func TestRenewalRidesOutAnOutage(t *testing.T) {
 		t.Fatal("the CA stopped signing with its only valid intermediate")
 	}
 
+	// Said once when it started, not at every attempt.
+	if got := n.logs.count(slog.LevelError, "CA rotation failed; the CA keeps signing with what is still valid"); got != 1 {
+		t.Errorf("the outage was logged %d times at ERROR, want once", got)
+	}
+
 	if err := b.Restart(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +290,9 @@ func TestRenewalRidesOutAnOutage(t *testing.T) {
 	}
 	if err := n.a.Health(); err != nil {
 		t.Fatalf("Health after recovery: %v", err)
+	}
+	if got := n.logs.count(slog.LevelInfo, "CA rotation recovered"); got != 1 {
+		t.Errorf("the recovery was logged %d times, want once", got)
 	}
 	if n.a.Certificate().Equal(first) {
 		t.Fatal("no new intermediate signs past 5/6 of the old one's life")
@@ -319,6 +357,31 @@ func issuerIDs(t *testing.T, b *harness.OpenBao) []string {
 		t.Fatal(err)
 	}
 	return list.Data.Keys
+}
+
+// TestVaultTokenVariable: with no way to log in configured, $VAULT_TOKEN
+// is the token; with neither, New says what to set.
+func TestVaultTokenVariable(t *testing.T) {
+	b := harness.OpenBaoForTest(t, harness.OpenBaoOptions{})
+	tokenFile, err := b.Token(t.Context(), "meshid", harness.MeshidPolicy(b.Mount), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_TOKEN", "")
+	if _, err := vault.New(vault.Options{Address: b.Address}); err == nil || !strings.Contains(err.Error(), "set token_file, approle or kubernetes, or $VAULT_TOKEN") {
+		t.Fatalf("New without a token: %v", err)
+	}
+	t.Setenv("VAULT_TOKEN", strings.TrimSpace(string(token)))
+	c, err := vault.New(vault.Options{Address: b.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustOpen(t, c, t.TempDir(), newClock())
+	n.verifies(t, n.mint(t), engineRoots(t, b))
 }
 
 // TestAppRole logs in with a role ID and secret ID, and again when the
