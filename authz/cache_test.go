@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/authz/decisionlog"
@@ -80,8 +81,12 @@ allow := {"allowed": true, "headers": {"x-n": 1}} if input.parsed_query.bad == [
 
 // cacheWorld is a pair of servers deciding with the same policy, options
 // and clock, one with the decision cache and one without, and the
-// requests the differential tests draw from.
+// requests the differential tests draw from. With byRequest the servers
+// validate no JWT-SVIDs and keep no decision log, so the cache is looked
+// up by request key before the input is built; else by input key only.
 type cacheWorld struct {
+	byRequest     bool
+	fromRequest   atomic.Int64 // cached decisions reached without an input
 	cached, plain *authz.Server
 	reg           *prometheus.Registry
 	offset        atomic.Int64 // added to the servers' clock
@@ -91,8 +96,8 @@ type cacheWorld struct {
 	stopLog       func()
 }
 
-func newCacheWorld(t testing.TB) *cacheWorld {
-	w := &cacheWorld{reg: prometheus.NewRegistry(), logOut: &syncBuffer{}}
+func newCacheWorld(t testing.TB, byRequest bool) *cacheWorld {
+	w := &cacheWorld{byRequest: byRequest, reg: prometheus.NewRegistry(), logOut: &syncBuffer{}}
 	e := engine(t, cachePolicy, authz.Config{EvalTimeout: 5 * time.Second})
 	if ok, why := e.Cacheable(); !ok {
 		t.Fatalf("the policy is not cacheable: %s", why)
@@ -119,6 +124,9 @@ func newCacheWorld(t testing.TB) *cacheWorld {
 		},
 		Clock: clock,
 	}
+	if byRequest {
+		opts.Input.JWTAudiences, opts.Input.JWTBundles = nil, nil
+	}
 	w.plain = newServer(t, e, opts)
 	w.log = decisionlog.New(decisionlog.Options{QueueSize: 1 << 16})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -128,7 +136,9 @@ func newCacheWorld(t testing.TB) *cacheWorld {
 	w.stopLog = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(w.stopLog)
 	opts.Cache = authz.CacheOptions{Enabled: true, MaxEntries: 128, MaxBytes: 1 << 20} // small: evictions happen
-	opts.DecisionLog = w.log
+	if !byRequest {
+		opts.DecisionLog = w.log
+	}
 	opts.Metrics = w.reg
 	w.cached = newServer(t, e, opts)
 	return w
@@ -159,6 +169,17 @@ func (w *cacheWorld) request(choice func(n int) int) *authv3.CheckRequest {
 	}
 	h["x-request-id"] = strings.Repeat("r", choice(40)) // read by no rule
 	req.Attributes.Request.Http.Id = h["x-request-id"]
+	req.Attributes.Request.Time = timestamppb.New(time.Unix(int64(choice(1000)), 0))
+	// Fields read by no rule that make the input fail: a decision from
+	// the cache must not answer these.
+	switch choice(12) {
+	case 0:
+		h["traceparent"] = "00-\xff-01"
+	case 1:
+		req.Attributes.Request.Time.Nanos = -1
+	case 2:
+		req.Attributes.Request.Http.Id = "\xfe"
+	}
 	return req
 }
 
@@ -177,6 +198,9 @@ func (w *cacheWorld) compare(t testing.TB, req *authv3.CheckRequest) {
 	if ida == idb || ida != a.ID {
 		t.Fatalf("decision ids %s and %s: each decision must have its own", ida, idb)
 	}
+	if a.Input == nil && a.Err == nil {
+		w.fromRequest.Add(1)
+	}
 }
 
 // TestDecisionCacheDifferential: the same requests, many of them repeats
@@ -185,8 +209,15 @@ func (w *cacheWorld) compare(t testing.TB, req *authv3.CheckRequest) {
 // identical responses; every decision its own id and decision log line;
 // and the cache answers most of them.
 func TestDecisionCacheDifferential(t *testing.T) {
-	w := newCacheWorld(t)
-	const rounds, workers, perRound = 3, 4, 200
+	for _, byRequest := range []bool{false, true} {
+		t.Run(map[bool]string{false: "by input, with JWT-SVIDs and a decision log", true: "by request"}[byRequest], func(t *testing.T) {
+			testCacheDifferential(t, newCacheWorld(t, byRequest))
+		})
+	}
+}
+
+func testCacheDifferential(t *testing.T, w *cacheWorld) {
+	const rounds, workers, perRound = 3, 4, 150
 	var ids sync.Map
 	for round := range rounds {
 		if round == rounds-1 {
@@ -208,9 +239,15 @@ func TestDecisionCacheDifferential(t *testing.T) {
 
 	hits := counterValue(t, w.reg, "meshid_authz_cache_hits_total", "")
 	misses := counterValue(t, w.reg, "meshid_authz_cache_misses_total", "")
-	t.Logf("cache: %.0f hits, %.0f misses (%.0f%% hits)", hits, misses, 100*hits/(hits+misses))
+	t.Logf("cache: %.0f hits (%d before the input was built), %.0f misses (%.0f%% hits)", hits, w.fromRequest.Load(), misses, 100*hits/(hits+misses))
 	if hits == 0 || misses == 0 {
 		t.Errorf("hits %v, misses %v: the requests repeat, the cache should both hit and miss", hits, misses)
+	}
+	if got := w.fromRequest.Load(); (got > 0) != w.byRequest {
+		t.Errorf("%d decisions from the cache by request key; want some only when the servers allow it (%v)", got, w.byRequest)
+	}
+	if w.byRequest {
+		return
 	}
 
 	w.stopLog()
@@ -242,18 +279,20 @@ func FuzzDecisionCache(f *testing.F) {
 	f.Add([]byte("the same request twice: the same request twice: "))
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20})
 	f.Add([]byte{255, 254, 253, 0, 1, 255, 254, 253, 0, 1, 9, 9, 9, 9})
-	w := newCacheWorld(f)
+	worlds := []*cacheWorld{newCacheWorld(f, false), newCacheWorld(f, true)}
 	f.Fuzz(func(t *testing.T, choices []byte) {
-		i := 0
-		choice := func(n int) int {
-			if i >= len(choices) {
-				return 0
+		for _, w := range worlds {
+			i := 0
+			choice := func(n int) int {
+				if i >= len(choices) {
+					return 0
+				}
+				i++
+				return int(choices[i-1]) % n
 			}
-			i++
-			return int(choices[i-1]) % n
-		}
-		for i < len(choices) {
-			w.compare(t, w.request(choice))
+			for i < len(choices) {
+				w.compare(t, w.request(choice))
+			}
 		}
 	})
 }
@@ -293,8 +332,9 @@ func TestDecisionCacheReload(t *testing.T) {
 			t.Fatalf("GET denied: %v", r.Err)
 		}
 	}
-	if hits, misses, entries := cacheCounts(t, reg); hits != 1 || misses != 1 || entries != 1 {
-		t.Fatalf("hits %v, misses %v, entries %v; want 1, 1, 1", hits, misses, entries)
+	// Two entries: under the input key and the request key.
+	if hits, misses, entries := cacheCounts(t, reg); hits != 1 || misses != 1 || entries != 2 {
+		t.Fatalf("hits %v, misses %v, entries %v; want 1, 1, 2", hits, misses, entries)
 	}
 
 	srv.SetEngine(withMethods(`["POST"]`)) // what the Reloader does with new data

@@ -55,7 +55,11 @@ type Engine struct {
 	// cannot be cached, if so.
 	keys        [][]*ast.Term
 	uncacheable string
-	policy      *decisionlog.PolicySet
+	// volatile is what of a request the decision never reads; readsJWT
+	// whether it can read input.spiffe.jwt (requestkey.go).
+	volatile volatile
+	readsJWT bool
+	policy   *decisionlog.PolicySet
 }
 
 // dataFiles are the data documents read from the policy dir, as in an OPA
@@ -117,6 +121,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	rd := findReads(compiler, ref)
 	e.keys, e.uncacheable = keyPaths(rd.paths), rd.uncacheable
+	e.volatile, e.readsJWT = volatileFor(rd.paths), readsJWT(rd.paths)
 	return e, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -58,6 +59,7 @@ type Server struct {
 
 	current    atomic.Pointer[decider]
 	cacheOpts  CacheOptions
+	jwt        bool // whether JWT-SVIDs are validated
 	inputs     *input.Builder
 	log        *slog.Logger
 	denyStatus typev3.StatusCode
@@ -79,6 +81,7 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 		explain:    o.ExplainDenials && o.DecisionLog != nil,
 		clock:      o.Clock,
 		cacheOpts:  o.Cache,
+		jwt:        len(o.Input.JWTAudiences) > 0,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -115,6 +118,9 @@ func NewServer(engine *Engine, o Options) (*Server, error) {
 type decider struct {
 	engine *Engine
 	cache  *decisionCache // nil: none
+	// byRequest says whether the cache is looked up by request key, before
+	// the input is built (requestkey.go).
+	byRequest bool
 }
 
 // SetEngine makes every later Check use engine, with an empty decision
@@ -125,6 +131,7 @@ func (s *Server) SetEngine(engine *Engine) {
 	if engine != nil && s.cacheOpts.Enabled {
 		if ok, why := engine.Cacheable(); ok {
 			d.cache = newDecisionCache(s.cacheOpts)
+			d.byRequest = s.decisions == nil && !(s.jwt && engine.readsJWT)
 		} else {
 			s.log.Info("authz: decision cache off for these policies", "reason", why)
 		}
@@ -229,6 +236,23 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 		return errNoEngine
 	}
 	r.Path, r.Policy, r.engine = e.decision, e.policy, e
+	bp := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(bp)
+	buf := (*bp)[:0]
+	var reqKey []byte
+	if d.byRequest {
+		var ok bool
+		if reqKey, ok = appendRequestKey(buf, req, e.volatile); ok {
+			*bp = reqKey[:0] // keep the buffer grown for the next
+			if hit, ok := d.cache.get(reqKey); ok {
+				s.metrics.cacheHits.Inc()
+				r.Decision, r.Response, r.Allowed = hit.decision, hit.resp, hit.allowed
+				return nil
+			}
+		} else {
+			reqKey = nil
+		}
+	}
 	deadline := start.Add(e.timeout)
 	in, err := s.inputs.Build(ctx, req, deadline)
 	if errors.Is(err, input.ErrDeadline) {
@@ -240,10 +264,19 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 	r.Input = in
 	var key []byte
 	if d.cache != nil {
-		var buf [256]byte
-		key = appendKey(buf[:0], in, e.keys)
+		base := buf
+		if reqKey != nil {
+			base = reqKey[len(reqKey):] // after it, in the same buffer
+		}
+		key = appendKey(base, in, e.keys)
+		if reqKey == nil {
+			*bp = key[:0]
+		}
 		if hit, ok := d.cache.get(key); ok {
 			s.metrics.cacheHits.Inc()
+			if reqKey != nil {
+				d.cache.put(reqKey, hit)
+			}
 			r.Decision, r.Response, r.Allowed = hit.decision, hit.resp, hit.allowed
 			return nil
 		}
@@ -260,10 +293,18 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, r *Result
 	// Only a decision reached is kept: a failure (a timeout, a result
 	// meshid cannot carry out) may not repeat, and is logged each time.
 	if d.cache != nil {
-		d.cache.put(key, cachedDecision{decision: r.Decision, resp: r.Response, allowed: r.Allowed})
+		hit := cachedDecision{decision: r.Decision, resp: r.Response, allowed: r.Allowed}
+		d.cache.put(key, hit)
+		if reqKey != nil {
+			d.cache.put(reqKey, hit)
+		}
 	}
 	return nil
 }
+
+// keyBufs hold the cache keys of decisions under way: a request key is
+// most of a kilobyte.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // resultError is a decision value meshid cannot act on.
 type resultError struct {
