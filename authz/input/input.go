@@ -268,12 +268,12 @@ func (e *MalformedError) Error() string { return e.Err.Error() }
 func (e *MalformedError) Unwrap() error { return e.Err }
 
 // Build returns the input document for req. An error means the request
-// cannot be described faithfully (a malformed path, body or field, a body
-// beyond the limits) or not in time, and must be denied: parsing a body
-// stops with an error wrapping ErrDeadline once the clock passes deadline
-// (the zero time never does), or with ctx's error once ctx ends. The
-// deadline is a time, not ctx's, so that a decision is bounded without a
-// timer for every request.
+// cannot be described faithfully (a malformed path, body or field: a
+// *MalformedError; a body beyond the limits) or not in time, and must be
+// denied: parsing a body stops with an error wrapping ErrDeadline once the
+// clock passes deadline (the zero time never does), or with ctx's error
+// once ctx ends. The deadline is a time, not ctx's, so that a decision is
+// bounded without a timer for every request.
 func (b *Builder) Build(ctx context.Context, req *authv3.CheckRequest, deadline time.Time) (ast.Value, error) {
 	v, err := b.build(ctx, req, deadline)
 	if err != nil && !bodyterm.BeyondLimits(err) {

@@ -79,10 +79,10 @@ func mapScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term 
 		}
 		return ast.StringTerm(base64.StdEncoding.EncodeToString(v.Bytes()))
 	case protoreflect.EnumKind:
-		return intTerm(int64(v.Enum()))
+		return ast.InternedTerm(int64(v.Enum()))
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
 		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return intTerm(v.Int())
+		return ast.InternedTerm(v.Int())
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
 		return ast.NewTerm(ast.Number(strconv.FormatUint(v.Uint(), 10)))
 	case protoreflect.FloatKind:
@@ -92,8 +92,6 @@ func mapScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term 
 	}
 	return nullTerm // no other kind exists
 }
-
-func intTerm(n int64) *ast.Term { return ast.InternedTerm(n) }
 
 // doubleTerm is a Go float64 as OPA makes it a number: the shortest
 // 'g' form, NaN and ±Inf included.
