@@ -1,12 +1,17 @@
-// Package prototerm writes a protobuf message as the ast.Term of the JSON
-// protojson.Marshal writes for it, without the JSON text in between:
-// what input.parsed_body is for a gRPC request, held to protojson's text
-// by package input's grpcbody_test.go.
+// Package prototerm writes a protobuf message as an ast.Term in the two
+// forms OPA-Envoy gives policies, without the JSON text or Go map in
+// between: Message, the JSON protojson.Marshal writes (what
+// input.parsed_body is for a gRPC request, held to protojson's text by
+// package input's grpcbody_test.go), and Map, the plugin's walk of the
+// proto (what input.attributes is by default, held to the plugin's rules
+// by package input's input_internal_test.go).
 //
 // It never decodes wire bytes and never looks a type up by itself: the
-// message comes decoded, and the Resolver for the types of Any fields and
-// extensions comes with it. What it builds is drawn from a
-// jsonterm.Budget, as a JSON body's values are.
+// message comes decoded, and Message's Resolver for the types of Any
+// fields and extensions comes with it (Map resolves nothing, as the
+// plugin's walk does not). What Message builds is drawn from a
+// jsonterm.Budget, as a JSON body's values are; Map writes what Envoy
+// sent, which needs no bound.
 package prototerm
 
 import (
