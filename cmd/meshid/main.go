@@ -24,11 +24,7 @@ import (
 	"github.com/meshid/meshid/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
-	buildinfo.Version = version
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -106,7 +102,7 @@ Flags are spelt --name (-name works too); flags may follow arguments.`,
   meshid policy test policies/ -v
   meshid svid fetch --socket unix:///run/meshid/agent.sock
   meshid completion bash > /etc/bash_completion.d/meshid`,
-		Version:                    version,
+		Version:                    buildinfo.Read().Version,
 		SilenceErrors:              true,
 		SilenceUsage:               true,
 		SuggestionsMinimumDistance: 2,
@@ -116,7 +112,8 @@ Flags are spelt --name (-name works too); flags may follow arguments.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	// --version prints what "meshid version" does, not cobra's one line.
+	root.SetVersionTemplate(buildinfo.Read().String())
 	root.SetFlagErrorFunc(flagError)
 	root.AddGroup(
 		&cobra.Group{ID: nodeGroup, Title: "Node and operator commands:"},
@@ -166,15 +163,19 @@ could claim, or ask the running daemon which entries a process matches.`,
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:               "version",
-		Short:             "Print the version",
-		Long:              `Print meshid's version, as "meshid --version" does.`,
+		Use:   "version",
+		Short: "Print the version, commit and Go version",
+		Long: `Print meshid's version, the commit it was built from and the Go toolchain
+and platform it was built for, as "meshid --version" does. The version is
+the one make build or make dist stamped (git describe), or the module
+version of "go install github.com/meshid/meshid/cmd/meshid@VERSION", or
+"dev"; the commit is the stamped one or Go's record of the checkout
+("-dirty" when it had changes), or "unknown".`,
 		Example:           "  meshid version",
 		Args:              cli.NoArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			root := cmd.Root()
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", root.Name(), root.Version)
+			_, err := io.WriteString(cmd.OutOrStdout(), buildinfo.Read().String())
 			return err
 		},
 	}

@@ -2,6 +2,7 @@ package buildinfo
 
 import (
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -9,23 +10,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestReadTakesTheSetVersion(t *testing.T) {
-	old := Version
-	t.Cleanup(func() { Version = old })
-	Version = "1.2.3"
-	i := Read()
-	if i.Version != "1.2.3" {
-		t.Errorf("Version = %q, want 1.2.3", i.Version)
+func TestRead(t *testing.T) {
+	stamped := &debug.BuildInfo{Main: debug.Module{Path: "github.com/meshid/meshid", Version: "v1.4.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "true"}}}
+	devel := &debug.BuildInfo{Main: debug.Module{Path: "github.com/meshid/meshid", Version: "(devel)"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "def456"}}}
+	for _, tt := range []struct {
+		name            string
+		version, commit string
+		bi              *debug.BuildInfo
+		want            Info
+	}{
+		{"ldflags win", "v2.0.0-3-gabc", "fff", stamped, Info{Version: "v2.0.0-3-gabc", Commit: "fff"}},
+		{"go install at a version", "", "", &debug.BuildInfo{Main: debug.Module{Version: "v1.4.0"}}, Info{Version: "v1.4.0", Commit: "unknown"}},
+		{"a dirty checkout", "", "", stamped, Info{Version: "v1.4.0", Commit: "abc123-dirty"}},
+		{"go build in a checkout", "", "", devel, Info{Version: "dev", Commit: "def456"}},
+		{"no build info", "", "", nil, Info{Version: "dev", Commit: "unknown"}},
+	} {
+		got := read(tt.version, tt.commit, tt.bi)
+		if got.Version != tt.want.Version || got.Commit != tt.want.Commit || got.GoVersion != runtime.Version() || got.Platform != runtime.GOOS+"/"+runtime.GOARCH {
+			t.Errorf("%s: %+v, want %s %s", tt.name, got, tt.want.Version, tt.want.Commit)
+		}
 	}
-	if i.GoVersion != runtime.Version() {
-		t.Errorf("GoVersion = %q, want %q", i.GoVersion, runtime.Version())
-	}
-	if i.Commit == "" {
-		t.Error("Commit is empty; want a revision or \"unknown\"")
-	}
-	Version = ""
-	if v := Read().Version; v == "" {
-		t.Error("an unset Version reads empty; want the module's version or dev")
+	if s := (Info{Version: "v1", Commit: "c", GoVersion: "go1.99", Platform: "linux/arm64"}).String(); s != "meshid v1\ncommit c\ngo     go1.99 linux/arm64\n" {
+		t.Errorf("String = %q", s)
 	}
 }
 
