@@ -295,19 +295,28 @@ func activeCA(t *testing.T, m *harness.Meshid) *x509.Certificate {
 
 func readCert(t *testing.T, path string) *x509.Certificate {
 	t.Helper()
+	return readChain(t, path)[0]
+}
+
+// readChain reads every certificate of a PEM file, in order.
+func readChain(t *testing.T, path string) []*x509.Certificate {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
+	var chain []*x509.Certificate
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		chain = append(chain, c)
 	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
+	if len(chain) == 0 {
+		t.Fatalf("%s: no PEM certificate", path)
 	}
-	return c
+	return chain
 }
 
 func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {

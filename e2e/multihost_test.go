@@ -5,9 +5,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"os/exec"
+	"net"
 	"path/filepath"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -66,46 +66,50 @@ func chainEntry(s harness.ChainService) []harness.Entry {
 }
 
 // TestMeshAcrossHosts runs web → api → db on three hosts (network
-// namespaces on a bridge), each with its own meshid whose intermediate is
-// signed by one organisation root: every call crosses the bridge over
-// mTLS, every SVID chains to the root through its own node's intermediate,
-// and killing one node's meshid stops only what needs that node.
+// namespaces on a bridge), each with its own meshid whose intermediate one
+// OpenBao PKI engine signs: every call crosses the bridge over mTLS, every
+// SVID chains to the engine's root through its own node's intermediate.
+// Requests keep passing while the engine is down and while each node
+// renews its intermediate, and killing one node's meshid stops only what
+// needs that node.
 func TestMeshAcrossHosts(t *testing.T) {
 	env := harness.ForTest(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	bin, err := env.Binary("meshid")
-	if err != nil {
-		t.Fatal(err)
-	}
 	hosts, err := env.Hosts(ctx, "host1", "host2", "host3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootDir, err := env.MkdirAll("org-root")
+	// The engine runs beside the harness, on the bridge: every node
+	// reaches it there, over TLS.
+	_, port, _ := net.SplitHostPort(env.FreeAddr())
+	bao, err := env.StartOpenBao(ctx, harness.OpenBaoOptions{TLS: true, Listen: net.JoinHostPort(hosts[0].HarnessIP, port)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := writeOrgRoot(t, rootDir)
+	// Intermediates of a minute: each node renews its own at about 30s.
+	if err := bao.Call(ctx, "POST", "sys/mounts/pki/tune", map[string]any{"max_lease_ttl": "60s"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := bao.Roots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	policy := authztest.PolicyDir(t, map[string]string{"chain.rego": chainPolicy})
 
 	services := chainServices(hosts, make([]*harness.Meshid, len(hosts)))
 	nodes := make([]*harness.Meshid, len(hosts))
 	for i, h := range hosts {
-		out := filepath.Join(rootDir, h.Name)
-		cmd := exec.CommandContext(ctx, bin, "ca", "mint-intermediate",
-			"-root-cert", filepath.Join(rootDir, "root.crt"), "-root-key", filepath.Join(rootDir, "root.key"),
-			"-trust-domain", harness.DemoTrustDomain, "-out", out, "-ttl", "48h")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("meshid ca mint-intermediate: %v\n%s", err, b)
+		token, err := bao.Token(ctx, "meshid-"+h.Name, harness.MeshidPolicy(bao.Mount), time.Hour)
+		if err != nil {
+			t.Fatal(err)
 		}
-		ca := fmt.Sprintf("ca:\n  upstream:\n    cert_file: %s\n    key_file: %s\n    bundle_file: %s\n",
-			filepath.Join(out, "intermediate.crt"), filepath.Join(out, "intermediate.key"), filepath.Join(out, "bundle.crt"))
 		nodes[i], err = h.StartMeshid(ctx, harness.MeshidOptions{
 			Name:        "meshid-" + h.Name,
 			Entries:     chainEntry(services[i]),
 			PolicyDir:   policy,
-			ExtraConfig: ca,
+			X509TTL:     20 * time.Second,
+			ExtraConfig: bao.MeshidConfig(token, 10*time.Second),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -146,29 +150,65 @@ func TestMeshAcrossHosts(t *testing.T) {
 		t.Fatalf("web → api → db /other: %d %v, want 403 from db's node", status, err)
 	}
 
-	// Each inbound Envoy presents leaf + its own node's intermediate, and
-	// the chain verifies to the one organisation root.
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	seenIntermediates := map[string]string{}
-	for i := 1; i < len(services); i++ {
-		presented := presentedChain(t, chain.Envoys[i].Sidecar.Inbound.ListenAddr)
-		if len(presented) != 2 {
-			t.Fatalf("%s presents %d certificates, want leaf and its node's intermediate", services[i].Name, len(presented))
+	// Each inbound Envoy presents leaf + its own node's intermediate, one
+	// per node, and the chain verifies to the engine's root.
+	intermediates := func() []*x509.Certificate {
+		var out []*x509.Certificate
+		for i := 1; i < len(services); i++ {
+			presented := presentedChain(t, chain.Envoys[i].Sidecar.Inbound.ListenAddr)
+			if len(presented) != 2 {
+				t.Fatalf("%s presents %d certificates, want leaf and its node's intermediate", services[i].Name, len(presented))
+			}
+			verifyTo(t, presented, roots)
+			out = append(out, presented[1])
 		}
-		mine := readCert(t, filepath.Join(rootDir, hosts[i].Name, "intermediate.crt"))
-		if !presented[1].Equal(mine) {
-			t.Errorf("%s's SVID is not issued through %s's intermediate", services[i].Name, hosts[i].Name)
+		return out
+	}
+	first := intermediates()
+	if first[0].Equal(first[1]) {
+		t.Fatal("api's and db's nodes present the same intermediate")
+	}
+	// web has no inbound listener: fetch its identity as its Envoy's uid,
+	// on its host, from its node.
+	dir, err := env.OwnedDir(services[0].EnvoyUID, "web-svid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := nodes[0].CLI(ctx, services[0].EnvoyUID, "svid", "fetch", "--write", dir); err != nil {
+		t.Fatalf("web's SVID from its node: %v\n%s", err, out)
+	}
+	web := readChain(t, filepath.Join(dir, "svid.pem"))
+	if len(web) != 2 || web[1].Equal(first[0]) || web[1].Equal(first[1]) {
+		t.Fatalf("web's SVID chain has %d certificates, want leaf and web's node's own intermediate", len(web))
+	}
+	verifyTo(t, web, roots)
+
+	// The engine stops: nodes keep serving with the intermediates they
+	// hold. It comes back, and each node renews at half its intermediate's
+	// life; requests cross the whole chain all along.
+	traffic := startLoad(ctx, chain.URL(2, "hello"), apiID, 2, 50*time.Millisecond)
+	if err := bao.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	if err := bao.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Renewal is due at 45-55 % of the intermediate's minute, later by the
+	// backoff of the calls that failed while the engine was down.
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		now := intermediates()
+		if !now[0].Equal(first[0]) && !now[1].Equal(first[1]) {
+			break
 		}
-		inter := x509.NewCertPool()
-		inter.AddCert(presented[1])
-		if _, err := presented[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			t.Errorf("%s's SVID does not chain to the organisation root: %v", services[i].Name, err)
+		if time.Now().After(deadline) {
+			t.Fatal("api's and db's nodes did not both renew their intermediates within 90s")
 		}
-		if other, dup := seenIntermediates[string(presented[1].Raw)]; dup {
-			t.Errorf("%s and %s share an intermediate", other, services[i].Name)
-		}
-		seenIntermediates[string(presented[1].Raw)] = services[i].Name
+	}
+	if res := traffic.stop(); res.failed > 0 || res.total == 0 {
+		t.Fatalf("%d of %d requests across the chain failed while the engine was down and the intermediates renewed: %v", res.failed, res.total, res.firstErrors)
+	} else {
+		t.Logf("%d requests across the chain, 0 failed, while the engine was down 5s and every node renewed its intermediate", res.total)
 	}
 
 	// Killing db's node stops only what db's node decides: db's Envoy can
@@ -192,6 +232,6 @@ func TestMeshAcrossHosts(t *testing.T) {
 		status, peer, err := webToDB()
 		return err == nil && status == http.StatusOK && peer == apiID
 	})
-	t.Logf("web (%s) → api (%s) → db (%s): 200 across the bridge; killing db's meshid failed only db's hop; it recovered after the restart",
+	t.Logf("web (%s) → api (%s) → db (%s): 200 across the bridge under one OpenBao root; killing db's meshid failed only db's hop; it recovered after the restart",
 		hosts[0].IP, hosts[1].IP, hosts[2].IP)
 }

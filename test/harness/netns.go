@@ -25,6 +25,10 @@ type Host struct {
 	Name  string // as given to Env.Hosts: "host1"
 	NetNS string // the `ip netns` name
 	IP    string // the host's address on the bridge
+	// HarnessIP is the harness's own address on the bridge, the same for
+	// every host of one Env.Hosts call: what a process on the host reaches
+	// something the harness runs at, such as a PKI engine.
+	HarnessIP string
 
 	env *Env
 }
@@ -80,10 +84,11 @@ func (e *Env) Hosts(ctx context.Context, names ...string) ([]*Host, error) {
 	hosts := make([]*Host, 0, len(names))
 	for i, name := range names {
 		h := &Host{
-			Name:  name,
-			NetNS: fmt.Sprintf("meshid-%d-%s", slot, name),
-			IP:    prefix + strconv.Itoa(i+2),
-			env:   e,
+			Name:      name,
+			NetNS:     fmt.Sprintf("meshid-%d-%s", slot, name),
+			IP:        prefix + strconv.Itoa(i+2),
+			HarnessIP: prefix + "1",
+			env:       e,
 		}
 		veth := fmt.Sprintf("mi%dh%d", slot, i) // at most 15 bytes
 		steps := [][]string{
