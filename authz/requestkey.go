@@ -1,11 +1,12 @@
 package authz
 
 import (
+	"encoding/binary"
+	"slices"
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The request key is the decision cache's second way in: the CheckRequest
@@ -20,15 +21,14 @@ import (
 // token expires with the clock), and the input must be built anyway for
 // a decision log. Build fails on invalid UTF-8 and invalid timestamps; the
 // fields left out are checked for both here, so that a request whose input
-// could not be built never gets an answer from the cache.
+// could not be built never gets an answer from the cache (the fields in
+// the key are the earlier request's, whose input was built).
 
 // volatileHeaders differ on every request (trace and request ids).
 var volatileHeaders = []string{
 	"x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid",
 	"x-b3-parentspanid", "x-b3-sampled", "b3", "x-amzn-trace-id", "x-cloud-trace-context",
 }
-
-const maxVolatileHeaders = 10 // len(volatileHeaders)
 
 // volatile says which of the per-request fields the request key leaves
 // out: those the policy cannot read.
@@ -73,66 +73,137 @@ func readsJWT(paths [][]string) bool {
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// appendRequestKey appends req's request key to buf. ok is false when the
-// request has none: a left-out field that would make its input fail.
-//
-// The fields are taken out of req for the encoding and put back before it
-// returns: req is this Check's own (gRPC decoded it for this call) and
-// nothing else reads it meanwhile.
+// appendRequestKey appends req's request key to buf: every field of the
+// request but the left-out ones, each with its field number, strings with
+// their lengths, maps in key order, the messages Envoy rarely fills
+// (addresses, metadata, header_map, TLS) in their deterministic protobuf
+// encoding. ok is false when the request has no key: a left-out field
+// that would make its input fail. TestRequestKeyCoversEveryField holds
+// the fields encoded to the messages' descriptors.
 func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byte, ok bool) {
-	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	if httpReq == nil {
+	a := req.GetAttributes()
+	httpReq := a.GetRequest().GetHttp()
+	if httpReq == nil || hasUnknown(req, a, a.Source, a.Destination, a.Request, httpReq, a.TlsSession) {
 		return buf, false
 	}
-	var (
-		id      string
-		t       *timestamppb.Timestamp
-		headers [maxVolatileHeaders]string
-		had     [maxVolatileHeaders]bool
-	)
-	if v.id {
-		if !utf8.ValidString(httpReq.Id) {
-			return buf, false
-		}
-		id, httpReq.Id = httpReq.Id, ""
-		defer func() { httpReq.Id = id }()
+	if v.id && !utf8.ValidString(httpReq.Id) {
+		return buf, false
 	}
-	if v.time {
-		r := req.Attributes.Request
-		if r.Time != nil && r.Time.CheckValid() != nil {
-			return buf, false
-		}
-		t, r.Time = r.Time, nil
-		defer func() { r.Time = t }()
+	if t := a.Request.Time; v.time && t != nil && t.CheckValid() != nil {
+		return buf, false
 	}
-	for i, name := range v.headers {
-		value, present := httpReq.Headers[name]
-		if !present {
+	buf = append(buf, tagRequest)
+	var err error
+	for i, p := range []*authv3.AttributeContext_Peer{a.Source, a.Destination} {
+		buf = append(buf, byte(i))
+		if p == nil {
+			buf = append(buf, 0)
 			continue
 		}
-		if !utf8.ValidString(value) {
-			for j := range i {
-				if had[j] {
-					httpReq.Headers[v.headers[j]] = headers[j]
-				}
-			}
+		buf = append(buf, 1)
+		if buf, err = appendMessage(buf, p.Address); err != nil {
 			return buf, false
 		}
-		headers[i], had[i] = value, true
-		delete(httpReq.Headers, name)
+		buf = appendString(buf, tagString, p.Service)
+		buf = appendStringMap(buf, p.Labels, nil)
+		buf = appendString(buf, tagString, p.Principal)
+		buf = appendString(buf, tagString, p.Certificate)
 	}
-	defer func() {
-		for i, name := range v.headers {
-			if had[i] {
-				httpReq.Headers[name] = headers[i]
-			}
+	if !v.time {
+		if buf, err = appendMessage(buf, a.Request.Time); err != nil {
+			return buf, false
 		}
-	}()
-	out, err := deterministic.MarshalAppend(append(buf, tagRequest), req)
-	if err != nil {
+	}
+	id := httpReq.Id
+	if v.id {
+		id = ""
+	}
+	for _, s := range []string{id, httpReq.Method, httpReq.Path, httpReq.Host, httpReq.Scheme, httpReq.Query, httpReq.Fragment, httpReq.Protocol, httpReq.Body, string(httpReq.RawBody)} {
+		buf = appendString(buf, tagString, s)
+	}
+	buf = binary.AppendVarint(buf, httpReq.Size)
+	if buf, ok = appendHeaders(buf, httpReq.Headers, v.headers); !ok {
 		return buf, false
 	}
-	return out, true
+	for _, m := range []proto.Message{httpReq.HeaderMap, a.MetadataContext, a.RouteMetadataContext} {
+		if buf, err = appendMessage(buf, m); err != nil {
+			return buf, false
+		}
+	}
+	buf = appendStringMap(buf, a.ContextExtensions, nil)
+	buf = appendString(buf, tagString, a.GetTlsSession().GetSni())
+	buf = append(buf, byte(boolInt(a.TlsSession != nil)))
+	return buf, true
+}
+
+// hasUnknown says whether any of the messages holds fields this version
+// of the API does not know, which the key would not see.
+func hasUnknown(ms ...proto.Message) bool {
+	for _, m := range ms {
+		if m != nil && m.ProtoReflect().IsValid() && len(m.ProtoReflect().GetUnknown()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// appendMessage appends a message's deterministic encoding with its
+// length; nil and empty differ.
+func appendMessage(buf []byte, m proto.Message) ([]byte, error) {
+	if m == nil || !m.ProtoReflect().IsValid() {
+		return append(buf, tagNull), nil
+	}
+	buf = append(buf, tagObject)
+	at := len(buf)
+	buf = append(buf, 0, 0, 0, 0) // the length, once known
+	out, err := deterministic.MarshalAppend(buf, m)
+	if err != nil {
+		return buf, err
+	}
+	binary.BigEndian.PutUint32(out[at:], uint32(len(out)-at-4))
+	return out, nil
+}
+
+// maxSortedKeys is how many map keys are sorted on the stack; a larger
+// map's are sorted on the heap.
+const maxSortedKeys = 32
+
+// appendStringMap appends a string map in key order, leaving out the keys
+// in skip.
+func appendStringMap(buf []byte, m map[string]string, skip []string) []byte {
+	var stack [maxSortedKeys]string
+	keys := stack[:0]
+	for k := range m {
+		if !slices.Contains(skip, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	buf = append(buf, tagObject)
+	buf = binary.AppendUvarint(buf, uint64(len(keys)))
+	for _, k := range keys {
+		buf = appendString(buf, tagString, k)
+		buf = appendString(buf, tagString, m[k])
+	}
+	return buf
+}
+
+// appendHeaders appends the headers but the left-out ones, which must be
+// valid UTF-8 as the input requires.
+func appendHeaders(buf []byte, h map[string]string, skip []string) ([]byte, bool) {
+	for _, name := range skip {
+		if value, ok := h[name]; ok && !utf8.ValidString(value) {
+			return buf, false
+		}
+	}
+	return appendStringMap(buf, h, skip), true
 }
 
 // tagRequest starts a request key; input keys start with a value's tag, so

@@ -131,7 +131,7 @@ func (s *Server) SetEngine(engine *Engine) {
 	if engine != nil && s.cacheOpts.Enabled {
 		if ok, why := engine.Cacheable(); ok {
 			d.cache = newDecisionCache(s.cacheOpts)
-			d.byRequest = s.decisions == nil && !(s.jwt && engine.readsJWT)
+			d.byRequest = s.decisions == nil && (!s.jwt || !engine.readsJWT)
 		} else {
 			s.log.Info("authz: decision cache off for these policies", "reason", why)
 		}

@@ -27,7 +27,7 @@ import (
 )
 
 // DefaultFloor is the heap size below which meshid does not collect.
-const DefaultFloor = 16 << 20
+const DefaultFloor = 12 << 20
 
 const (
 	defaultPercent = 100
