@@ -4,6 +4,9 @@
 # modules: Kubernetes and etcd never enter meshid's go.mod). kube-apiserver
 # takes minutes to build, so both binaries are kept in .tools/bin, named by
 # version: they are built once per machine, not once per checkout.
+# Measured with a cold module and build cache on a shared 2-core machine
+# (load 20-30): kube-apiserver 81 min wall, 22.5 CPU-minutes (about 11-12
+# minutes on 2 idle cores); etcd 12.5 min wall, 1.8 CPU-minutes.
 KUBE_VERSION   := v1.37.2
 ETCD_VERSION   := v3.7.3
 KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver-$(KUBE_VERSION)

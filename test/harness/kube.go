@@ -113,6 +113,9 @@ func (e *Env) StartKubeAPI(ctx context.Context) (*KubeAPI, error) {
 		"--service-account-signing-key-file=" + pki.saKey,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
+		// The kubernetes Service would point at 127.0.0.1, which the
+		// reconciler refuses; nothing here needs it.
+		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 	}})
 	if err != nil {
