@@ -5,6 +5,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -101,7 +102,7 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 			continue
 		}
 		buf = append(buf, 1)
-		if buf, err = appendMessage(buf, p.Address); err != nil {
+		if buf, err = appendAddress(buf, p.Address); err != nil {
 			return buf, false
 		}
 		buf = appendString(buf, tagString, p.Service)
@@ -125,7 +126,14 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 	if buf, ok = appendHeaders(buf, httpReq.Headers, v.headers); !ok {
 		return buf, false
 	}
-	for _, m := range []proto.Message{httpReq.HeaderMap, a.MetadataContext, a.RouteMetadataContext} {
+	if buf, err = appendMessage(buf, httpReq.HeaderMap); err != nil {
+		return buf, false
+	}
+	for _, m := range []*corev3.Metadata{a.MetadataContext, a.RouteMetadataContext} {
+		if m != nil && len(m.FilterMetadata) == 0 && len(m.TypedFilterMetadata) == 0 && !hasUnknown(m) {
+			buf = append(buf, tagEmpty) // Envoy sends an empty one with every request
+			continue
+		}
 		if buf, err = appendMessage(buf, m); err != nil {
 			return buf, false
 		}
@@ -134,6 +142,30 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 	buf = appendString(buf, tagString, a.GetTlsSession().GetSni())
 	buf = append(buf, byte(boolInt(a.TlsSession != nil)))
 	return buf, true
+}
+
+// tagEmpty is an empty metadata message; tagSocket a socket address
+// written field by field.
+const (
+	tagEmpty  = 'e'
+	tagSocket = 'k'
+)
+
+// appendAddress appends a peer's address: a socket address with a port
+// number (what Envoy sends for TCP peers) field by field, anything else
+// as its deterministic encoding.
+func appendAddress(buf []byte, a *corev3.Address) ([]byte, error) {
+	sa := a.GetSocketAddress()
+	port, isPort := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	if sa == nil || !isPort || hasUnknown(a, sa) {
+		return appendMessage(buf, a)
+	}
+	buf = append(buf, tagSocket, byte(boolInt(sa.Ipv4Compat)))
+	buf = binary.AppendVarint(buf, int64(sa.Protocol))
+	buf = appendString(buf, tagString, sa.Address)
+	buf = appendString(buf, tagString, sa.ResolverName)
+	buf = appendString(buf, tagString, sa.NetworkNamespaceFilepath)
+	return binary.AppendUvarint(buf, uint64(port.PortValue)), nil
 }
 
 // hasUnknown says whether any of the messages holds fields this version

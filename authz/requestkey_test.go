@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -22,6 +23,9 @@ func TestRequestKeyCoversEveryField(t *testing.T) {
 		(&authv3.AttributeContext_Request{}).ProtoReflect():     {"http", "time"},
 		(&authv3.AttributeContext_HttpRequest{}).ProtoReflect(): {"body", "fragment", "header_map", "headers", "host", "id", "method", "path", "protocol", "query", "raw_body", "scheme", "size"},
 		(&authv3.AttributeContext_TLSSession{}).ProtoReflect():  {"sni"},
+		(&corev3.Address{}).ProtoReflect():                      {"envoy_internal_address", "pipe", "socket_address"},
+		(&corev3.SocketAddress{}).ProtoReflect():                {"address", "ipv4_compat", "named_port", "network_namespace_filepath", "port_value", "protocol", "resolver_name"},
+		(&corev3.Metadata{}).ProtoReflect():                     {"filter_metadata", "typed_filter_metadata"},
 	}
 	for m, names := range want {
 		var got []string
@@ -82,6 +86,14 @@ func TestRequestKey(t *testing.T) {
 		"size":       func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Size = 1 },
 		"extensions": func(r *authv3.CheckRequest) { r.Attributes.ContextExtensions = map[string]string{"a": "b"} },
 		"tls":        func(r *authv3.CheckRequest) { r.Attributes.TlsSession = &authv3.AttributeContext_TLSSession{} },
+		"port":       func(r *authv3.CheckRequest) { r.Attributes.Source.Address = authztest.SocketAddress("10.0.0.7", 40113) },
+		"protocol": func(r *authv3.CheckRequest) {
+			r.Attributes.Source.Address.GetSocketAddress().Protocol = corev3.SocketAddress_UDP
+		},
+		"a pipe": func(r *authv3.CheckRequest) {
+			r.Attributes.Source.Address = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/p"}}}
+		},
+		"metadata": func(r *authv3.CheckRequest) { r.Attributes.MetadataContext = nil },
 	} {
 		if k, ok := key(none, change); !ok || k == base {
 			t.Errorf("%s: the same key (ok %v)", name, ok)
