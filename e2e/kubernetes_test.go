@@ -56,15 +56,22 @@ type (
 		Volumes            []kubeVolume    `json:"volumes"`
 	}
 	kubeContainer struct {
-		Name         string    `json:"name"`
-		Image        string    `json:"image"`
-		Args         []string  `json:"args"`
-		Env          []kubeEnv `json:"env"`
-		VolumeMounts []struct {
+		Name          string     `json:"name"`
+		Image         string     `json:"image"`
+		Args          []string   `json:"args"`
+		Env           []kubeEnv  `json:"env"`
+		StartupProbe  *kubeProbe `json:"startupProbe"`
+		LivenessProbe *kubeProbe `json:"livenessProbe"`
+		VolumeMounts  []struct {
 			Name      string `json:"name"`
 			MountPath string `json:"mountPath"`
 			ReadOnly  bool   `json:"readOnly"`
 		} `json:"volumeMounts"`
+	}
+	kubeProbe struct {
+		Exec *struct {
+			Command []string `json:"command"`
+		} `json:"exec"`
 	}
 	kubeEnv struct {
 		Name      string `json:"name"`
@@ -288,6 +295,21 @@ func TestKubernetesManifests(t *testing.T) {
 			return e.Name == n && e.ValueFrom != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
 		}) {
 			t.Errorf("k8s.kubelet_server_name_env %q is not set from spec.nodeName", n)
+		}
+		// The probes run the binary where the Dockerfile's meshid image
+		// has it.
+		dockerfile, err := os.ReadFile(filepath.Join(env.Root, "Dockerfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?s)AS meshid\n.*?ENTRYPOINT \["([^"]+)"\]`).FindSubmatch(dockerfile)
+		if m == nil {
+			t.Fatal("no ENTRYPOINT in the Dockerfile's meshid stage")
+		}
+		for _, p := range []*kubeProbe{meshid.StartupProbe, meshid.LivenessProbe} {
+			if p == nil || p.Exec == nil || len(p.Exec.Command) == 0 || p.Exec.Command[0] != string(m[1]) {
+				t.Errorf("probe %+v does not run the image's %s", p, m[1])
+			}
 		}
 		if pod.ServiceAccountName != "meshid" {
 			t.Errorf("the DaemonSet runs as service account %q, not the one RBAC binds", pod.ServiceAccountName)
