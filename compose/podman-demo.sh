@@ -32,8 +32,10 @@ for _ in $(seq 100); do [ -S "$ENGINE_SOCKET" ] && break; sleep 0.1; done
 echo "== podman-compose up (project $PROJECT, engine API $ENGINE_SOCKET)"
 "$PODMAN_COMPOSE" -p "$PROJECT" up -d --no-build >/dev/null
 web=http://127.0.0.1:$WEB_PORT/call
+# Up when web reaches db through api: every sidecar has its certificate
+# and has resolved its upstreams by name.
 for _ in $(seq 300); do
-	[ "$(curl -s -o /dev/null -w '%{http_code}' "$web/api/hello")" = 200 ] && break
+	[ "$(curl -s -o /dev/null -w '%{http_code}' "$web/api/call/db/rows")" = 200 ] && break
 	sleep 0.2
 done
 podman ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '   {{.Names}}  {{.Status}}'

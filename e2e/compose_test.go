@@ -15,10 +15,13 @@ import (
 	"github.com/meshid/meshid/test/harness"
 )
 
-// The compose mesh's identities (compose/entries.yaml).
+// The compose mesh's identities (compose/entries.yaml: one template entry,
+// spiffe://example.org/compose/<service> for uid 101 in a container with
+// the mesh label).
 const (
 	composeWebID = "spiffe://example.org/compose/web"
 	composeAPIID = "spiffe://example.org/compose/api"
+	composeUser  = "101:101"
 )
 
 // TestComposeMesh runs compose/docker-compose.yaml, the file users run with
@@ -56,10 +59,14 @@ func TestComposeMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	web := "http://" + webAddr + "/call/"
-	// The sidecars start after meshid and fetch their certificates; the
-	// mesh is up when web reaches api.
-	if err := harness.WaitHTTP(ctx, web+"api/hello", http.StatusOK); err != nil {
-		t.Fatal(err)
+	// The sidecars start after meshid, fetch their certificates and
+	// resolve their upstreams by name (again every few seconds, until the
+	// upstream's container exists): the mesh is up when web reaches db
+	// through api, and db's sidecar answers web itself.
+	for url, status := range map[string]int{web + "api/call/db/rows": http.StatusOK, web + "db/rows": http.StatusForbidden} {
+		if err := harness.WaitHTTP(ctx, url, status); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Logf("compose mesh up and answering in %v", time.Since(start).Round(100*time.Millisecond))
 
@@ -77,9 +84,29 @@ func TestComposeMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("web may not call db: 403 by policy", func(t *testing.T) {
+		const denials = `meshid_authz_decisions_total{result="deny"}`
+		before, err := harness.MetricAt(ctx, adminAddr, denials)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body, err := harness.Get(ctx, web+"db/rows")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status != http.StatusForbidden {
+			t.Fatalf("GET %sdb/rows: %d %s, want 403 from db's sidecar", web, status, body)
+		}
+		// The 403 is meshid's decision, not a failed handshake or route.
+		if after, err := harness.MetricAt(ctx, adminAddr, denials); err != nil || after != before+1 {
+			t.Fatalf("%s went from %v to %v (%v), want one more", denials, before, after, err)
+		}
+		t.Logf("GET %sdb/rows -> %d, one more deny decision", web, status)
+	})
+
 	socketVolume := mesh.Volume("meshid-socket") + ":/run/meshid:ro"
 	t.Run("a container without the mesh's labels gets no SVID", func(t *testing.T) {
-		out, err := podman.Podman(ctx, "run", "--rm", "--label", mesh.Label(), "-v", socketVolume,
+		out, err := podman.Podman(ctx, "run", "--rm", "--label", mesh.Label(), "--user", composeUser, "-v", socketVolume,
 			images["MESHID_IMAGE"], "svid", "fetch", "--socket", "/run/meshid/agent.sock")
 		if err == nil || !strings.Contains(out, "no identity issued") {
 			t.Fatalf("svid fetch in an unlabelled container: %v\n%s\nwant a refusal: no identity issued", err, out)
@@ -87,13 +114,14 @@ func TestComposeMesh(t *testing.T) {
 		t.Logf("unlabelled container: %s", strings.TrimSpace(out))
 	})
 
-	// bundle asks meshid for the trust bundle from a container labelled as
-	// web's sidecar is: whoever can set a container's labels is that
-	// service, which is why the engine's API is the operator's alone.
+	// bundle asks meshid for the trust bundle from a container of the mesh
+	// (the template makes it spiffe://example.org/compose/probe): whoever
+	// can set a container's labels joins the mesh, which is why the engine's
+	// API is the operator's alone.
 	bundle := func(t *testing.T) string {
 		t.Helper()
 		out, err := podman.Podman(ctx, "run", "--rm", "--label", mesh.Label(), "--label", "io.meshid.mesh=demo",
-			"--label", "com.docker.compose.service=web", "-v", socketVolume,
+			"--label", "com.docker.compose.service=probe", "--user", composeUser, "-v", socketVolume,
 			images["MESHID_IMAGE"], "bundle", "show", "--socket", "/run/meshid/agent.sock")
 		if err != nil || !strings.Contains(out, "BEGIN CERTIFICATE") {
 			t.Fatalf("bundle show: %v\n%s", err, out)

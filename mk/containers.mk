@@ -49,8 +49,10 @@ $(PODMAN_STAMP):
 	fi
 	@mkdir -p $(TOOLS) && touch $@
 
+# Through the venv's resolved path: the script's #! line names the python it
+# was installed with, and a worktree's .tools is a symlink that may go away.
 $(PODMAN_COMPOSE_STAMP): $(ENVOY_STAMP)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check podman-compose==$(PODMAN_COMPOSE_VERSION)
+	$$(cd $(VENV) && pwd -P)/bin/python -m pip install --quiet --disable-pip-version-check podman-compose==$(PODMAN_COMPOSE_VERSION)
 	@touch $@
 
 $(CONTAINERS_CONF_STAMP):
@@ -91,6 +93,6 @@ images: image $(ENVOY_STAMP)
 
 # The compose mesh under Podman, with the tests' images: up, one request of
 # each kind, down (KEEP=1 leaves it running).
-compose-demo: tools
+compose-demo: $(PODMAN_STAMP) $(PODMAN_COMPOSE_STAMP) $(CONTAINERS_CONF_STAMP) images
 	$(CONTAINERS_ENV) PODMAN_COMPOSE=$(PODMAN_COMPOSE) MESHID_IMAGE=$(MESHID_IMAGE) \
 		DEMOAPP_IMAGE=$(DEMOAPP_IMAGE) ENVOY_IMAGE=$(TEST_ENVOY_IMAGE) compose/podman-demo.sh
