@@ -201,8 +201,8 @@ func (r *remoteCA) record(now time.Time, err error, rand io.Reader) {
 // together with an intermediate that chains to them, or keeps the last
 // good roots and intermediate when the upstream's answer does not verify.
 func (r *remoteCA) poll(ctx context.Context, newest *generation, now time.Time, rand io.Reader) (bool, error) {
-	if now.Before(r.nextPoll) {
-		return false, nil
+	if newest == nil || now.Before(r.nextPoll) {
+		return false, nil // with no generation yet, issue reads the roots itself
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -215,7 +215,7 @@ func (r *remoteCA) poll(ctx context.Context, newest *generation, now time.Time, 
 		r.nextPoll = r.nextTry
 		return false, err
 	}
-	if newest != nil && !chainsTo(newest, roots) {
+	if !chainsTo(newest, roots) {
 		r.nextPoll, r.renewNow = now.Add(r.refresh), true
 		return false, nil
 	}

@@ -258,7 +258,7 @@ func TestRenewalRidesOutAnOutage(t *testing.T) {
 
 	// Within the backoff, no new attempt: the counter stays.
 	before := failures()
-	clk.Add(time.Second)
+	clk.Add(500 * time.Millisecond) // the first backoff waits 1-2 s
 	if _, err := n.a.Rotate(); err == nil {
 		t.Fatal("the failure vanished during the backoff")
 	}
