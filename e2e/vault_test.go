@@ -18,7 +18,9 @@ import (
 // test while requests cross the mesh: not one may fail, and every SVID
 // the backend Envoy presents chains to the engine's root through the
 // intermediate it was signed under. Then the engine's root is rotated:
-// both roots reach the Envoys' bundle, and traffic goes on.
+// both roots reach the Envoys' bundle, and traffic goes on. Last the
+// engine is stopped: meshid keeps serving, turns unready as the
+// intermediate nears its end, and recovers when the engine is back.
 func TestVaultUpstream(t *testing.T) {
 	env := harness.ForTest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -108,6 +110,41 @@ func TestVaultUpstream(t *testing.T) {
 	if f, err := m.Metric(ctx, "meshid_ca_upstream_failures_total"); err != nil || f != 0 {
 		t.Fatalf("meshid_ca_upstream_failures_total = %v, %v", f, err)
 	}
+
+	// The engine goes down. meshid keeps signing with its intermediate,
+	// stays ready while the outage is young, and says so on /readyz once
+	// the intermediate nears its end (5/6 of its 90 s); it counts the
+	// failed calls, and recovers once the engine is back.
+	if err := bao.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if status, body, err := harness.Get(ctx, mesh.FrontendURL+"hello"); err != nil || status != http.StatusOK {
+		t.Fatalf("a request with the engine down: %d %s %v", status, body, err)
+	}
+	body, err := m.WaitReadyz(ctx, 2*time.Minute, http.StatusServiceUnavailable, "CA rotation failing since", "engine unreachable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("+%v after the engine stopped: /readyz %s", time.Since(stopped).Round(100*time.Millisecond), strings.TrimSpace(body))
+	if f, err := m.Metric(ctx, "meshid_ca_upstream_failures_total"); err != nil || f == 0 {
+		t.Fatalf("meshid_ca_upstream_failures_total = %v, %v after an outage", f, err)
+	}
+	if logs := m.Logs(); !strings.Contains(logs, "CA rotation failed; the CA keeps signing with what is still valid") {
+		t.Fatal("meshid did not log the outage")
+	}
+	if err := bao.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	if _, err := m.WaitReadyz(ctx, 2*time.Minute, http.StatusOK); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("+%v after the engine restarted: ready again", time.Since(restarted).Round(100*time.Millisecond))
+	waitFor(t, ctx, "a request across the mesh after the recovery", func() bool {
+		status, _, err := harness.Get(ctx, mesh.FrontendURL+"hello")
+		return err == nil && status == http.StatusOK
+	})
 }
 
 // verifyTo checks that chain (leaf, intermediate) leads to one of roots.
