@@ -14,7 +14,8 @@ import (
 //     /readyz and /metrics, for probes and Prometheus;
 //   - admin.socket_path (a Unix socket of mode 0600, so root and meshid's
 //     uid only) serves what describes other processes or the entries:
-//     /explain, which the CLI (`meshid entry explain`) uses.
+//     /explain and /status, which the CLI (`meshid entry explain`,
+//     `meshid status`) uses.
 
 // adminHandler is the public admin endpoint.
 func (n *Node) adminHandler() http.Handler {
@@ -41,6 +42,7 @@ func (n *Node) adminHandler() http.Handler {
 func (n *Node) privateHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /explain", ExplainHandler(n.ids))
+	mux.Handle("GET /status", n.statusHandler())
 	return mux
 }
 

@@ -38,13 +38,13 @@ type deltaState struct {
 // StreamSecrets, it is one loop over requests and identity changes.
 func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
 	ctx := stream.Context()
-	sub, who, err := s.watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
 	defer s.metrics.open(apiDelta)()
-	rec, untrack := s.track(apiDelta, who, sub)
+	rec, untrack := s.track(apiDelta, sub)
 	defer untrack()
 
 	reqs, recvErr := receive(ctx, stream.Recv)

@@ -101,13 +101,13 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 // secrets asked for if there is something new to say.
 func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
 	ctx := stream.Context()
-	sub, who, err := s.watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
 	defer s.metrics.open(apiSotW)()
-	rec, untrack := s.track(apiSotW, who, sub)
+	rec, untrack := s.track(apiSotW, sub)
 	defer untrack()
 
 	reqs, recvErr := receive(ctx, stream.Recv)
@@ -205,7 +205,7 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	if err := checkRequest(req.TypeUrl, req.ResourceNames); err != nil {
 		return nil, err
 	}
-	sub, _, err := s.watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -260,17 +260,17 @@ func exited(sub Subscription) bool {
 }
 
 // watch subscribes the caller of the call in ctx, refusing one that cannot
-// be attested; it returns the connection's AuthInfo too.
-func (s *Server) watch(ctx context.Context) (Subscription, credentials.AuthInfo, error) {
+// be attested.
+func (s *Server) watch(ctx context.Context) (Subscription, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, nil, errNoPeer
+		return nil, errNoPeer
 	}
 	sub, err := s.ids.Watch(ctx, p.AuthInfo)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
 	}
-	return sub, p.AuthInfo, nil
+	return sub, nil
 }
 
 func (s *Server) nack(rec *tracked, api, version string, names []string, message string) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/meshid/meshid/internal/echo"
 )
@@ -18,11 +17,8 @@ import (
 // Streams returns it.
 type Stream struct {
 	API string // "sotw" or "delta"
-	// Who is the connection's AuthInfo, the kernel's account of the caller
-	// recorded at accept; Subscription is the caller's view of its
-	// identities. The server's owner turns them into pid, uid, selectors
-	// and SPIFFE IDs; sds knows none of those.
-	Who          credentials.AuthInfo
+	// Subscription is the caller's view of its identities: the server's
+	// owner, which made it, knows the caller from it.
 	Subscription Subscription
 	// NodeID is what Envoy says its node is called. It is not trusted for
 	// anything; it only helps to tell sidecars apart.
@@ -65,8 +61,8 @@ type tracked struct {
 }
 
 // track records a stream until the returned func is called.
-func (s *Server) track(api string, who credentials.AuthInfo, sub Subscription) (*tracked, func()) {
-	t := &tracked{s: Stream{API: api, Who: who, Subscription: sub, Started: s.clock()}, resources: map[string]Resource{}}
+func (s *Server) track(api string, sub Subscription) (*tracked, func()) {
+	t := &tracked{s: Stream{API: api, Subscription: sub, Started: s.clock()}, resources: map[string]Resource{}}
 	s.mu.Lock()
 	s.live[t] = struct{}{}
 	s.mu.Unlock()

@@ -177,7 +177,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDReques
 		}
 		want = id
 	}
-	sub, _, err := s.watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJW
 	case req.Svid == "":
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
-	sub, _, err := s.watch(ctx) // the caller must still be one the kernel can name
+	sub, err := s.watch(ctx) // the caller must still be one the kernel can name
 	if err != nil {
 		return nil, err
 	}
@@ -245,12 +245,12 @@ func (s *Server) stream(ctx context.Context, method string, build func(Subscript
 	if err := checkHeader(ctx); err != nil {
 		return err
 	}
-	sub, who, err := s.watch(ctx)
+	sub, err := s.watch(ctx)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
-	rec, untrack := s.track(method, who, sub)
+	rec, untrack := s.track(method, sub)
 	defer untrack()
 	var last proto.Message
 	for {
@@ -301,17 +301,17 @@ var errNoPeer = status.Error(codes.PermissionDenied,
 	"cannot attest the caller: the call has no gRPC peer, so there is no connection to ask the kernel about")
 
 // watch subscribes the caller of the call in ctx, refusing one that cannot
-// be attested; it returns the connection's AuthInfo too.
-func (s *Server) watch(ctx context.Context) (Subscription, credentials.AuthInfo, error) {
+// be attested.
+func (s *Server) watch(ctx context.Context) (Subscription, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, nil, errNoPeer
+		return nil, errNoPeer
 	}
 	sub, err := s.ids.Watch(ctx, p.AuthInfo)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
+		return nil, status.Errorf(codes.PermissionDenied, "cannot attest the caller: %v", err)
 	}
-	return sub, p.AuthInfo, nil
+	return sub, nil
 }
 
 func checkHeader(ctx context.Context) error {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/credentials"
 )
 
 // The streaming methods, as metric label values and in Streams.
@@ -21,11 +20,8 @@ const (
 // status). It is a copy: it never changes after Streams returns it.
 type Stream struct {
 	Method string // FetchX509SVID, FetchX509Bundles or FetchJWTBundles
-	// Who is the connection's AuthInfo, the kernel's account of the caller
-	// recorded at accept; Subscription is the caller's view of its
-	// identities. The server's owner turns them into pid, uid, selectors
-	// and SPIFFE IDs.
-	Who          credentials.AuthInfo
+	// Subscription is the caller's view of its identities: the server's
+	// owner, which made it, knows the caller from it.
 	Subscription Subscription
 	Started      time.Time
 	Responses    int
@@ -64,8 +60,8 @@ func newMetrics(reg prometheus.Registerer) metrics {
 }
 
 // track records and counts a stream until the returned func is called.
-func (s *Server) track(method string, who credentials.AuthInfo, sub Subscription) (*tracked, func()) {
-	t := &tracked{s: Stream{Method: method, Who: who, Subscription: sub, Started: s.clock()}}
+func (s *Server) track(method string, sub Subscription) (*tracked, func()) {
+	t := &tracked{s: Stream{Method: method, Subscription: sub, Started: s.clock()}}
 	open := s.metrics.streams.WithLabelValues(method)
 	open.Inc()
 	s.mu.Lock()

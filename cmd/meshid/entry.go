@@ -106,50 +106,26 @@ run this as root.`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	pid := cmd.Flags().Int("pid", 0, "the process to explain")
-	configPath := cli.ConfigFlag(cmd, "`meshid.yaml`, for its admin socket")
-	admin := cmd.Flags().String("admin-socket", "", "the daemon's root-only admin socket (default: that of the config: admin.socket_path, or admin.sock beside socket_path)")
+	admin := adminSocketFlags(cmd)
 	asJSON := cli.JSONFlag(cmd, "the daemon's answer")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if *pid <= 0 {
 			return cli.Usagef(cmd, "entry explain: -pid is required")
 		}
-		if *admin == "" {
-			cfg, err := node.LoadConfig(*configPath)
-			if err != nil {
-				return err
-			}
-			*admin = cfg.AdminSocketPath()
+		path, err := admin()
+		if err != nil {
+			return err
 		}
-		return explain(cmd.Context(), cmd.OutOrStdout(), *admin, *pid, *asJSON)
+		return explain(cmd.Context(), cmd.OutOrStdout(), path, *pid, *asJSON)
 	}
 	return cmd
 }
 
 // explain asks the daemon on its admin socket at path.
 func explain(ctx context.Context, stdout io.Writer, admin string, pid int, asJSON bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshid/explain?pid="+url.QueryEscape(strconv.Itoa(pid)), nil)
+	body, err := askAdmin(ctx, admin, "/explain?pid="+url.QueryEscape(strconv.Itoa(pid)))
 	if err != nil {
 		return err
-	}
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", admin)
-	}}}
-	resp, err := client.Do(req)
-	switch {
-	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("uid %d may not ask meshid at %s: its admin socket is root's only (mode 0600); run this as root", os.Getuid(), admin)
-	case err != nil:
-		return fmt.Errorf("ask meshid at %s (is it running? see --admin-socket, --config): %w", admin, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("meshid at %s: %s", admin, strings.TrimSpace(string(body)))
 	}
 	if asJSON {
 		_, err := stdout.Write(body)
@@ -161,6 +137,55 @@ func explain(ctx context.Context, stdout io.Writer, admin string, pid int, asJSO
 	}
 	printExplanation(stdout, x)
 	return nil
+}
+
+// adminSocketFlags adds --config and --admin-socket, the two ways to name
+// the daemon's admin socket, and returns what finds it: --admin-socket,
+// else that of the config (admin.socket_path, or admin.sock beside
+// socket_path).
+func adminSocketFlags(cmd *cobra.Command) func() (string, error) {
+	configPath := cli.ConfigFlag(cmd, "`meshid.yaml`, for its admin socket")
+	admin := cmd.Flags().String("admin-socket", "", "the daemon's root-only admin socket (default: that of the config: admin.socket_path, or admin.sock beside socket_path)")
+	return func() (string, error) {
+		if *admin != "" {
+			return *admin, nil
+		}
+		cfg, err := node.LoadConfig(*configPath)
+		if err != nil {
+			return "", err
+		}
+		return cfg.AdminSocketPath(), nil
+	}
+}
+
+// askAdmin GETs path from the daemon's root-only admin socket and returns
+// the body of a 200, or says why there is none.
+func askAdmin(ctx context.Context, admin, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://meshid"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", admin)
+	}}}
+	resp, err := client.Do(req)
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("uid %d may not ask meshid at %s: its admin socket is root's only (mode 0600); run this as root", os.Getuid(), admin)
+	case err != nil:
+		return nil, fmt.Errorf("ask meshid at %s (is it running? see --admin-socket, --config): %w", admin, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("meshid at %s: %s", admin, strings.TrimSpace(string(body)))
+	}
+	return body, nil
 }
 
 func printExplanation(w io.Writer, x identity.Explanation) {

@@ -149,6 +149,7 @@ could claim, or ask the running daemon which entries a process matches.`,
 			`  meshid entry lint --config /etc/meshid/meshid.yaml
   meshid entry explain --pid 4242`,
 			newEntryLintCmd(), newEntryExplainCmd()),
+		newStatusCmd(),
 		newVersionCmd(),
 	)
 	workloadcli.Add(root, workloadGroup)

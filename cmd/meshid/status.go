@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/meshid/internal/cli"
+	"github.com/meshid/meshid/node"
+)
+
+// newStatusCmd asks the running daemon for its live state.
+func newStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "status [--config meshid.yaml | --admin-socket PATH] [--json]",
+		GroupID: nodeGroup,
+		Short:   "Show the daemon's live streams, SVIDs, CA timeline, bundles and policy revision",
+		Long: `Ask the running meshid what it serves now: every open SDS stream (the
+Envoy's pid and uid, its selectors and SPIFFE IDs, the resources and
+versions it holds, its last ACK and last NACK with Envoy's message), every
+Workload API stream, each SVID meshid holds (serial, expiry, renewal), the
+CA generations and their timeline (active, next, retired), the federated
+bundles and their age, and the policy revision deciding.
+
+The answer describes other processes, so meshid gives it only on its
+root-only admin socket (admin.socket_path, mode 0600): run this as root.
+--json prints the daemon's answer for scripts; its fields are listed in
+docs/cli.md.`,
+		Example: `  meshid status --config /etc/meshid/meshid.yaml
+  meshid status --admin-socket /run/meshid/admin.sock --json | jq '.sds_streams[] | {pid, last_nack}'`,
+		Args:              cli.NoArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	admin := adminSocketFlags(cmd)
+	asJSON := cli.JSONFlag(cmd, "the daemon's answer")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		path, err := admin()
+		if err != nil {
+			return err
+		}
+		body, err := askAdmin(cmd.Context(), path, "/status")
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			_, err := cmd.OutOrStdout().Write(body)
+			return err
+		}
+		var st node.Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			return fmt.Errorf("meshid at %s answered %q: %w", path, body, err)
+		}
+		return printStatus(cmd.OutOrStdout(), st)
+	}
+	return cmd
+}
+
+// printStatus is the status as a person reads it: a line about the node,
+// then a table per part. Times are relative to the daemon's clock.
+func printStatus(w io.Writer, st node.Status) error {
+	now := st.Time
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	in := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		if d := t.Sub(now).Round(time.Second); d >= 0 {
+			return "in " + d.String()
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
+
+	fmt.Fprintf(tw, "meshid %s (commit %s, %s), trust domain %s, up %s\n", st.Build.Version, short(st.Build.Commit, 12), st.Build.GoVersion,
+		st.TrustDomain, now.Sub(st.Started).Round(time.Second))
+	fmt.Fprintf(tw, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, st.Policy.Dir, st.Policy.RegoVersion)
+
+	fmt.Fprintf(tw, "\nSDS streams (%d)\n", len(st.SDSStreams))
+	if len(st.SDSStreams) > 0 {
+		row("PID", "UID", "API", "NODE", "SPIFFE IDS", "VERSION", "LAST ACK", "LAST NACK")
+	}
+	for _, s := range st.SDSStreams {
+		nack := "-"
+		if s.LastNACK != nil {
+			nack = fmt.Sprintf("%s (version %s)", ago(s.LastNACK.At), s.LastNACK.Version)
+		}
+		row(fmt.Sprint(s.PID), fmt.Sprint(s.UID), s.API, s.NodeID, list(s.SPIFFEIDs), s.Version, ago(s.LastACK), nack)
+		for _, r := range s.Resources {
+			if r.Serial != "" {
+				row("", "", "", "  "+r.Name, "serial "+r.Serial, r.Version, "expires "+in(r.Expires), "")
+			} else {
+				row("", "", "", "  "+r.Name, "", r.Version, "", "")
+			}
+		}
+		row("", "", "", "  selectors", list(s.Selectors), "", "", "")
+		if s.LastNACK != nil {
+			row("", "", "", "  NACK", s.LastNACK.Message, "", "", "")
+		}
+	}
+
+	fmt.Fprintf(tw, "\nWorkload API streams (%d)\n", len(st.WorkloadStreams))
+	if len(st.WorkloadStreams) > 0 {
+		row("PID", "UID", "METHOD", "SPIFFE IDS", "RESPONSES", "LAST RESPONSE", "SELECTORS")
+	}
+	for _, s := range st.WorkloadStreams {
+		row(fmt.Sprint(s.PID), fmt.Sprint(s.UID), s.Method, list(s.SPIFFEIDs), fmt.Sprint(s.Responses), ago(s.LastResponse), list(s.Selectors))
+	}
+
+	fmt.Fprintf(tw, "\nX509-SVIDs (%d)\n", len(st.SVIDs))
+	if len(st.SVIDs) > 0 {
+		row("SPIFFE ID", "SERIAL", "EXPIRES", "RENEWS", "")
+	}
+	for _, s := range st.SVIDs {
+		self := ""
+		if s.Self {
+			self = "meshid's own"
+		}
+		row(s.SPIFFEID, s.Serial, in(s.NotAfter), in(s.RenewAt), self)
+	}
+
+	fmt.Fprintf(tw, "\nCA generations (%s)\n", st.CA.Source)
+	row("GENERATION", "STATE", "SERIAL", "NOT BEFORE", "NOT AFTER", "SIGNS FROM")
+	for _, g := range st.CA.Generations {
+		row(g.Name, g.State, short(g.Serial, 16), g.NotBefore.Format(time.RFC3339), g.NotAfter.Format(time.RFC3339)+" ("+in(g.NotAfter)+")", g.SignsFrom.Format(time.RFC3339))
+	}
+
+	fmt.Fprintf(tw, "\nFederated bundles (%d)\n", len(st.Federated))
+	if len(st.Federated) > 0 {
+		row("TRUST DOMAIN", "X509 ROOTS", "JWT KEYS", "ROOTS EXPIRE", "AGE", "FILE")
+	}
+	for _, b := range st.Federated {
+		row(b.TrustDomain, fmt.Sprint(b.X509Roots), fmt.Sprint(b.JWTKeys), in(b.RootsExpire), (time.Duration(b.AgeSeconds) * time.Second).String(), b.BundleFile)
+	}
+	return tw.Flush()
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}
+
+// short cuts a long hex string for a table; --json has it whole.
+func short(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
