@@ -53,7 +53,8 @@ type SDSStream struct {
 	Resources    []SDSResource `json:"resources"`
 }
 
-// SDSResource is one secret an Envoy holds from its stream.
+// SDSResource is the last of one secret sent on a stream; Envoy holds it
+// unless the stream's last NACK rejected it.
 type SDSResource struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`

@@ -66,7 +66,7 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 			}
 			if req.ResponseNonce != "" && req.ResponseNonce == st.nonce {
 				if req.ErrorDetail != nil {
-					s.nack(rec, apiDelta, strconv.Itoa(st.system), req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
+					s.nack(rec, apiDelta, strconv.Itoa(st.system), "", req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
 					continue
 				}
 				rec.acked(s.clock())

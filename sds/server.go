@@ -141,7 +141,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 			if req.ErrorDetail != nil {
 				// Envoy keeps what it had; sending the same secrets again
 				// would be rejected again, so wait for something new.
-				s.nack(rec, apiSotW, req.VersionInfo, req.ResourceNames, req.ErrorDetail.GetMessage())
+				s.nack(rec, apiSotW, strconv.Itoa(version), req.VersionInfo, req.ResourceNames, req.ErrorDetail.GetMessage())
 				continue
 			}
 			if req.ResponseNonce != "" && req.VersionInfo == strconv.Itoa(version) {
@@ -273,10 +273,13 @@ func (s *Server) watch(ctx context.Context) (Subscription, error) {
 	return sub, nil
 }
 
-func (s *Server) nack(rec *tracked, api, version string, names []string, message string) {
-	rec.nacked(s.clock(), version, message)
+// nack records Envoy's rejection of the response of version rejected;
+// holds is the version Envoy says it keeps (a state-of-the-world NACK's
+// version_info: the last it accepted).
+func (s *Server) nack(rec *tracked, api, rejected, holds string, names []string, message string) {
+	rec.nacked(s.clock(), rejected, message)
 	s.metrics.nacks.WithLabelValues(api).Inc()
-	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", echo.Clip(version, maxEcho),
+	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", rejected, "envoy_holds", echo.Clip(holds, maxEcho),
 		"resources", echo.ClipAll(names, maxEcho), "error", echo.Clip(message, maxEchoDetail))
 }
 

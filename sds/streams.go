@@ -24,7 +24,7 @@ type Stream struct {
 	// anything; it only helps to tell sidecars apart.
 	NodeID    string
 	Started   time.Time
-	Resources []Resource // what the Envoy holds from this stream, by name
+	Resources []Resource // what was last sent of each name; Envoy may have rejected it (LastNACK)
 	// Version is that of the last response: its version_info (sotw) or
 	// system_version_info (delta); empty before the first.
 	Version      string
@@ -48,7 +48,7 @@ type Resource struct {
 // NACK is Envoy's last rejection on a stream.
 type NACK struct {
 	At      time.Time
-	Version string // the version Envoy rejected
+	Version string // of the response Envoy rejected
 	Message string // Envoy's error_detail, cut to a bounded length
 }
 
@@ -115,7 +115,7 @@ func (t *tracked) acked(at time.Time) {
 
 func (t *tracked) nacked(at time.Time, version, message string) {
 	t.mu.Lock()
-	t.s.LastNACK = &NACK{At: at, Version: echo.Clip(version, maxEcho), Message: echo.Clip(message, maxEchoDetail)}
+	t.s.LastNACK = &NACK{At: at, Version: version, Message: echo.Clip(message, maxEchoDetail)}
 	t.mu.Unlock()
 }
 

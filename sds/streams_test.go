@@ -67,7 +67,7 @@ func TestStreamsReportWhatAStreamHolds(t *testing.T) {
 	e.send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{frontendID}, VersionInfo: "0", ResponseNonce: first.Nonce})
 	e.recv()
 	s = only(t, srv, apiSotW)
-	if s.LastNACK == nil || s.LastNACK.Message != "Failed to load certificate chain" || s.LastNACK.Version != "0" {
+	if s.LastNACK == nil || s.LastNACK.Message != "Failed to load certificate chain" || s.LastNACK.Version != "1" {
 		t.Fatalf("after a NACK: last NACK %+v", s.LastNACK)
 	}
 	if s.Version != "2" || len(s.Resources) != 1 || s.Resources[0].Version != "2" {

@@ -79,44 +79,38 @@ func printStatus(w io.Writer, st node.Status) error {
 		}
 		return now.Sub(t).Round(time.Second).String() + " ago"
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
-
-	fmt.Fprintf(tw, "meshid %s (commit %s, %s), trust domain %s, up %s\n", st.Build.Version, short(st.Build.Commit, 12), st.Build.GoVersion,
+	fmt.Fprintf(w, "meshid %s (commit %s, %s), trust domain %s, up %s\n", st.Build.Version, short(st.Build.Commit, 12), st.Build.GoVersion,
 		st.TrustDomain, now.Sub(st.Started).Round(time.Second))
-	fmt.Fprintf(tw, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, st.Policy.Dir, st.Policy.RegoVersion)
+	fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, st.Policy.Dir, st.Policy.RegoVersion)
 
-	fmt.Fprintf(tw, "\nSDS streams (%d)\n", len(st.SDSStreams))
-	if len(st.SDSStreams) > 0 {
-		row("PID", "UID", "API", "NODE", "SPIFFE IDS", "VERSION", "LAST ACK", "LAST NACK")
-	}
+	// A stream is a block: its caller on the first line, then what was
+	// last sent on it, one resource a line.
+	fmt.Fprintf(w, "\nSDS streams (%d)\n", len(st.SDSStreams))
 	for _, s := range st.SDSStreams {
-		nack := "-"
-		if s.LastNACK != nil {
-			nack = fmt.Sprintf("%s (version %s)", ago(s.LastNACK.At), s.LastNACK.Version)
-		}
-		row(fmt.Sprint(s.PID), fmt.Sprint(s.UID), s.API, s.NodeID, list(s.SPIFFEIDs), s.Version, ago(s.LastACK), nack)
+		fmt.Fprintf(w, "  pid %d uid %d  %s  node %q  started %s  version %s  last ACK %s\n",
+			s.PID, s.UID, s.API, s.NodeID, ago(s.Started), orDash(s.Version), ago(s.LastACK))
+		fmt.Fprintf(w, "    spiffe ids  %s\n    selectors   %s\n", list(s.SPIFFEIDs), list(s.Selectors))
 		for _, r := range s.Resources {
 			if r.Serial != "" {
-				row("", "", "", "  "+r.Name, "serial "+r.Serial, r.Version, "expires "+in(r.Expires), "")
+				fmt.Fprintf(w, "    sent        %s  version %s  serial %s  expires %s\n", r.Name, r.Version, r.Serial, in(r.Expires))
 			} else {
-				row("", "", "", "  "+r.Name, "", r.Version, "", "")
+				fmt.Fprintf(w, "    sent        %s  version %s\n", r.Name, r.Version)
 			}
 		}
-		row("", "", "", "  selectors", list(s.Selectors), "", "", "")
-		if s.LastNACK != nil {
-			row("", "", "", "  NACK", s.LastNACK.Message, "", "", "")
+		if n := s.LastNACK; n != nil {
+			fmt.Fprintf(w, "    last NACK   %s, of version %s: %s\n", ago(n.At), n.Version, n.Message)
 		}
 	}
 
-	fmt.Fprintf(tw, "\nWorkload API streams (%d)\n", len(st.WorkloadStreams))
-	if len(st.WorkloadStreams) > 0 {
-		row("PID", "UID", "METHOD", "SPIFFE IDS", "RESPONSES", "LAST RESPONSE", "SELECTORS")
-	}
+	fmt.Fprintf(w, "\nWorkload API streams (%d)\n", len(st.WorkloadStreams))
 	for _, s := range st.WorkloadStreams {
-		row(fmt.Sprint(s.PID), fmt.Sprint(s.UID), s.Method, list(s.SPIFFEIDs), fmt.Sprint(s.Responses), ago(s.LastResponse), list(s.Selectors))
+		fmt.Fprintf(w, "  pid %d uid %d  %s  started %s  %d responses, last %s\n",
+			s.PID, s.UID, s.Method, ago(s.Started), s.Responses, ago(s.LastResponse))
+		fmt.Fprintf(w, "    spiffe ids  %s\n    selectors   %s\n", list(s.SPIFFEIDs), list(s.Selectors))
 	}
 
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
 	fmt.Fprintf(tw, "\nX509-SVIDs (%d)\n", len(st.SVIDs))
 	if len(st.SVIDs) > 0 {
 		row("SPIFFE ID", "SERIAL", "EXPIRES", "RENEWS", "")
@@ -150,6 +144,13 @@ func list(s []string) string {
 		return "-"
 	}
 	return strings.Join(s, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // short cuts a long hex string for a table; --json has it whole.

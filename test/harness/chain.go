@@ -85,7 +85,7 @@ func (e *Env) StartChain(ctx context.Context, services []ChainService) (*Chain, 
 				AuthzAddr:  s.Meshid.AuthzAddr,
 			}
 		}
-		v, err := e.startEnvoy(ctx, s.Host, s.Name+"-envoy", sc, s.EnvoyUID)
+		v, err := e.startEnvoy(ctx, s.Host, s.Name+"-envoy", sc, s.EnvoyUID, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -29,16 +29,18 @@ type Envoy struct {
 // sc.Node the name. It returns once the admin endpoint answers, which is
 // before Envoy has its certificates: use WaitLive to wait for those.
 func (e *Env) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
-	return e.startEnvoy(ctx, nil, name, sc, uid)
+	return e.startEnvoy(ctx, nil, name, sc, uid, nil)
 }
 
 // StartEnvoy runs Envoy on the host as Env.StartEnvoy does; an empty
 // sc.AdminAddr gets a port on the host's address.
 func (h *Host) StartEnvoy(ctx context.Context, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
-	return h.env.startEnvoy(ctx, h, name, sc, uid)
+	return h.env.startEnvoy(ctx, h, name, sc, uid, nil)
 }
 
-func (e *Env) startEnvoy(ctx context.Context, h *Host, name string, sc envoy.Sidecar, uid uint32) (*Envoy, error) {
+// startEnvoy runs Envoy on host h (nil: the Env's loopback), the rendered
+// bootstrap passed through edit when it is set.
+func (e *Env) startEnvoy(ctx context.Context, h *Host, name string, sc envoy.Sidecar, uid uint32, edit func([]byte) []byte) (*Envoy, error) {
 	bin, err := EnvoyPath()
 	if err != nil {
 		return nil, err
@@ -61,6 +63,9 @@ func (e *Env) startEnvoy(ctx context.Context, h *Host, name string, sc envoy.Sid
 	config, err := sc.Render()
 	if err != nil {
 		return nil, fmt.Errorf("harness: envoy %s: %w", name, err)
+	}
+	if edit != nil {
+		config = edit(config)
 	}
 	dir, err := e.MkdirAll(name)
 	if err != nil {
