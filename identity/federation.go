@@ -118,6 +118,7 @@ func (m *Manager) SetFederatedBundle(b *spiffebundle.Bundle) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.federatedSet[td.Name()] = m.clock()
 	for sub := range m.subs {
 		if slices.Contains(federatedWith(sub.entries), td.Name()) {
 			sub.notify()

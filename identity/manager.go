@@ -99,11 +99,14 @@ type Manager struct {
 	jitter        func() float64
 	log           *slog.Logger
 
-	entriesFile    string
-	trustDomain    spiffeid.TrustDomain
-	federated      *spiffebundle.Set // never nil; every configured trust domain
-	federatedX509  *x509bundle.Set   // those of federated with X.509 roots
-	federatedJWT   *jwtbundle.Set    // those of federated with JWT keys
+	entriesFile   string
+	trustDomain   spiffeid.TrustDomain
+	federated     *spiffebundle.Set // never nil; every configured trust domain
+	federatedX509 *x509bundle.Set   // those of federated with X.509 roots
+	federatedJWT  *jwtbundle.Set    // those of federated with JWT keys
+	// federatedSet is when each federated bundle was put in force (at
+	// start, or by SetFederatedBundle), by trust domain; guarded by mu.
+	federatedSet   map[string]time.Time
 	reloadInterval time.Duration
 	reload         reloadState
 	metrics        metrics
@@ -167,7 +170,9 @@ func NewManager(o Options) *Manager {
 	// in a validation context (an empty trusted_ca or SPIFFE trust bundle,
 	// for Envoy to reject or trust nothing with) and the Workload API would
 	// send a federated domain without roots.
+	m.federatedSet = map[string]time.Time{}
 	for _, b := range o.Federated.Bundles() {
+		m.federatedSet[b.TrustDomain().Name()] = o.Clock()
 		if len(b.X509Authorities()) > 0 {
 			m.federatedX509.Add(b.X509Bundle())
 		}

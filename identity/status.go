@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -95,16 +96,23 @@ type FederatedBundle struct {
 	// without roots.
 	RootsExpire    time.Time `json:"roots_expire,omitzero"`
 	SequenceNumber uint64    `json:"sequence_number,omitempty"`
+	// Since is when this bundle was put in force: at start, or when a
+	// bundle endpoint last gave a new one.
+	Since time.Time `json:"since"`
 }
 
 // Federated describes the federated bundles, by trust domain.
 func (m *Manager) Federated() []FederatedBundle {
+	m.mu.Lock()
+	since := maps.Clone(m.federatedSet)
+	m.mu.Unlock()
 	var out []FederatedBundle
 	for _, b := range m.federated.Bundles() {
 		f := FederatedBundle{
 			TrustDomain: b.TrustDomain().Name(),
 			X509Roots:   len(b.X509Authorities()),
 			JWTKeys:     len(b.JWTAuthorities()),
+			Since:       since[b.TrustDomain().Name()],
 		}
 		for _, r := range b.X509Authorities() {
 			if f.RootsExpire.IsZero() || r.NotAfter.Before(f.RootsExpire) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 
 	"github.com/meshid/meshid/attestor"
 )
@@ -86,5 +87,22 @@ func TestMetricsExistFromTheStart(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "meshid_svid_expiry_seconds"); err != nil || n != 1 {
 		t.Errorf("meshid_svid_expiry_seconds: %d series (%v), want 1", n, err)
+	}
+}
+
+// TestFederatedDescribesEachBundle: what Federated reports follows the
+// bundle in force, and Since moves when a new one is put in force.
+func TestFederatedDescribesEachBundle(t *testing.T) {
+	m, _ := federatedManager(t, "entries: []\n")
+	got := m.Federated()
+	if len(got) != 1 || got[0].TrustDomain != "partner.example" || got[0].X509Roots != 1 || got[0].JWTKeys != 1 || got[0].Since.IsZero() || got[0].RootsExpire.IsZero() {
+		t.Fatalf("Federated = %+v, want partner.example with one root and one JWT key", got)
+	}
+	first := got[0].Since
+	time.Sleep(time.Millisecond) // Since is the manager's clock, time.Now here
+	m.SetFederatedBundle(spiffebundle.FromX509Bundle(partnerCA(t).X509Bundle()))
+	got = m.Federated()
+	if len(got) != 1 || got[0].JWTKeys != 0 || !got[0].Since.After(first) {
+		t.Errorf("after a refresh Federated = %+v, want no JWT keys and a later Since than %s", got, first)
 	}
 }

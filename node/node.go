@@ -92,9 +92,7 @@ type Node struct {
 	agent    *grpc.Server
 	sds      *sds.Server      // for status: its open streams
 	workload *workload.Server // for status: its open streams
-	// started is when New began, federatedAt when the federated bundles
-	// were read, for status.
-	started, federatedAt time.Time
+	started  time.Time        // when New began, for status
 	streams  *streamEnder     // ends agent's streams at shutdown
 	agentLis net.Listener
 	admin    *http.Server // public: health, readiness, metrics
@@ -112,7 +110,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), sockets: in.sockets, started: started, federatedAt: in.federatedAt}
+	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry(), sockets: in.sockets, started: started}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildinfo.Collector(buildinfo.Read()))
 
@@ -174,7 +172,6 @@ type inputs struct {
 	trustDomain spiffeid.TrustDomain
 	entries     []identity.Entry
 	federated   *spiffebundle.Set
-	federatedAt time.Time // when they were read
 	policies    policies
 	attestor    *attestor.Attestor
 	sockets     socketLimits // the workload socket's connection caps
@@ -194,7 +191,6 @@ func readInputs(ctx context.Context, cfg config.Config, log *slog.Logger) (input
 	case err != nil:
 		return in, err
 	}
-	in.federatedAt = time.Now()
 	if in.federated, err = loadFederation(cfg.Federation); err != nil {
 		return in, err
 	}

@@ -85,13 +85,13 @@ type CAStatus struct {
 	Generations []ca.Generation `json:"generations"`
 }
 
-// FederatedBundle is another trust domain's bundle and how old meshid's
-// copy is.
+// FederatedBundle is another trust domain's bundle, where it comes from
+// and how old meshid's copy is.
 type FederatedBundle struct {
 	identity.FederatedBundle
-	BundleFile string    `json:"bundle_file"`
-	LoadedAt   time.Time `json:"loaded_at"`
-	AgeSeconds int64     `json:"age_seconds"`
+	BundleFile  string `json:"bundle_file"`
+	EndpointURL string `json:"endpoint_url,omitempty"`
+	AgeSeconds  int64  `json:"age_seconds"` // since Since
 }
 
 // PolicyStatus is the policy set deciding now.
@@ -128,10 +128,10 @@ func (n *Node) status() Status {
 		})
 	}
 	for _, b := range n.ids.Federated() {
-		f := FederatedBundle{FederatedBundle: b, LoadedAt: n.federatedAt, AgeSeconds: int64(now.Sub(n.federatedAt).Seconds())}
+		f := FederatedBundle{FederatedBundle: b, AgeSeconds: int64(now.Sub(b.Since).Seconds())}
 		for _, c := range n.cfg.Federation.Bundles {
 			if c.TrustDomain == b.TrustDomain {
-				f.BundleFile = c.BundleFile
+				f.BundleFile, f.EndpointURL = c.BundleFile, c.EndpointURL
 			}
 		}
 		st.Federated = append(st.Federated, f)

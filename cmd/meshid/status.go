@@ -131,10 +131,14 @@ func printStatus(w io.Writer, st node.Status) error {
 
 	fmt.Fprintf(tw, "\nFederated bundles (%d)\n", len(st.Federated))
 	if len(st.Federated) > 0 {
-		row("TRUST DOMAIN", "X509 ROOTS", "JWT KEYS", "ROOTS EXPIRE", "AGE", "FILE")
+		row("TRUST DOMAIN", "X509 ROOTS", "JWT KEYS", "ROOTS EXPIRE", "AGE", "FROM")
 	}
 	for _, b := range st.Federated {
-		row(b.TrustDomain, fmt.Sprint(b.X509Roots), fmt.Sprint(b.JWTKeys), in(b.RootsExpire), (time.Duration(b.AgeSeconds) * time.Second).String(), b.BundleFile)
+		from := b.BundleFile
+		if b.EndpointURL != "" {
+			from = b.EndpointURL + " (bootstrap " + b.BundleFile + ")"
+		}
+		row(b.TrustDomain, fmt.Sprint(b.X509Roots), fmt.Sprint(b.JWTKeys), in(b.RootsExpire), (time.Duration(b.AgeSeconds) * time.Second).String(), from)
 	}
 	return tw.Flush()
 }
