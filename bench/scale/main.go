@@ -159,8 +159,11 @@ func measure(bin string, entries, streams, callers int) error {
 	}
 	for c, r := range readies {
 		line, err := r.ReadString('\n')
-		if err != nil || strings.TrimSpace(line) != "ready" {
-			return fmt.Errorf("caller %d: %q %v", c, line, err)
+		if err != nil {
+			return fmt.Errorf("caller %d: %w", c, err)
+		}
+		if strings.TrimSpace(line) != "ready" {
+			return fmt.Errorf("caller %d said %q, want ready", c, line)
 		}
 	}
 	allServed := time.Since(began)
@@ -180,7 +183,6 @@ func measure(bin string, entries, streams, callers int) error {
 // "ready" once every stream has its first response, and waits to be killed.
 func runChild(sock string, ids []string) error {
 	ctx := context.Background()
-	var held []any
 	for _, id := range ids {
 		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -204,8 +206,9 @@ func runChild(sock string, ids []string) error {
 		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: names, VersionInfo: first.VersionInfo, ResponseNonce: first.Nonce}); err != nil {
 			return err
 		}
-		held = append(held, conn, stream)
 	}
+	// The streams stay open, and referenced by their goroutines, until the
+	// process is killed.
 	fmt.Println("ready")
 	select {}
 }
@@ -221,7 +224,7 @@ func waitHTTP(url string, timeout time.Duration) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %v", url, timeout, err)
+			return fmt.Errorf("%s not ready after %s (last error: %v)", url, timeout, err) //nolint:errorlint // err may be nil: a non-200 answer
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
