@@ -107,6 +107,7 @@ func TestLoadAuthzRejects(t *testing.T) {
 		{"body values", "authz:\n  max_body_values: -1\n", []string{"meshid.yaml:2: authz.max_body_values -1 must be at least 1"}},
 		{"log field", "authz:\n  decision_log_max_field_bytes: 10\n", []string{"meshid.yaml:2: authz.decision_log_max_field_bytes 10 must be at least 64"}},
 		{"log input", "authz:\n  decision_log_max_field_bytes: 1000\n  decision_log_max_input_bytes: 999\n", []string{"meshid.yaml:3: authz.decision_log_max_input_bytes 999 is less than authz.decision_log_max_field_bytes 1000"}},
+		{"log explain", "authz:\n  decision_log_explain: all\n", []string{`meshid.yaml:2: authz.decision_log_explain "all": want deny (explain denials) or nothing`}},
 		{"log file size", "authz:\n  decision_log_max_bytes: 1000\n", []string{"meshid.yaml:2: authz.decision_log_max_bytes 1000: want 0 (never rotate) or at least 1048576"}},
 		{"log files", "authz:\n  decision_log_max_files: 0\n", []string{"meshid.yaml:2: authz.decision_log_max_files 0 must be at least 1"}},
 		{"negative timeout", "authz:\n  eval_timeout: -1s\n", []string{"meshid.yaml:2: authz.eval_timeout must be positive"}},

@@ -123,8 +123,11 @@ func run(ctx context.Context) error {
 	fmt.Println("$ meshid svid fetch")
 	out, err = m.CLI(ctx, unregisteredUID, "svid", "fetch")
 	fmt.Println(indent(strings.TrimSpace(out)))
-	if err == nil || !strings.Contains(out, "no identity issued") {
-		return fail(fmt.Errorf("svid fetch as uid %d: %v, want a refusal: no identity issued", unregisteredUID, err))
+	if err == nil {
+		return fail(fmt.Errorf("svid fetch as uid %d succeeded, want a refusal: no identity issued", unregisteredUID))
+	}
+	if !strings.Contains(out, "no identity issued") {
+		return fail(fmt.Errorf("svid fetch as uid %d: %w, want a refusal: no identity issued", unregisteredUID, err))
 	}
 
 	step(fmt.Sprintf("5. a live SVID rotation (TTL %s, renewed at about half of it) under traffic", demoTTL))
