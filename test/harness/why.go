@@ -1,12 +1,13 @@
 package harness
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"time"
+
+	"github.com/meshid/meshid/authz/decisionlog"
 )
 
 // PolicyWhy runs `meshid policy why -config meshid.yaml ID` as root, as an
@@ -16,24 +17,20 @@ func (m *Meshid) PolicyWhy(ctx context.Context, id string) (string, error) {
 	return m.CLI(ctx, 0, "policy", "why", "-config", m.ConfigPath, id)
 }
 
-// LoggedDecision is a decision log line, as far as tests read one.
-type LoggedDecision struct {
-	DecisionID string `json:"decision_id"`
-	Revision   string `json:"revision"`
-	Allowed    bool   `json:"allowed"`
-	Reason     string `json:"reason"`
-}
-
 // WaitDecision waits until m's decision log (MeshidOptions.DecisionLog)
 // holds the line of decision id, which meshid writes shortly after the
 // response, and returns it.
-func (m *Meshid) WaitDecision(ctx context.Context, id string) (*LoggedDecision, error) {
+func (m *Meshid) WaitDecision(ctx context.Context, id string) (*decisionlog.Line, error) {
 	if m.DecisionLogPath == "" {
 		return nil, fmt.Errorf("harness: meshid %s keeps no decision log (MeshidOptions.DecisionLog)", m.name)
 	}
 	for {
-		if d, err := findDecision(m.DecisionLogPath, id); err != nil || d != nil {
-			return d, err
+		l, err := decisionlog.Find(m.DecisionLogPath, 0, id)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, decisionlog.ErrUnknownDecision) && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("harness: %w", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -41,24 +38,4 @@ func (m *Meshid) WaitDecision(ctx context.Context, id string) (*LoggedDecision, 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func findDecision(path, id string) (*LoggedDecision, error) {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("harness: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
-		var d LoggedDecision
-		if json.Unmarshal(sc.Bytes(), &d) == nil && d.DecisionID == id {
-			return &d, nil
-		}
-	}
-	return nil, sc.Err()
 }
