@@ -217,7 +217,7 @@ func TestDecisionCacheDifferential(t *testing.T) {
 }
 
 func testCacheDifferential(t *testing.T, w *cacheWorld) {
-	const rounds, workers, perRound = 3, 4, 150
+	const rounds, workers, perRound = 3, 4, 100
 	var ids sync.Map
 	for round := range rounds {
 		if round == rounds-1 {
