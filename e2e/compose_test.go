@@ -58,6 +58,33 @@ func TestComposeMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Run("a compose file that does not parse: file and line named, nothing started", func(t *testing.T) {
+		good, err := os.ReadFile(filepath.Join(env.Root, "compose", "docker-compose.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, err := env.MkdirAll("broken-compose")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One service's key indented one column short, as a hand edit does.
+		broken := strings.Replace(string(good), "\n    pid: host\n", "\n   pid: host\n", 1)
+		line := strings.Count(broken[:strings.Index(broken, "   pid: host")], "\n") + 1
+		file := filepath.Join(dir, "docker-compose.yaml")
+		if err := os.WriteFile(file, []byte(broken), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := podman.ComposeUp(ctx, harness.ComposeSpec{File: file, Project: mesh.Project + "-broken", Env: vars})
+		want := fmt.Sprintf(`in %q, line %d`, file, line)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("podman-compose up on a broken file: %v\nwant an error %s", err, want)
+		}
+		if out, err := podman.Podman(ctx, "ps", "-a", "-q", "--filter", "label="+bad.Label()); err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("containers of the broken project: %q %v", out, err)
+		}
+		t.Logf("broken compose file refused: %s", want)
+	})
+
 	web := "http://" + webAddr + "/call/"
 	// The sidecars start after meshid, fetch their certificates and
 	// resolve their upstreams by name (again every few seconds, until the
