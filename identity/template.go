@@ -144,12 +144,8 @@ func (t *Template) Groups() []string { return t.groups }
 // CanProduce reports whether some caller could be given id by the template.
 func (t *Template) CanProduce(id spiffeid.ID) bool { return t.pattern.MatchString(id.String()) }
 
-// errLacks says the caller holds no value for a placeholder: the entry
-// does not match it, as when it lacks a selector.
-var errLacks = errors.New("caller lacks a placeholder's selector")
-
-// Fill returns the ID for a caller with sels. It wraps errLacks when the
-// caller has no value for a placeholder; any other error says why its
+// Fill returns the ID for a caller with sels, or says which placeholder
+// it has no value for (Entry.Matches tells that apart first) or why its
 // value cannot be part of an ID.
 func (t *Template) Fill(sels []attestor.Selector) (spiffeid.ID, error) {
 	var bad error
@@ -185,7 +181,7 @@ func (t *Template) fill(value func(group string) (string, bool)) (string, error)
 		}
 		v, ok := value(p.group)
 		if !ok {
-			return "", fmt.Errorf("%w {%s}", errLacks, p.group)
+			return "", fmt.Errorf("the caller has no value for {%s}", p.group)
 		}
 		b.WriteString(v)
 	}
