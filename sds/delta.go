@@ -62,14 +62,14 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 				return err
 			}
 			if req.Node != nil {
-				rec.node(req.Node.Id)
+				nodeSeen(rec, req.Node.Id)
 			}
 			if req.ResponseNonce != "" && req.ResponseNonce == st.nonce {
 				if req.ErrorDetail != nil {
 					s.nack(rec, apiDelta, strconv.Itoa(st.system), "", req.ResourceNamesSubscribe, req.ErrorDetail.GetMessage())
 					continue
 				}
-				rec.acked(s.clock())
+				acked(rec, s.clock())
 			}
 			if len(req.ResourceNamesSubscribe) == 0 && len(req.ResourceNamesUnsubscribe) == 0 && req.ResponseNonce != "" {
 				continue // an ACK, or a stale NACK: nothing new to say
@@ -94,7 +94,7 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		for _, r := range resp.Resources {
 			versions[r.Name] = r.Version
 		}
-		rec.sent(s.clock(), resp.SystemVersionInfo, st.view, false, versions, resp.RemovedResources)
+		recordSent(rec, s.clock(), resp.SystemVersionInfo, st.view, false, versions, resp.RemovedResources)
 		if err := stream.Send(resp); err != nil {
 			return err
 		}

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -34,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshid/meshid/internal/echo"
+	"github.com/meshid/meshid/internal/liveset"
 )
 
 // Identities subscribes a caller to its identities. who is the AuthInfo
@@ -76,8 +76,7 @@ type Server struct {
 	metrics *metrics
 	clock   func() time.Time
 
-	mu   sync.Mutex
-	live map[*tracked]struct{} // the open streams, for Streams
+	live liveset.Set[tracked] // the open streams, for Streams
 }
 
 // New returns an SDS server.
@@ -88,7 +87,7 @@ func New(o Options) *Server {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock, live: map[*tracked]struct{}{}}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock}
 }
 
 // Register adds the SDS service to a gRPC server.
@@ -133,7 +132,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 			}
 			if req.Node != nil {
 				plainCA = wantsPlainTrustedCA(req.Node)
-				rec.node(req.Node.Id)
+				nodeSeen(rec, req.Node.Id)
 			}
 			if req.ResponseNonce != "" && req.ResponseNonce != nonce {
 				continue // answers a response we have since superseded
@@ -145,7 +144,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 				continue
 			}
 			if req.ResponseNonce != "" && req.VersionInfo == strconv.Itoa(version) {
-				rec.acked(s.clock()) // Envoy holds what was sent last
+				acked(rec, s.clock()) // Envoy holds what was sent last
 			}
 			if requested && req.ResponseNonce == nonce && sameNames(names, req.ResourceNames) {
 				continue // an ACK: nothing new to say
@@ -184,7 +183,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		for _, sec := range secrets {
 			versions[sec.Name] = strconv.Itoa(version)
 		}
-		rec.sent(s.clock(), strconv.Itoa(version), v, true, versions, nil)
+		recordSent(rec, s.clock(), strconv.Itoa(version), v, true, versions, nil)
 		if err := stream.Send(&discoveryv3.DiscoveryResponse{
 			VersionInfo: strconv.Itoa(version),
 			Resources:   resources,
@@ -276,8 +275,8 @@ func (s *Server) watch(ctx context.Context) (Subscription, error) {
 // nack records Envoy's rejection of the response of version rejected;
 // holds is the version Envoy says it keeps (a state-of-the-world NACK's
 // version_info: the last it accepted).
-func (s *Server) nack(rec *tracked, api, rejected, holds string, names []string, message string) {
-	rec.nacked(s.clock(), rejected, message)
+func (s *Server) nack(rec *record, api, rejected, holds string, names []string, message string) {
+	nacked(rec, s.clock(), rejected, message)
 	s.metrics.nacks.WithLabelValues(api).Inc()
 	s.log.Warn("Envoy rejected secrets (NACK)", "api", api, "version", rejected, "envoy_holds", echo.Clip(holds, maxEcho),
 		"resources", echo.ClipAll(names, maxEcho), "error", echo.Clip(message, maxEchoDetail))

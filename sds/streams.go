@@ -4,12 +4,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/internal/echo"
+	"github.com/meshid/meshid/internal/liveset"
 )
 
 // Stream describes one open SDS stream as the server last saw it, for
@@ -52,96 +52,70 @@ type NACK struct {
 	Message string // Envoy's error_detail, cut to a bounded length
 }
 
-// tracked is one live stream's record; its loop writes it, Streams reads
-// it, each under mu.
+// tracked is one live stream's record: what Streams reports, and the
+// resources by name, which a delta stream updates one by one.
 type tracked struct {
-	mu        sync.Mutex
 	s         Stream
 	resources map[string]Resource
 }
 
+type record = liveset.Record[tracked]
+
 // track records a stream until the returned func is called.
-func (s *Server) track(api string, sub Subscription) (*tracked, func()) {
-	t := &tracked{s: Stream{API: api, Subscription: sub, Started: s.clock()}, resources: map[string]Resource{}}
-	s.mu.Lock()
-	s.live[t] = struct{}{}
-	s.mu.Unlock()
-	return t, func() {
-		s.mu.Lock()
-		delete(s.live, t)
-		s.mu.Unlock()
-	}
+func (s *Server) track(api string, sub Subscription) (*record, func()) {
+	return s.live.Add(tracked{s: Stream{API: api, Subscription: sub, Started: s.clock()}, resources: map[string]Resource{}})
 }
 
 // Streams returns the open streams, oldest first.
 func (s *Server) Streams() []Stream {
-	s.mu.Lock()
-	live := slices.Collect(maps.Keys(s.live))
-	s.mu.Unlock()
-	out := make([]Stream, 0, len(live))
-	for _, t := range live {
-		out = append(out, t.snapshot())
+	return liveset.Each(&s.live, func(t *tracked) Stream {
+		c := t.s
+		c.Resources = slices.SortedFunc(maps.Values(t.resources), func(a, b Resource) int { return strings.Compare(a.Name, b.Name) })
+		if t.s.LastNACK != nil {
+			n := *t.s.LastNACK
+			c.LastNACK = &n
+		}
+		return c
+	}, func(a, b Stream) int { return a.Started.Compare(b.Started) })
+}
+
+func nodeSeen(r *record, id string) {
+	if id != "" {
+		r.Update(func(t *tracked) { t.s.NodeID = echo.Clip(id, maxEcho) })
 	}
-	slices.SortFunc(out, func(a, b Stream) int { return a.Started.Compare(b.Started) })
-	return out
 }
 
-func (t *tracked) snapshot() Stream {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := t.s
-	c.Resources = slices.SortedFunc(maps.Values(t.resources), func(a, b Resource) int { return strings.Compare(a.Name, b.Name) })
-	if t.s.LastNACK != nil {
-		n := *t.s.LastNACK
-		c.LastNACK = &n
-	}
-	return c
+func acked(r *record, at time.Time) { r.Update(func(t *tracked) { t.s.LastACK = at }) }
+
+func nacked(r *record, at time.Time, version, message string) {
+	r.Update(func(t *tracked) {
+		t.s.LastNACK = &NACK{At: at, Version: version, Message: echo.Clip(message, maxEchoDetail)}
+	})
 }
 
-func (t *tracked) node(id string) {
-	if id == "" {
-		return
-	}
-	t.mu.Lock()
-	t.s.NodeID = echo.Clip(id, maxEcho)
-	t.mu.Unlock()
-}
-
-func (t *tracked) acked(at time.Time) {
-	t.mu.Lock()
-	t.s.LastACK = at
-	t.mu.Unlock()
-}
-
-func (t *tracked) nacked(at time.Time, version, message string) {
-	t.mu.Lock()
-	t.s.LastNACK = &NACK{At: at, Version: version, Message: echo.Clip(message, maxEchoDetail)}
-	t.mu.Unlock()
-}
-
-// sent records a response: replace says whether it holds every resource
+// recordSent records a response: replace says whether it holds every resource
 // (state of the world) or only those that changed (delta); removed are
 // the names a delta response took away.
-func (t *tracked) sent(at time.Time, version string, v view, replace bool, versions map[string]string, removed []string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if replace {
-		clear(t.resources)
-	}
-	for name, ver := range versions {
-		r := Resource{Name: name, Version: ver}
-		if svid := v.svidOf(name); svid != nil {
-			leaf := svid.Certificates[0]
-			r.Serial, r.Expires = leaf.SerialNumber.Text(16), leaf.NotAfter
+func recordSent(r *record, at time.Time, version string, v view, replace bool, versions map[string]string, removed []string) {
+	r.Update(func(t *tracked) {
+		if replace {
+			clear(t.resources)
 		}
-		t.resources[name] = r
-	}
-	for _, name := range removed {
-		delete(t.resources, name)
-	}
-	t.s.Version = version
-	t.s.Responses++
-	t.s.LastResponse = at
+		for name, ver := range versions {
+			res := Resource{Name: name, Version: ver}
+			if svid := v.svidOf(name); svid != nil {
+				leaf := svid.Certificates[0]
+				res.Serial, res.Expires = leaf.SerialNumber.Text(16), leaf.NotAfter
+			}
+			t.resources[name] = res
+		}
+		for _, name := range removed {
+			delete(t.resources, name)
+		}
+		t.s.Version = version
+		t.s.Responses++
+		t.s.LastResponse = at
+	})
 }
 
 // svidOf returns the SVID a resource name's tls_certificate carries, nil

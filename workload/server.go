@@ -14,7 +14,6 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshid/meshid/internal/echo"
+	"github.com/meshid/meshid/internal/liveset"
 )
 
 // Identities subscribes a caller to its identities. who is the AuthInfo
@@ -86,8 +86,7 @@ type Server struct {
 	metrics metrics
 	clock   func() time.Time
 
-	mu   sync.Mutex
-	live map[*tracked]struct{} // the open streams, for Streams
+	live liveset.Set[Stream] // the open streams, for Streams
 }
 
 // New returns a Workload API server.
@@ -98,7 +97,7 @@ func New(o Options) *Server {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock, live: map[*tracked]struct{}{}}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock}
 }
 
 // Register adds the Workload API to a gRPC server.
@@ -262,7 +261,7 @@ func (s *Server) stream(ctx context.Context, method string, build func(Subscript
 			if exited(sub) {
 				return errCallerExited // it may have exited while this was built
 			}
-			s.sent(rec)
+			s.sent(rec, method)
 			if err := send(resp); err != nil {
 				return err
 			}

@@ -1,12 +1,11 @@
 package workload
 
 import (
-	"maps"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshid/meshid/internal/liveset"
 )
 
 // The streaming methods, as metric label values and in Streams.
@@ -26,11 +25,6 @@ type Stream struct {
 	Started      time.Time
 	Responses    int
 	LastResponse time.Time // zero before the first
-}
-
-type tracked struct {
-	mu sync.Mutex
-	s  Stream
 }
 
 type metrics struct {
@@ -60,42 +54,29 @@ func newMetrics(reg prometheus.Registerer) metrics {
 }
 
 // track records and counts a stream until the returned func is called.
-func (s *Server) track(method string, sub Subscription) (*tracked, func()) {
-	t := &tracked{s: Stream{Method: method, Subscription: sub, Started: s.clock()}}
+func (s *Server) track(method string, sub Subscription) (*liveset.Record[Stream], func()) {
 	open := s.metrics.streams.WithLabelValues(method)
 	open.Inc()
-	s.mu.Lock()
-	s.live[t] = struct{}{}
-	s.mu.Unlock()
-	return t, func() {
-		s.mu.Lock()
-		delete(s.live, t)
-		s.mu.Unlock()
+	r, untrack := s.live.Add(Stream{Method: method, Subscription: sub, Started: s.clock()})
+	return r, func() {
+		untrack()
 		open.Dec()
 	}
 }
 
 // sent records a response; it is called before the response is sent, so
 // whoever got it finds it in Streams.
-func (s *Server) sent(t *tracked) {
-	s.metrics.responses.WithLabelValues(t.s.Method).Inc()
-	t.mu.Lock()
-	t.s.Responses++
-	t.s.LastResponse = s.clock()
-	t.mu.Unlock()
+func (s *Server) sent(r *liveset.Record[Stream], method string) {
+	s.metrics.responses.WithLabelValues(method).Inc()
+	at := s.clock()
+	r.Update(func(st *Stream) {
+		st.Responses++
+		st.LastResponse = at
+	})
 }
 
 // Streams returns the open streams, oldest first.
 func (s *Server) Streams() []Stream {
-	s.mu.Lock()
-	live := slices.Collect(maps.Keys(s.live))
-	s.mu.Unlock()
-	out := make([]Stream, 0, len(live))
-	for _, t := range live {
-		t.mu.Lock()
-		out = append(out, t.s)
-		t.mu.Unlock()
-	}
-	slices.SortFunc(out, func(a, b Stream) int { return a.Started.Compare(b.Started) })
-	return out
+	return liveset.Each(&s.live, func(st *Stream) Stream { return *st },
+		func(a, b Stream) int { return a.Started.Compare(b.Started) })
 }
