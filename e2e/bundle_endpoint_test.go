@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/envoy"
 	"github.com/meshid/meshid/test/harness"
 	"github.com/meshid/meshid/test/svidtest"
 )
@@ -27,8 +26,7 @@ func TestFederationOverBundleEndpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	const (
-		partnerTD       = "partner.example"
-		partnerFrontend = "spiffe://partner.example/ns/demo/sa/frontend"
+		partnerTD = "partner.example"
 		// example.org's CA reaches half its life this long after the
 		// start, when it publishes its successor.
 		successorIn = 45 * time.Second
@@ -63,22 +61,8 @@ func TestFederationOverBundleEndpoints(t *testing.T) {
 		return fmt.Sprintf("  bundles:\n    - trust_domain: %s\n      endpoint_url: https://%s/\n      endpoint_ca_file: %s\n", td, addr, webRoot)
 	}
 
-	policyDir, err := env.MkdirAll("federation-policy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(policyDir, "authz.rego"), `package envoy.authz
-
-default allow := false
-
-allow if {
-	input.spiffe.source.id == "`+partnerFrontend+`"
-	input.spiffe.destination.id == "`+harness.BackendID+`"
-	input.parsed_path == ["hello"]
-}
-`)
-	backendEntry := harness.Entry{SPIFFEID: harness.BackendID, Selectors: []string{fmt.Sprintf("unix:uid:%d", harness.BackendEnvoyUID)}}
-	frontendEntry := harness.Entry{SPIFFEID: partnerFrontend, Selectors: []string{fmt.Sprintf("unix:uid:%d", harness.FrontendEnvoyUID)}}
+	policyDir := crossDomainPolicy(t, env)
+	backendEntry, frontendEntry := crossDomainEntries()
 
 	data, err := env.MeshidDataDir("meshid-ours")
 	if err != nil {
@@ -98,29 +82,7 @@ allow if {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := h1.StartApp(ctx, "backend", harness.BackendAppUID, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend, err := h1.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket: ours.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: harness.DemoTrustDomain, ValidationName: "ALL",
-		Inbound: &envoy.Inbound{ListenAddr: h1.FreeAddr(), AppAddr: app.Addr, AuthzAddr: ours.AuthzAddr},
-	}, harness.BackendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frontend, err := h2.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket: partner.SocketPath, SPIFFEID: partnerFrontend, TrustDomain: partnerTD, ValidationName: "ALL",
-		Outbound: &envoy.Outbound{ListenAddr: h2.FreeAddr(), PeerAddr: backend.Sidecar.Inbound.ListenAddr, PeerSPIFFEID: harness.BackendID},
-	}, harness.FrontendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []*harness.Envoy{backend, frontend} {
-		if err := v.WaitLive(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, frontend := startCrossDomain(t, ctx, h1, h2, ours, partner)
 	hello := func() (int, error) {
 		status, _, err := harness.Get(ctx, "http://"+frontend.Sidecar.Outbound.ListenAddr+"/hello")
 		return status, err

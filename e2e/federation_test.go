@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshid/meshid/envoy"
 	"github.com/meshid/meshid/test/harness"
 )
 
@@ -34,28 +33,9 @@ func TestALLAcrossTrustDomains(t *testing.T) {
 	env := harness.ForTest(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	const (
-		partnerTD       = "partner.example"
-		partnerFrontend = "spiffe://partner.example/ns/demo/sa/frontend"
-	)
-	policyDir, err := env.MkdirAll("federation-policy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(policyDir, "authz.rego"), `package envoy.authz
-
-default allow := false
-
-# The partner's frontend may GET /hello on our backend.
-allow if {
-	input.spiffe.source.id == "`+partnerFrontend+`"
-	input.spiffe.destination.id == "`+harness.BackendID+`"
-	input.attributes.request.http.method == "GET"
-	input.parsed_path == ["hello"]
-}
-`)
-	backendEntry := harness.Entry{SPIFFEID: harness.BackendID, Selectors: []string{fmt.Sprintf("unix:uid:%d", harness.BackendEnvoyUID)}}
-	frontendEntry := harness.Entry{SPIFFEID: partnerFrontend, Selectors: []string{fmt.Sprintf("unix:uid:%d", harness.FrontendEnvoyUID)}}
+	const partnerTD = "partner.example"
+	policyDir := crossDomainPolicy(t, env)
+	backendEntry, frontendEntry := crossDomainEntries()
 
 	// Each side needs the other's root: start ours, then the partner's with
 	// our root, then give ours the partner's root and restart it (the CA
@@ -83,29 +63,7 @@ allow if {
 		t.Fatal(err)
 	}
 
-	app, err := env.StartApp(ctx, "backend", harness.BackendAppUID, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend, err := env.StartEnvoy(ctx, "backend-envoy", envoy.Sidecar{
-		SDSSocket: ours.SocketPath, SPIFFEID: harness.BackendID, TrustDomain: harness.DemoTrustDomain, ValidationName: "ALL",
-		Inbound: &envoy.Inbound{ListenAddr: env.FreeAddr(), AppAddr: app.Addr, AuthzAddr: ours.AuthzAddr},
-	}, harness.BackendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frontend, err := env.StartEnvoy(ctx, "frontend-envoy", envoy.Sidecar{
-		SDSSocket: partner.SocketPath, SPIFFEID: partnerFrontend, TrustDomain: partnerTD, ValidationName: "ALL",
-		Outbound: &envoy.Outbound{ListenAddr: env.FreeAddr(), PeerAddr: backend.Sidecar.Inbound.ListenAddr, PeerSPIFFEID: harness.BackendID},
-	}, harness.FrontendEnvoyUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []*harness.Envoy{backend, frontend} {
-		if err := v.WaitLive(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	backend, frontend := startCrossDomain(t, ctx, env, env, ours, partner)
 
 	status, body, err := harness.Get(ctx, "http://"+frontend.Sidecar.Outbound.ListenAddr+"/hello")
 	if err != nil || status != http.StatusOK {
