@@ -82,23 +82,6 @@ func TestVaultUpstream(t *testing.T) {
 		t.Fatal("the renewed intermediate does not outlive the first")
 	}
 
-	// A root rotation in the engine: the new root joins the bundle.
-	if _, err := bao.RotateRoot(ctx, "root 2"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, "both roots in the frontend Envoy's bundle", func() bool {
-		certs, err := mesh.Frontend.Certs(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, c := range certs {
-			if c.CA {
-				n++
-			}
-		}
-		return n == 2
-	})
 	res := traffic.stop()
 	t.Logf("load: %d requests, %d failed, %d with the wrong peer, slowest %v", res.total, res.failed, res.wrongPeer, res.slowest.Round(time.Millisecond))
 	if res.failed > 0 || res.wrongPeer > 0 || res.total == 0 {
@@ -144,6 +127,26 @@ func TestVaultUpstream(t *testing.T) {
 	waitFor(t, ctx, "a request across the mesh after the recovery", func() bool {
 		status, _, err := harness.Get(ctx, mesh.FrontendURL+"hello")
 		return err == nil && status == http.StatusOK
+	})
+
+	// Last, with the engine back: a root rotation, whose new root joins the
+	// bundle. (Rotated just before the outage, the restarted engine once
+	// listed one root and signed under the other: see the issue 15 note.)
+	if _, err := bao.RotateRoot(ctx, "root 2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "both roots in the frontend Envoy's bundle", func() bool {
+		certs, err := mesh.Frontend.Certs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range certs {
+			if c.CA {
+				n++
+			}
+		}
+		return n == 2
 	})
 }
 
