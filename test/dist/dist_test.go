@@ -159,6 +159,12 @@ func writeModuleToProxy(t *testing.T, proxy, path, version, dir string) {
 			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin" || d.Name() == "dist" || d.Name() == "testdata") {
 				return filepath.SkipDir
 			}
+			// A directory with a go.mod of its own (tools/kube, tools/etcd)
+			// is another module: a module zip leaves it out, as the proxy's
+			// do, and the go command refuses a zip that holds one.
+			if _, err := os.Stat(filepath.Join(p, "go.mod")); rel != "." && err == nil {
+				return filepath.SkipDir
+			}
 			return nil
 		}
 		if !d.Type().IsRegular() || strings.HasSuffix(p, ".test") {
