@@ -284,8 +284,7 @@ func TestRenderQuotesValues(t *testing.T) {
 // TestEnvoyValidates runs the real Envoy in validate mode on rendered
 // bootstraps: the check that the template matches Envoy's API.
 func TestEnvoyValidates(t *testing.T) {
-	bin, err := harness.EnvoyPath()
-	if err != nil {
+	if _, err := harness.EnvoyPath(); err != nil {
 		t.Skipf("%v; `make test` installs it", err)
 	}
 	tests := map[string]func(*envoy.Sidecar){
@@ -334,9 +333,8 @@ func TestEnvoyValidates(t *testing.T) {
 			if err := os.WriteFile(path, out, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.CommandContext(t.Context(), bin, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning")
-			if log, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("envoy --mode validate: %v\n%s\nconfig:\n%s", err, log, out)
+			if err := harness.EnvoyValidate(t.Context(), path); err != nil {
+				t.Errorf("%v\nconfig:\n%s", err, out)
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package envoy_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,8 +137,7 @@ func TestRenderRejectsBadUpstreams(t *testing.T) {
 // (STRICT_DNS, LOGICAL_DNS), several of them, meshid's authz and the app by
 // name, and each validation context name.
 func TestEnvoyValidatesTopologies(t *testing.T) {
-	bin, err := harness.EnvoyPath()
-	if err != nil {
+	if _, err := harness.EnvoyPath(); err != nil {
 		t.Skipf("%v; `make test` installs it", err)
 	}
 	tests := map[string]func(*envoy.Sidecar){
@@ -175,9 +173,8 @@ func TestEnvoyValidatesTopologies(t *testing.T) {
 			if err := os.WriteFile(path, out, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.CommandContext(t.Context(), bin, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "warning")
-			if log, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("envoy --mode validate: %v\n%s\nconfig:\n%s", err, log, out)
+			if err := harness.EnvoyValidate(t.Context(), path); err != nil {
+				t.Errorf("%v\nconfig:\n%s", err, out)
 			}
 		})
 	}
