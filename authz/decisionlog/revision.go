@@ -29,6 +29,10 @@ type PolicySet struct {
 	Dir         string            // the policy dir it was read from
 	RegoVersion string            // "v1" or "v0"
 	Files       map[string][]byte // by slash-separated path relative to Dir
+	// Bundles names the revision (its manifest's) of each OPA bundle
+	// compiled into the set, by bundle name; nil when there are none.
+	// Decision log events carry it as OPA's "bundles" field.
+	Bundles map[string]string
 }
 
 // NewPolicySet names the policy set read from dir by its revision.
