@@ -30,6 +30,15 @@ type deltaState struct {
 	nonce      string
 	system     int
 	view       view // what the last response was built from
+	// refused are the subscribed names the caller is not entitled to,
+	// as of the last response; newlyRefused those of them the last
+	// response found, for the server to log once.
+	refused      map[string]bool
+	newlyRefused []string
+}
+
+func newDeltaState() *deltaState {
+	return &deltaState{subscribed: map[string]bool{}, has: map[string]string{}, refused: map[string]bool{}}
 }
 
 // DeltaSecrets answers one Envoy's incremental stream (api_type
@@ -48,7 +57,7 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 	defer untrack()
 
 	reqs, recvErr := receive(ctx, stream.Recv)
-	st := &deltaState{subscribed: map[string]bool{}, has: map[string]string{}}
+	st := newDeltaState()
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,6 +93,7 @@ func (s *Server) DeltaSecrets(stream secretv3.SecretDiscoveryService_DeltaSecret
 		if err != nil {
 			return err
 		}
+		s.refusedNames(apiDelta, st.view, st.newlyRefused)
 		if resp == nil {
 			continue
 		}
@@ -137,6 +147,7 @@ func (st *deltaState) apply(req *discoveryv3.DeltaDiscoveryRequest) error {
 		} else {
 			delete(st.subscribed, n)
 			delete(st.has, n)
+			delete(st.refused, n)
 		}
 	}
 	if len(st.subscribed) > maxResourceNames {
@@ -166,12 +177,20 @@ func (st *deltaState) next(sub Subscription) (*discoveryv3.DeltaDiscoveryRespons
 	}
 	resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: secretType}
 	present := map[string]bool{}
+	st.newlyRefused = st.newlyRefused[:0]
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(wanted))) {
 		secret, err := v.secret(name)
 		switch status.Code(err) {
 		case codes.OK:
-		case codes.InvalidArgument, codes.PermissionDenied:
+			delete(st.refused, name)
+		case codes.InvalidArgument:
+			if !st.refused[name] {
+				st.refused[name] = true
+				st.newlyRefused = append(st.newlyRefused, name)
+			}
 			continue // not (or no longer) entitled: absent
+		case codes.PermissionDenied:
+			continue // no identity at all (identity logs the caller's selectors): absent
 		default:
 			return nil, err
 		}

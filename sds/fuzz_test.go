@@ -42,7 +42,7 @@ func FuzzRequests(f *testing.F) {
 		}
 		var delta discoveryv3.DeltaDiscoveryRequest
 		if proto.Unmarshal(data, &delta) == nil {
-			st := &deltaState{subscribed: map[string]bool{}, has: map[string]string{}}
+			st := newDeltaState()
 			err := st.apply(&delta)
 			if err == nil {
 				_, err = st.next(sub)

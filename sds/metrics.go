@@ -6,12 +6,14 @@ import "github.com/prometheus/client_golang/prometheus"
 const (
 	apiSotW  = "sotw"
 	apiDelta = "delta"
+	apiFetch = "fetch" // FetchSecrets, in the refusals metric only
 )
 
 type metrics struct {
 	streams   *prometheus.GaugeVec
 	responses *prometheus.CounterVec
 	nacks     *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,6 +30,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshid_sds_nacks_total",
 			Help: "SDS responses Envoy rejected (NACK), by protocol.",
 		}, []string{"api"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_sds_refused_resources_total",
+			Help: "SDS resource names refused because the caller is not entitled to them, by protocol.",
+		}, []string{"api"}),
 	}
 	// Both protocols exist from the start, at 0, so that an alert on NACKs
 	// works before the first one.
@@ -35,9 +41,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.streams.WithLabelValues(api)
 		m.responses.WithLabelValues(api)
 		m.nacks.WithLabelValues(api)
+		m.refused.WithLabelValues(api)
 	}
+	m.refused.WithLabelValues(apiFetch)
 	if reg != nil {
-		reg.MustRegister(m.streams, m.responses, m.nacks)
+		reg.MustRegister(m.streams, m.responses, m.nacks, m.refused)
 	}
 	return m
 }

@@ -53,9 +53,7 @@ type view struct {
 var errNoIdentity = status.Error(codes.PermissionDenied,
 	"no identity issued: no meshid entry matches this process (meshid logs the selectors it presented; add an entry for them)")
 
-func notEntitled(name string) error {
-	return status.Errorf(codes.InvalidArgument, "resource %s: not an identity or trust domain this caller is entitled to", echo.Quote(name, maxEcho))
-}
+func notEntitled(name string) error { return notEntitledError{name} }
 
 // names lists what "everything the caller is entitled to" means: each of
 // its SPIFFE IDs and each trust domain it may validate. The aliases

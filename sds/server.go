@@ -34,6 +34,7 @@ import (
 
 	"github.com/meshid/meshid/internal/echo"
 	"github.com/meshid/meshid/internal/liveset"
+	"github.com/meshid/meshid/internal/logpace"
 )
 
 // Identities subscribes a caller to its identities. who is the AuthInfo
@@ -75,6 +76,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	clock   func() time.Time
+	// refusals paces the lines of refused resource names (refusals.go).
+	refusals *logpace.Pacer[string]
 
 	live liveset.Set[tracked] // the open streams, for Streams
 }
@@ -87,7 +90,7 @@ func New(o Options) *Server {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock}
+	return &Server{ids: o.Identities, log: o.Log, metrics: newMetrics(o.Registerer), clock: o.Clock, refusals: newRefusalPacer()}
 }
 
 // Register adds the SDS service to a gRPC server.
@@ -163,6 +166,7 @@ func (s *Server) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecr
 		v := view{x: x, plainTrustedCA: plainCA}
 		secrets, err := v.secrets(names)
 		if err != nil {
+			s.refused(apiSotW, v, err)
 			return err // includes withdrawal: no identity any more
 		}
 		resources, err := encode(secrets)
@@ -213,8 +217,10 @@ func (s *Server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "identities not available: %v", err)
 	}
-	secrets, err := view{x: x, plainTrustedCA: wantsPlainTrustedCA(req.Node)}.secrets(req.ResourceNames)
+	v := view{x: x, plainTrustedCA: wantsPlainTrustedCA(req.Node)}
+	secrets, err := v.secrets(req.ResourceNames)
 	if err != nil {
+		s.refused(apiFetch, v, err)
 		return nil, err
 	}
 	resources, err := encode(secrets)
