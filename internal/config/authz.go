@@ -17,10 +17,14 @@ type Authz struct {
 	// policies, "host:port" or "unix:///path"; empty: off.
 	HTTPAddress string `yaml:"http_address"`
 	// Reflection registers gRPC server reflection on Address.
-	Reflection  bool   `yaml:"reflection"`
-	PolicyDir   string `yaml:"policy_dir"`
-	Decision    string `yaml:"decision"`
-	RegoVersion string `yaml:"rego_version"`
+	Reflection bool `yaml:"reflection"`
+	// PolicyDir holds local policies; default "policies" unless Bundles
+	// are set, when it may be left out.
+	PolicyDir string `yaml:"policy_dir"`
+	// Bundles are OPA bundles from bundle services (bundles.go).
+	Bundles     []Bundle `yaml:"bundles"`
+	Decision    string   `yaml:"decision"`
+	RegoVersion string   `yaml:"rego_version"`
 	// InputEncoding is how input.attributes is written: "protomap", as
 	// the current OPA-Envoy plugin walks the proto, or "protojson", as
 	// older plugins wrote it.
@@ -147,7 +151,7 @@ const UnixPrefix = "unix://"
 // paths lists the file paths of the section, to be resolved against the
 // config file's directory.
 func (a *Authz) paths() []*string {
-	ps := []*string{&a.PolicyDir}
+	ps := append([]*string{&a.PolicyDir}, a.bundlePaths()...)
 	if a.ProtoDescriptor != "" {
 		ps = append(ps, &a.ProtoDescriptor)
 	}
@@ -168,9 +172,10 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 			bad(at("authz", "http_address"), "authz.http_address %s is authz.address too; the gRPC and HTTP servers need one each", a.HTTPAddress)
 		}
 	}
-	if a.PolicyDir == "" {
-		bad(at("authz", "policy_dir"), "authz.policy_dir must not be empty")
+	if a.PolicyDir == "" && len(a.Bundles) == 0 {
+		bad(at("authz", "policy_dir"), "authz.policy_dir must not be empty unless authz.bundles are set")
 	}
+	a.validateBundles(bad)
 	if a.Decision == "" {
 		bad(at("authz", "decision"), "authz.decision must not be empty")
 	}

@@ -126,6 +126,7 @@ func Load(path string) (Config, error) {
 	}
 	cfg := Default()
 	cfg.EntriesFile = ""
+	cfg.Authz.PolicyDir = ""
 	doc, err := yamlfile.Decode(path, data, &cfg)
 	if err != nil {
 		return Config{}, err
@@ -138,6 +139,10 @@ func Load(path string) (Config, error) {
 	cfg.attestDefaults()
 	cfg.upstreamDefaults()
 	cfg.Federation.applyDefaults()
+	if cfg.Authz.PolicyDir == "" && len(cfg.Authz.Bundles) == 0 {
+		cfg.Authz.PolicyDir = Default().Authz.PolicyDir
+	}
+	cfg.Authz.bundleDefaults()
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return Config{}, fmt.Errorf("resolve config dir: %w", err)
