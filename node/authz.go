@@ -126,7 +126,7 @@ func RevisionsDir(dataDir string) string { return filepath.Join(dataDir, "polici
 // to clean up.
 func newAuthzService(cfg config.Authz, dataDir string, p policies, id authzIdentity, conns tcpLimits, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
 	s := &authzService{cfg: cfg, log: log, conns: conns}
-	if cfg.DecisionLog != "" {
+	if cfg.DecisionLog.File != "" {
 		s.decisions = decisionlog.New(decisionlog.Options{
 			Revisions:     decisionlog.NewRevisions(RevisionsDir(dataDir)),
 			MaskHeaders:   cfg.DecisionLogMask,
@@ -207,15 +207,15 @@ func (s *authzService) listen() (err error) {
 			s.httpLis = tls.NewListener(s.httpLis, s.http.TLSConfig)
 		}
 	}
-	switch s.cfg.DecisionLog {
+	switch file := s.cfg.DecisionLog.File; file {
 	case "":
 	case config.DecisionLogStderr:
 		s.logFile = nopCloser{os.Stderr}
 	default:
-		if err := os.MkdirAll(filepath.Dir(s.cfg.DecisionLog), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return fmt.Errorf("authz.decision_log: %w", err)
 		}
-		f, err := decisionlog.OpenFile(s.cfg.DecisionLog, decisionlog.FileOptions{
+		f, err := decisionlog.OpenFile(file, decisionlog.FileOptions{
 			MaxBytes: s.cfg.DecisionLogMaxBytes,
 			MaxFiles: s.cfg.DecisionLogMaxFiles,
 			Log:      s.log,

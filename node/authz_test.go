@@ -75,7 +75,7 @@ func TestAuthzService(t *testing.T) {
 	cfg.HTTPAddress = freeTCPAddr(t)
 	cfg.Reflection = true
 	cfg.PolicyDir = policies
-	cfg.DecisionLog = filepath.Join(dir, "logs", "decisions.jsonl")
+	cfg.DecisionLog.File = filepath.Join(dir, "logs", "decisions.jsonl")
 	reg := prometheus.NewRegistry()
 
 	s, _ := newTestAuthz(t, cfg, reg)
@@ -131,7 +131,7 @@ func TestAuthzService(t *testing.T) {
 	}
 
 	stop() // the decision log is written out before run returns
-	logged, err := os.ReadFile(cfg.DecisionLog)
+	logged, err := os.ReadFile(cfg.DecisionLog.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,12 +193,12 @@ func TestListenAddr(t *testing.T) {
 func TestAuthzServiceRefusesBadPolicies(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": "package envoy.authz\n\nallow if {\n\tinput.x == y\n}\n"})
-	cfg.DecisionLog = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
+	cfg.DecisionLog.File = filepath.Join(t.TempDir(), "never", "decisions.jsonl")
 	_, err := compilePolicies(context.Background(), cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "authz.policy_dir: ") || !strings.Contains(err.Error(), "authz.rego:4:2: rego_unsafe_var_error") {
 		t.Fatalf("compilePolicies = %v, want the compile error with its position", err)
 	}
-	if _, err := os.Stat(filepath.Dir(cfg.DecisionLog)); err == nil {
+	if _, err := os.Stat(filepath.Dir(cfg.DecisionLog.File)); err == nil {
 		t.Error("a refused start created the decision log's directory")
 	}
 }
@@ -287,7 +287,7 @@ func TestAuthzDecisionLogRotates(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.Address = "unix://" + filepath.Join(dir, "authz.sock")
 	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy, "data.json": authztest.HelloData})
-	cfg.DecisionLog = filepath.Join(dir, "decisions.jsonl")
+	cfg.DecisionLog.File = filepath.Join(dir, "decisions.jsonl")
 	cfg.DecisionLogMaxBytes, cfg.DecisionLogMaxFiles = 1<<20, 2
 	cfg.DecisionLogMaxFieldBytes, cfg.DecisionLogMaxInputBytes = 64<<10, 128<<10
 	s, _ := newTestAuthz(t, cfg, prometheus.NewRegistry())
@@ -355,7 +355,7 @@ func TestAuthzDecisionLogStderr(t *testing.T) {
 	cfg := config.Default().Authz
 	cfg.Address = "unix://" + filepath.Join(t.TempDir(), "authz.sock")
 	cfg.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": authztest.HelloPolicy})
-	cfg.DecisionLog = config.DecisionLogStderr
+	cfg.DecisionLog.File = config.DecisionLogStderr
 	cfg.DecisionLogMaxBytes = 1 << 20
 	s, _ := newTestAuthz(t, cfg, prometheus.NewRegistry())
 	if err := s.listen(); err != nil {

@@ -62,13 +62,16 @@ instead, or override them.`,
 				return err
 			}
 			if *logPath == "" {
-				switch cfg.Authz.DecisionLog {
+				switch cfg.Authz.DecisionLog.File {
 				case "":
+					if cfg.Authz.DecisionLog.Service != nil {
+						return fmt.Errorf("%s ships decisions to a collector only: give a file that holds them with -log", *configPath)
+					}
 					return fmt.Errorf("%s has no authz.decision_log: meshid logs no decisions, so none can be replayed", *configPath)
 				case config.DecisionLogStderr:
 					return fmt.Errorf("%s logs decisions to stderr: give the file that holds them with -log", *configPath)
 				}
-				*logPath = cfg.Authz.DecisionLog
+				*logPath = cfg.Authz.DecisionLog.File
 				if cfg.Authz.DecisionLogMaxBytes > 0 {
 					maxFiles = cfg.Authz.DecisionLogMaxFiles
 				}

@@ -45,11 +45,12 @@ type Authz struct {
 	// or more is a deny.
 	MaxBodyDepth  int `yaml:"max_body_depth"`
 	MaxBodyValues int `yaml:"max_body_values"`
-	// DecisionLog is "stderr", a file path, or empty for no decision log.
-	DecisionLog           string   `yaml:"decision_log"`
-	DecisionLogMask       []string `yaml:"decision_log_mask"`
-	DecisionLogQueue      int      `yaml:"decision_log_queue"`
-	DecisionLogSampleRate float64  `yaml:"decision_log_sample_rate"`
+	// DecisionLog is where decisions are logged: a file (or stderr), a
+	// collector, both, or neither (decisionlog.go).
+	DecisionLog           DecisionLog `yaml:"decision_log"`
+	DecisionLogMask       []string    `yaml:"decision_log_mask"`
+	DecisionLogQueue      int         `yaml:"decision_log_queue"`
+	DecisionLogSampleRate float64     `yaml:"decision_log_sample_rate"`
 	// DecisionLogMaxFieldBytes caps each logged string, parsed_body and
 	// the result; DecisionLogMaxInputBytes the logged input as a whole.
 	DecisionLogMaxFieldBytes int `yaml:"decision_log_max_field_bytes"`
@@ -155,10 +156,7 @@ func (a *Authz) paths() []*string {
 	if a.ProtoDescriptor != "" {
 		ps = append(ps, &a.ProtoDescriptor)
 	}
-	if a.DecisionLog != DecisionLogStderr {
-		ps = append(ps, &a.DecisionLog)
-	}
-	return ps
+	return append(ps, a.DecisionLog.paths()...)
 }
 
 func (a Authz) validate(trustDomain string, bad func(path []any, format string, args ...any)) {
@@ -242,6 +240,7 @@ func (a Authz) validate(trustDomain string, bad func(path []any, format string, 
 			bad(at("authz", "xfcc", "proxies", i), "authz.xfcc.proxies: %q is not a SPIFFE ID: %v", p, err)
 		}
 	}
+	a.DecisionLog.validate(bad)
 	a.TLS.validate(trustDomain, bad)
 	a.Cache.validate(bad)
 }

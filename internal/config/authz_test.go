@@ -11,7 +11,7 @@ import (
 func TestAuthzDefaults(t *testing.T) {
 	a := Default().Authz
 	if a.RegoVersion != "v1" || a.InputEncoding != "protomap" || a.DenyStatus != 403 || a.EvalTimeout != 100*time.Millisecond || a.ReloadInterval != 10*time.Second ||
-		a.DecisionLog != "" || a.DecisionLogQueue != 1024 || a.DecisionLogSampleRate != 1 || a.DryRun || a.XFCC.Trust || a.HTTPAddress != "" ||
+		a.DecisionLog.Enabled() || a.DecisionLogQueue != 1024 || a.DecisionLogSampleRate != 1 || a.DryRun || a.XFCC.Trust || a.HTTPAddress != "" ||
 		!slices.Equal(a.DecisionLogMask, []string{"authorization", "proxy-authorization", "cookie"}) ||
 		a.MaxBodyBytes != 1<<20 || a.MaxBodyDepth != 64 || a.MaxBodyValues != 10000 ||
 		a.DecisionLogMaxFieldBytes != 8192 || a.DecisionLogMaxInputBytes != 65536 || a.DecisionLogMaxBytes != 100<<20 || a.DecisionLogMaxFiles != 5 {
@@ -59,7 +59,7 @@ func TestLoadAuthz(t *testing.T) {
 	if a.Address != "unix:///run/meshid/authz.sock" || a.HTTPAddress != "127.0.0.1:9192" || !a.Reflection ||
 		a.PolicyDir != filepath.Join(dir, "pol") || a.Decision != "data.mesh.allow" || a.RegoVersion != "v0" || a.InputEncoding != "protojson" ||
 		a.EvalTimeout != 50*time.Millisecond || a.ReloadInterval != 0 || a.DenyStatus != 401 || !a.DryRun ||
-		a.DecisionLog != filepath.Join(dir, "logs/decisions.jsonl") || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
+		a.DecisionLog != (DecisionLog{File: filepath.Join(dir, "logs/decisions.jsonl")}) || a.DecisionLogMask == nil || len(a.DecisionLogMask) != 0 ||
 		a.DecisionLogQueue != 10 || a.DecisionLogSampleRate != 0.5 || !slices.Equal(a.JWTAudiences, []string{"backend"}) ||
 		a.DecisionLogMaxFieldBytes != 100 || a.DecisionLogMaxInputBytes != 1000 || a.DecisionLogMaxBytes != 2<<20 || a.DecisionLogMaxFiles != 2 ||
 		a.MaxBodyBytes != 4096 || a.MaxBodyDepth != 8 || a.MaxBodyValues != 50 ||
@@ -75,8 +75,8 @@ func TestLoadAuthzStderrIsNotAPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Authz.DecisionLog != DecisionLogStderr {
-		t.Errorf("decision_log = %q, want stderr", cfg.Authz.DecisionLog)
+	if cfg.Authz.DecisionLog != (DecisionLog{File: DecisionLogStderr}) {
+		t.Errorf("decision_log = %+v, want stderr", cfg.Authz.DecisionLog)
 	}
 }
 
