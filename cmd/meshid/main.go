@@ -134,15 +134,17 @@ intermediates of one root trust each other's SVIDs.`,
 			`  meshid ca mint-intermediate --root-cert root.crt --root-key root.key \
       --trust-domain example.org --out node-a/`,
 			newCAMintIntermediateCmd()),
-		cli.Group("policy", nodeGroup, "Test, check and evaluate Rego policies as meshid runs them",
+		cli.Group("policy", nodeGroup, "Test, check, evaluate and bundle Rego policies as meshid runs them",
 			`Work with a policy directory (authz.policy_dir) as "meshid run" loads it:
-run its Rego unit tests, compile it, or decide one request with it. The
-flags follow OPA's: -d for the policy directory, -i for the input, the
-decision as envoy/authz/allow or data.envoy.authz.allow.`,
+run its Rego unit tests, compile it, decide one request with it, or write
+it as an OPA bundle for a bundle service (authz.bundles). The flags follow
+OPA's: -d for the policy directory, -i for the input, the decision as
+envoy/authz/allow or data.envoy.authz.allow.`,
 			`  meshid policy test policies/ -v
   meshid policy check policies/
-  meshid policy eval -i check.json -d policies/ envoy/authz/allow`,
-			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd(), newPolicyWhyCmd()),
+  meshid policy eval -i check.json -d policies/ envoy/authz/allow
+  meshid policy build policies/ -o bundle.tar.gz --signing-key signing.pem`,
+			newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyCheckCmd(), newPolicyWhyCmd(), newPolicyBuildCmd()),
 		cli.Group("entry", nodeGroup, "Check entries and explain which one a process matches",
 			`Lint an entries file for what meshid refuses and what other workloads
 could claim, or ask the running daemon which entries a process matches.`,
