@@ -28,8 +28,8 @@ import (
 )
 
 // defaultBundleKeyID is the key id a signature names when --key-id is not
-// given: the one "opa build" and OPA's verification use by default.
-const defaultBundleKeyID = "default"
+// given: the one docs/authz.md's authz.bundles signing.key_id names.
+const defaultBundleKeyID = "global"
 
 // newPolicyBuildCmd compiles a policy dir as policy check does and writes
 // it as an OPA bundle, for a bundle service that authz.bundles (or any OPA)

@@ -237,17 +237,17 @@ func TestPolicyBuildSigns(t *testing.T) {
 		vc      *bundle.VerificationConfig
 		wantErr string // "" verifies
 	}{
-		{"rsa, right key", []string{"--signing-key", keyFile(t, "rsa")}, verifyWith(rsaPub, "RS256", "default", ""), ""},
+		{"rsa, right key", []string{"--signing-key", keyFile(t, "rsa")}, verifyWith(rsaPub, "RS256", "global", ""), ""},
 		{"rsa, key found by the token's key id", []string{"--signing-key", keyFile(t, "rsa"), "--key-id", "mesh"},
 			bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{"mesh": {Key: rsaPub, Algorithm: "RS256"}}, "", "", nil), ""},
-		{"rsa, another key", []string{"--signing-key", keyFile(t, "rsa")}, verifyWith(otherPub, "RS256", "default", ""), "verification"},
-		{"rsa, PS256", []string{"--signing-key", keyFile(t, "rsa"), "--signing-alg", "PS256"}, verifyWith(rsaPub, "PS256", "default", ""), ""},
+		{"rsa, another key", []string{"--signing-key", keyFile(t, "rsa")}, verifyWith(otherPub, "RS256", "global", ""), "verification"},
+		{"rsa, PS256", []string{"--signing-key", keyFile(t, "rsa"), "--signing-alg", "PS256"}, verifyWith(rsaPub, "PS256", "global", ""), ""},
 		{"ec, ES256 by default", []string{"--signing-key", keyFile(t, "ec"), "--key-id", "ec1"}, verifyWith(ecPub, "ES256", "ec1", ""), ""},
-		{"hmac", []string{"--signing-key", keyFile(t, "hmac"), "--signing-alg", "HS256"}, verifyWith(secret, "HS256", "default", ""), ""},
-		{"hmac, another secret", []string{"--signing-key", keyFile(t, "hmac"), "--signing-alg", "HS256"}, verifyWith("another secret", "HS256", "default", ""), "invalid HMAC signature"},
-		{"scope kept", []string{"--signing-key", keyFile(t, "rsa"), "--scope", "write"}, verifyWith(rsaPub, "RS256", "default", "write"), ""},
-		{"scope differs", []string{"--signing-key", keyFile(t, "rsa"), "--scope", "write"}, verifyWith(rsaPub, "RS256", "default", "read"), "scope mismatch"},
-		{"unsigned refused by a verifier", nil, verifyWith(rsaPub, "RS256", "default", ""), ".signatures.json"},
+		{"hmac", []string{"--signing-key", keyFile(t, "hmac"), "--signing-alg", "HS256"}, verifyWith(secret, "HS256", "global", ""), ""},
+		{"hmac, another secret", []string{"--signing-key", keyFile(t, "hmac"), "--signing-alg", "HS256"}, verifyWith("another secret", "HS256", "global", ""), "invalid HMAC signature"},
+		{"scope kept", []string{"--signing-key", keyFile(t, "rsa"), "--scope", "write"}, verifyWith(rsaPub, "RS256", "global", "write"), ""},
+		{"scope differs", []string{"--signing-key", keyFile(t, "rsa"), "--scope", "write"}, verifyWith(rsaPub, "RS256", "global", "read"), "scope mismatch"},
+		{"unsigned refused by a verifier", nil, verifyWith(rsaPub, "RS256", "global", ""), ".signatures.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
