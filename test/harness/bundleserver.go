@@ -21,8 +21,10 @@ import (
 // BundleServer is a real bundle service for authz.bundles: Debian's nginx
 // (from $MESHID_NGINX) in the foreground, serving the files a test
 // publishes, with nginx's own ETag and If-None-Match handling, optionally
-// over TLS and behind a bearer token. Its error log is its process log in
-// Env.Dir/logs, and its access log, one JSON object a request, is kept
+// over TLS and behind a bearer token. The same files are served under
+// NoETagPrefix without an ETag, as a server that has none would: every
+// poll there downloads the whole bundle. Its error log is its process log
+// in Env.Dir/logs, and its access log, one JSON object a request, is kept
 // beside it for AccessLog.
 type BundleServer struct {
 	// Process is the running nginx; a new one after each Start.
@@ -35,6 +37,9 @@ type BundleServer struct {
 	Dir string
 	// AccessLogPath is the access log (AccessLog reads it).
 	AccessLogPath string
+	// TokenFile holds BundleServerOptions.Token (0600), for a client's
+	// bearer_token_file; "" without a token.
+	TokenFile string
 
 	env     *Env
 	host    *Host
@@ -62,6 +67,10 @@ type BundleServerOptions struct {
 	// every request; any other gets 401.
 	Token string
 }
+
+// NoETagPrefix is the path under which the server sends no ETag: Root's
+// files again, so that one bundle can be polled both ways.
+const NoETagPrefix = "/no-etag/"
 
 // NginxPath returns the nginx binary: $MESHID_NGINX, or Debian's
 // /usr/sbin/nginx that mk/nginx.mk installs.
@@ -104,6 +113,12 @@ func (e *Env) StartBundleServer(ctx context.Context, o BundleServerOptions) (*Bu
 	}
 	for _, d := range []string{s.Root, filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("harness: %w", err)
+		}
+	}
+	if o.Token != "" {
+		s.TokenFile = filepath.Join(dir, "token")
+		if err := os.WriteFile(s.TokenFile, []byte(o.Token+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("harness: %w", err)
 		}
 	}
@@ -165,12 +180,64 @@ http {
 	} else {
 		fmt.Fprintf(&b, "    listen %s;\n", s.Addr)
 	}
-	fmt.Fprintf(&b, "    root %s;\n    location / {\n", s.Root)
-	if o.Token != "" {
-		fmt.Fprintf(&b, "      if ($http_authorization != \"Bearer %s\") { return 401; }\n", o.Token)
+	fmt.Fprintf(&b, "    root %s;\n", s.Root)
+	for _, loc := range []struct{ path, extra string }{
+		{"/", ""},
+		{NoETagPrefix, fmt.Sprintf("      alias %s/;\n      etag off;\n", s.Root)},
+	} {
+		fmt.Fprintf(&b, "    location %s {\n%s", loc.path, loc.extra)
+		if o.Token != "" {
+			fmt.Fprintf(&b, "      if ($http_authorization != \"Bearer %s\") { return 401; }\n", o.Token)
+		}
+		b.WriteString("    }\n")
 	}
-	b.WriteString("    }\n  }\n}\n")
+	b.WriteString("  }\n}\n")
 	return b.String(), nil
+}
+
+// MeshidBundle is one source of meshid.yaml's authz.bundles
+// (docs/authz.md § Bundles), as MeshidOptions.Bundles takes it.
+type MeshidBundle struct {
+	Name    string `yaml:"name"`
+	Service struct {
+		URL             string `yaml:"url"`
+		CAFile          string `yaml:"ca_file,omitempty"`
+		BearerTokenFile string `yaml:"bearer_token_file,omitempty"`
+		Timeout         string `yaml:"timeout,omitempty"`
+	} `yaml:"service"`
+	Resource string `yaml:"resource,omitempty"`
+	Polling  struct {
+		MinDelay           string `yaml:"min_delay,omitempty"`
+		MaxDelay           string `yaml:"max_delay,omitempty"`
+		LongPollingTimeout string `yaml:"long_polling_timeout,omitempty"`
+	} `yaml:"polling,omitempty"`
+	Signing  *MeshidBundleSigning `yaml:"signing,omitempty"`
+	Unsigned bool                 `yaml:"unsigned,omitempty"`
+}
+
+// MeshidBundleSigning is a bundle source's signing section.
+type MeshidBundleSigning struct {
+	KeyID         string `yaml:"key_id"`
+	Algorithm     string `yaml:"algorithm,omitempty"`
+	PublicKeyFile string `yaml:"public_key_file"`
+	Scope         string `yaml:"scope,omitempty"`
+}
+
+// Source is the bundle source for the file resource on this server (its
+// URL, CA and token), polled every minDelay to maxDelay (whole seconds)
+// and verified with the RSA public key in publicKeyFile under keyID; an
+// empty publicKeyFile makes it unsigned: true.
+func (s *BundleServer) Source(name, resource, keyID, publicKeyFile string, minDelay, maxDelay time.Duration) MeshidBundle {
+	var b MeshidBundle
+	b.Name, b.Resource = name, resource
+	b.Service.URL, b.Service.CAFile, b.Service.BearerTokenFile = s.URL(), s.caFile, s.TokenFile
+	b.Polling.MinDelay, b.Polling.MaxDelay = minDelay.String(), maxDelay.String()
+	if publicKeyFile == "" {
+		b.Unsigned = true
+	} else {
+		b.Signing = &MeshidBundleSigning{KeyID: keyID, Algorithm: "RS256", PublicKeyFile: publicKeyFile}
+	}
+	return b
 }
 
 // URL is the server's base URL, "http://IP:PORT" (https with TLS).

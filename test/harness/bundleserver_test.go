@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 
@@ -106,6 +107,14 @@ func TestBundleServerServesWithETags(t *testing.T) {
 	}
 	t.Logf("a poll costs %d bytes with a 200 and %d with a 304", ok.Bytes, notModified.Bytes)
 
+	// Under NoETagPrefix the same file comes whole every time.
+	for range 2 {
+		status, etag, body, err := fetch(t, client, s.URL()+NoETagPrefix+"bundles/mesh.tar.gz", map[string]string{"If-None-Match": etag2})
+		if err != nil || status != http.StatusOK || etag != "" || !bytes.Equal(body, second) {
+			t.Fatalf("GET without ETags: %d, etag %q, %d bytes, %v; want a 200 with the file and no ETag", status, etag, len(body), err)
+		}
+	}
+
 	// Stopped, nothing answers; started again, the same address serves
 	// the same files.
 	if err := s.Stop(); err != nil {
@@ -135,6 +144,12 @@ func TestBundleServerTLSAndToken(t *testing.T) {
 	_, s := bundleServerForTest(t, BundleServerOptions{CertFile: cert, KeyFile: key, CAFile: caFile, Token: "s3cret-token"})
 	if err := s.Publish("b.tar.gz", []byte("bundle")); err != nil {
 		t.Fatal(err)
+	}
+	if token, err := os.ReadFile(s.TokenFile); err != nil || string(token) != "s3cret-token\n" {
+		t.Fatalf("token file %s: %q %v", s.TokenFile, token, err)
+	}
+	if src := s.Source("mesh", "b.tar.gz", "", "", time.Second, 2*time.Second); src.Service.URL != s.URL() || src.Service.BearerTokenFile != s.TokenFile || src.Service.CAFile != caFile || !src.Unsigned {
+		t.Errorf("Source: %+v", src)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Root)

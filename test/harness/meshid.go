@@ -20,8 +20,11 @@ type MeshidOptions struct {
 	// TrustDomain; default DemoTrustDomain.
 	TrustDomain string
 	Entries     []Entry
-	// PolicyDir holds the Rego policies; default <repo>/policies.
+	// PolicyDir holds the Rego policies; default <repo>/policies, or none
+	// when Bundles are set.
 	PolicyDir string
+	// Bundles are authz.bundles (BundleServer.Source makes one).
+	Bundles []MeshidBundle
 	// X509TTL of issued SVIDs; zero leaves meshid's default.
 	X509TTL time.Duration
 	// AuthzHTTP also serves Envoy's HTTP ext_authz protocol
@@ -102,11 +105,12 @@ type meshidConfig struct {
 		X509TTL string `yaml:"x509_ttl"`
 	} `yaml:"svid,omitempty"`
 	Authz struct {
-		Address     string `yaml:"address"`
-		HTTPAddress string `yaml:"http_address,omitempty"`
-		PolicyDir   string `yaml:"policy_dir"`
-		DecisionLog string `yaml:"decision_log,omitempty"`
-		Explain     string `yaml:"decision_log_explain,omitempty"`
+		Address     string         `yaml:"address"`
+		HTTPAddress string         `yaml:"http_address,omitempty"`
+		PolicyDir   string         `yaml:"policy_dir,omitempty"`
+		Bundles     []MeshidBundle `yaml:"bundles,omitempty"`
+		DecisionLog string         `yaml:"decision_log,omitempty"`
+		Explain     string         `yaml:"decision_log_explain,omitempty"`
 		TLS         *struct {
 			SPIFFEID string `yaml:"spiffe_id"`
 		} `yaml:"tls,omitempty"`
@@ -134,7 +138,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 	if o.TrustDomain == "" {
 		o.TrustDomain = DemoTrustDomain
 	}
-	if o.PolicyDir == "" {
+	if o.PolicyDir == "" && len(o.Bundles) == 0 {
 		o.PolicyDir = filepath.Join(e.Root, "policies")
 	}
 	dir, err := e.MkdirAll(o.Name)
@@ -187,6 +191,7 @@ func (e *Env) StartMeshid(ctx context.Context, o MeshidOptions) (*Meshid, error)
 		}{o.AuthzTLSID}
 	}
 	c.Authz.PolicyDir = o.PolicyDir
+	c.Authz.Bundles = o.Bundles
 	if o.DecisionLog || o.ExplainDenials {
 		m.DecisionLogPath = filepath.Join(dir, "decisions.jsonl")
 		c.Authz.DecisionLog = m.DecisionLogPath
