@@ -31,8 +31,13 @@ type Config struct {
 	// PolicyDir is searched recursively for .rego files and data documents
 	// (data.json, data.yaml). Names starting with "." are skipped: a
 	// Kubernetes ConfigMap mount holds a second copy of every file under
-	// ..<timestamp>/, which would define each rule twice.
+	// ..<timestamp>/, which would define each rule twice. Empty: none,
+	// when Bundles are the policies.
 	PolicyDir string
+	// Bundles are compiled with the policy dir as one policy set
+	// (bundleset.go); their roots must not overlap each other's nor the
+	// policy dir's packages and data.
+	Bundles []Bundle
 	// Decision is the rule whose value decides, as a data reference.
 	// Empty means DefaultDecision.
 	Decision string
@@ -67,9 +72,23 @@ type Engine struct {
 var dataFiles = []string{"data.json", "data.yaml", "data.yml"}
 
 // NewEngine loads, parses and compiles every .rego file and data document
-// under cfg.PolicyDir and prepares the decision query once. Parse and
-// compile errors name each problem as file:line:col.
+// under cfg.PolicyDir, with cfg.Bundles, and prepares the decision query
+// once. Parse and compile errors name each problem as file:line:col.
 func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var dir *Policies
+	if cfg.PolicyDir != "" || len(cfg.Bundles) == 0 {
+		if dir, err = LoadPolicies(cfg.PolicyDir, cfg.regoVersion()); err != nil {
+			return nil, err
+		}
+	}
+	return compileEngine(ctx, cfg, dir, true)
+}
+
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Decision == "" {
 		cfg.Decision = DefaultDecision
 	}
@@ -77,36 +96,54 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.EvalTimeout = DefaultEvalTimeout
 	}
 	if cfg.EvalTimeout < 0 {
-		return nil, fmt.Errorf("eval timeout %v: must be positive", cfg.EvalTimeout)
+		return cfg, fmt.Errorf("eval timeout %v: must be positive", cfg.EvalTimeout)
 	}
+	if _, err := decisionRef(cfg.Decision); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func (cfg Config) regoVersion() ast.RegoVersion {
+	if cfg.RegoV0 {
+		return ast.RegoV0
+	}
+	return ast.RegoV1
+}
+
+// compileEngine compiles the policy dir as loaded (nil: none) with
+// cfg.Bundles; cfg has its defaults. Without decide, the set is only
+// checked: it may lack the bundle that defines the decision, and it gets
+// no prepared query (nil Engine).
+func compileEngine(ctx context.Context, cfg Config, dir *Policies, decide bool) (*Engine, error) {
 	ref, err := decisionRef(cfg.Decision)
 	if err != nil {
 		return nil, err
 	}
-	version := ast.RegoV1
-	if cfg.RegoV0 {
-		version = ast.RegoV0
-	}
-	policies, err := LoadPolicies(cfg.PolicyDir, version)
+	set, err := mergeSources(cfg, dir)
 	if err != nil {
 		return nil, err
 	}
+	what := cfg.sourcesName()
 
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(version)
-	compiler.Compile(policies.Modules)
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(cfg.regoVersion())
+	compiler.Compile(set.modules)
 	if compiler.Failed() {
-		return nil, fmt.Errorf("rego files in %s do not compile:\n%w", cfg.PolicyDir, located(compiler.Errors))
+		return nil, fmt.Errorf("rego files %s do not compile:\n%w", what, located(compiler.Errors))
+	}
+	if !decide {
+		return nil, nil
 	}
 	// A misspelt decision would otherwise be undefined for every request:
 	// a silent deny-all that is only noticed in production.
-	if len(compiler.GetRules(ref)) == 0 && !definesData(policies.Data, ref) {
-		return nil, fmt.Errorf("decision %s is not defined by any rule in %s: check the package name and the rule name", cfg.Decision, cfg.PolicyDir)
+	if len(compiler.GetRules(ref)) == 0 && !definesData(set.data, ref) {
+		return nil, fmt.Errorf("decision %s is not defined by any rule %s: check the package name and the rule name", cfg.Decision, what)
 	}
 
 	query, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(compiler),
-		rego.Store(inmem.NewFromObject(policies.Data)),
+		rego.Store(inmem.NewFromObject(set.data)),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare decision %s: %w", cfg.Decision, err)
@@ -116,9 +153,10 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		regoVersion = "v0"
 	}
 	e := &Engine{
-		query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(policies.Modules),
-		policy: decisionlog.NewPolicySet(cfg.PolicyDir, regoVersion, policies.Files),
+		query: query, decision: cfg.Decision, timeout: cfg.EvalTimeout, files: len(set.modules),
+		policy: decisionlog.NewPolicySet(cfg.PolicyDir, regoVersion, set.files),
 	}
+	e.policy.Bundles = set.revisions
 	rd := findReads(compiler, ref)
 	e.keys, e.uncacheable = keyPaths(rd.paths), rd.uncacheable
 	e.volatile, e.readsJWT = volatileFor(rd.paths), readsJWT(rd.paths)

@@ -37,6 +37,9 @@ type Reloader struct {
 
 	last    string // fingerprint of the tree last compiled or tried
 	lastErr string // the last failure, logged once
+	// compile compiles the dir and puts the result in use, returning the
+	// number of .rego files compiled: compileDir, or an Activator's.
+	compile func(context.Context) (int, error)
 }
 
 // NewReloader reloads cfg's policy dir into srv. The tree as it is now is
@@ -47,6 +50,7 @@ func NewReloader(srv *Server, cfg Config, interval time.Duration, log *slog.Logg
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Reloader{srv: srv, cfg: cfg, interval: interval, log: log}
+	r.compile = r.compileDir
 	r.last, _ = fingerprint(cfg.PolicyDir)
 	return r
 }
@@ -113,11 +117,10 @@ func (r *Reloader) Check(ctx context.Context) bool {
 	}
 	r.last = fp
 	if err == nil {
-		var e *Engine
-		if e, err = NewEngine(ctx, r.cfg); err == nil {
-			r.srv.SetEngine(e)
+		var files int
+		if files, err = r.compile(ctx); err == nil {
 			r.lastErr = ""
-			r.log.Info("authz: policies reloaded", "dir", r.cfg.PolicyDir, "rego_files", e.files)
+			r.log.Info("authz: policies reloaded", "dir", r.cfg.PolicyDir, "rego_files", files)
 			return true
 		}
 	}
@@ -127,6 +130,16 @@ func (r *Reloader) Check(ctx context.Context) bool {
 		r.log.Error("authz: policy reload failed; still deciding with the last policies that compiled", "dir", r.cfg.PolicyDir, "err", err)
 	}
 	return false
+}
+
+// compileDir compiles the policy dir alone into the server.
+func (r *Reloader) compileDir(ctx context.Context) (int, error) {
+	e, err := NewEngine(ctx, r.cfg)
+	if err != nil {
+		return 0, err
+	}
+	r.srv.SetEngine(e)
+	return e.files, nil
 }
 
 // watchTree watches every directory of the tree; fsnotify watches are not

@@ -1,0 +1,336 @@
+// Package bundles keeps the OPA bundles of authz.bundles: it downloads
+// each from its bundle service with OPA's own downloader (ETag and
+// If-None-Match, long polling, backoff), has OPA's bundle reader verify
+// its signature (required unless the source says unsigned), keeps the
+// last activated copy in data_dir/bundles/<name>/ and reads it back,
+// verified again, at start. It hands every verified bundle to an
+// Activator, which compiles it with the other sources; it never compiles
+// or decides itself, and knows nothing of the policy dir.
+package bundles
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/download"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/plugins/rest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/internal/remote"
+)
+
+// Activator compiles a verified bundle with the other policy sources and
+// puts the result in use, or refuses it with the reason
+// (authz.Activator).
+type Activator interface {
+	Activate(ctx context.Context, b authz.Bundle) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	Bundles []config.Bundle
+	// DataDir holds the kept copies, DataDir/bundles/<name>/.
+	DataDir     string
+	RegoVersion ast.RegoVersion
+	Activator   Activator
+	Log         *slog.Logger
+	Metrics     prometheus.Registerer
+	// Now is the clock of the status times; nil: time.Now.
+	Now func() time.Time
+}
+
+// The reasons of a failure, as status and metrics name them.
+const (
+	ReasonDownload = "download" // the service did not answer with a bundle: network, HTTP status, timeout
+	ReasonVerify   = "verify"   // not a bundle, signature refused, too large, delta
+	ReasonCompile  = "compile"  // refused by the activator: Rego errors, roots, decision undefined
+	ReasonPersist  = "persist"  // activated, but not written to disk
+)
+
+// Manager keeps the configured bundles.
+type Manager struct {
+	sources []*source
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// source is one configured bundle and its state.
+type source struct {
+	cfg     config.Bundle
+	dir     string // DataDir/bundles/<name>
+	client  rest.Client
+	verify  *bundle.VerificationConfig // nil for an unsigned source
+	version ast.RegoVersion
+	act     Activator
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	d *download.Downloader // set by tests that poll by hand
+
+	mu sync.Mutex
+	st Status
+}
+
+// New builds a manager for o.Bundles: their REST clients and
+// verification keys, read now, so that a missing key file stops the
+// start. It downloads nothing until Run.
+func New(o Options) (*Manager, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	m := &Manager{log: o.Log}
+	var err error
+	if m.metrics, err = newMetrics(o.Metrics, o.Bundles); err != nil {
+		return nil, err
+	}
+	for i, b := range o.Bundles {
+		key := fmt.Sprintf("authz.bundles[%d] (%s)", i, b.Name)
+		client, err := remote.Client("bundle "+b.Name, b.Service, o.Log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		s := &source{
+			cfg: b, dir: filepath.Join(o.DataDir, "bundles", b.Name), client: client, version: o.RegoVersion,
+			act: o.Activator, log: o.Log.With("bundle", b.Name), now: o.Now, metrics: m.metrics,
+			st: Status{Name: b.Name, URL: b.Service.URL, Resource: b.Resource},
+		}
+		if b.Signing != nil {
+			if s.verify, err = verificationConfig(*b.Signing); err != nil {
+				return nil, fmt.Errorf("%s: signing: %w", key, err)
+			}
+		}
+		m.sources = append(m.sources, s)
+	}
+	return m, nil
+}
+
+func verificationConfig(s config.BundleSigning) (*bundle.VerificationConfig, error) {
+	pemKey, err := os.ReadFile(s.PublicKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("public_key_file: %w", err)
+	}
+	if b, _ := pem.Decode(pemKey); b == nil {
+		return nil, fmt.Errorf("public_key_file %s holds no PEM block", s.PublicKeyFile)
+	}
+	keys := map[string]*bundle.KeyConfig{s.KeyID: {Key: string(pemKey), Algorithm: s.Algorithm, Scope: s.Scope}}
+	return bundle.NewVerificationConfig(keys, s.KeyID, s.Scope, nil), nil
+}
+
+// LoadKept activates the copy kept of each bundle, verified with the
+// signing settings as they are now. A copy that no longer verifies, or
+// does not compile, is refused and logged; the bundle then waits for its
+// service.
+func (m *Manager) LoadKept(ctx context.Context) {
+	for _, s := range m.sources {
+		s.loadKept(ctx)
+	}
+}
+
+// Run downloads every bundle until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	var ds []*download.Downloader
+	for _, s := range m.sources {
+		d, err := s.downloader(plugins.TriggerPeriodic)
+		if err != nil {
+			return err
+		}
+		d.Start(ctx)
+		ds = append(ds, d)
+	}
+	<-ctx.Done()
+	for _, d := range ds {
+		d.Stop(context.Background())
+	}
+	return nil
+}
+
+// Status is the state of every bundle, in configuration order.
+func (m *Manager) Status() []Status {
+	out := make([]Status, 0, len(m.sources))
+	for _, s := range m.sources {
+		out = append(out, s.status())
+	}
+	return out
+}
+
+// Ready says which bundle has no active copy yet, and why.
+func (m *Manager) Ready() error {
+	var errs []error
+	for _, s := range m.sources {
+		st := s.status()
+		if st.Active {
+			continue
+		}
+		why := "no answer from the bundle service yet"
+		if f := st.LastFailure; f != nil {
+			why = f.Reason + ": " + f.Error
+		}
+		errs = append(errs, fmt.Errorf("authz bundle %s: not activated yet: %s", st.Name, why))
+	}
+	return errors.Join(errs...)
+}
+
+// downloader is the bundle's downloader; tests trigger theirs by hand.
+func (s *source) downloader(trigger plugins.TriggerMode) (*download.Downloader, error) {
+	p := s.cfg.Polling
+	minDelay, maxDelay := int64(p.MinDelay/time.Second), int64(p.MaxDelay/time.Second)
+	cfg := download.Config{Trigger: &trigger, Polling: download.PollingConfig{MinDelaySeconds: &minDelay, MaxDelaySeconds: &maxDelay}}
+	if p.LongPollingTimeout > 0 {
+		long := int64(p.LongPollingTimeout / time.Second)
+		cfg.Polling.LongPollingTimeoutSeconds = &long
+	}
+	if err := cfg.ValidateAndInjectDefaults(); err != nil {
+		return nil, fmt.Errorf("bundle %s: polling: %w", s.cfg.Name, err)
+	}
+	d := download.New(cfg, s.client, s.cfg.Resource).
+		WithCallback(s.update).
+		WithBundleVerificationConfig(s.verify).
+		WithBundlePersistence(true).
+		WithSizeLimitBytes(s.cfg.SizeLimitBytes).
+		WithBundleName(s.cfg.Name).
+		WithBundleParserOpts(ast.ParserOptions{RegoVersion: s.version})
+	s.mu.Lock()
+	etag := s.st.ETag
+	s.mu.Unlock()
+	// The kept copy's ETag, so that an unchanged bundle is a 304.
+	d.SetCache(etag)
+	return d, nil
+}
+
+// update is the downloader's callback for each poll.
+func (s *source) update(ctx context.Context, u download.Update) error {
+	now := s.now()
+	if u.Error != nil {
+		s.fail(now, classify(u.Error), fmt.Errorf("%s: %w", s.where(), u.Error))
+		return nil // the downloader backs off by itself after an error
+	}
+	if u.Size > 0 {
+		s.metrics.bytes.WithLabelValues(s.cfg.Name).Add(float64(u.Size))
+	}
+	if u.Bundle == nil {
+		s.mu.Lock()
+		s.st.LastSuccess = now
+		s.mu.Unlock()
+		s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
+		return nil
+	}
+	s.mu.Lock()
+	s.st.LastDownload = now
+	s.mu.Unlock()
+	b := u.Bundle
+	if b.Type() == bundle.DeltaBundleType {
+		s.fail(now, ReasonVerify, fmt.Errorf("%s: a delta bundle: meshid activates snapshot bundles only", s.where()))
+		return nil
+	}
+	if err := s.act.Activate(ctx, authz.Bundle{Name: s.cfg.Name, Bundle: b}); err != nil {
+		s.fail(now, ReasonCompile, fmt.Errorf("%s: revision %q refused: %w", s.where(), b.Manifest.Revision, err))
+		return nil
+	}
+	s.activated(now, b.Manifest.Revision, u.ETag, false)
+	s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
+	s.mu.Lock()
+	s.st.LastSuccess = now
+	s.mu.Unlock()
+	var raw []byte
+	if u.Raw != nil {
+		buf, ok := u.Raw.(interface{ Bytes() []byte })
+		if !ok {
+			s.fail(now, ReasonPersist, fmt.Errorf("%s: the downloader gave no raw bundle to keep", s.where()))
+			return nil
+		}
+		raw = buf.Bytes()
+	}
+	if err := s.keep(raw, kept{ETag: u.ETag, Revision: b.Manifest.Revision, Downloaded: now}); err != nil {
+		s.fail(now, ReasonPersist, fmt.Errorf("%s: activated but not kept: %w", s.where(), err))
+	}
+	return nil
+}
+
+// where names the bundle and its address for messages.
+func (s *source) where() string {
+	u, err := url.JoinPath(s.cfg.Service.URL, s.cfg.Resource)
+	if err != nil {
+		u = s.cfg.Service.URL + "/" + s.cfg.Resource
+	}
+	return fmt.Sprintf("bundle %s from %s", s.cfg.Name, u)
+}
+
+// classify tells a failure to get a bundle from one that came and was
+// not one (or not signed as it must be).
+func classify(err error) string {
+	var httpErr download.HTTPError
+	var urlErr *url.Error
+	if errors.As(err, &httpErr) || errors.As(err, &urlErr) || errors.Is(err, context.DeadlineExceeded) {
+		return ReasonDownload
+	}
+	return ReasonVerify
+}
+
+func (s *source) fail(now time.Time, reason string, err error) {
+	s.metrics.failures.WithLabelValues(s.cfg.Name, reason).Inc()
+	s.mu.Lock()
+	repeated := s.st.LastFailure != nil && s.st.LastFailure.Reason == reason && s.st.LastFailure.Error == err.Error()
+	s.st.LastFailure = &Failure{At: now, Reason: reason, Error: err.Error()}
+	active := s.st.Active
+	s.mu.Unlock()
+	if repeated {
+		// A service that is down fails every backoff step: once in the
+		// log is enough; the metrics count every time.
+		s.log.Debug("authz: bundle still failing", "reason", reason, "err", err)
+		return
+	}
+	msg := "authz: bundle refused; still deciding with the last good bundle"
+	switch {
+	case reason == ReasonPersist:
+		msg = "authz: bundle activated but not kept on disk; a restart without the service would not have it"
+	case reason == ReasonDownload && active:
+		msg = "authz: bundle download failed; still deciding with the last good bundle"
+	case reason == ReasonDownload:
+		msg = "authz: bundle download failed; no bundle active yet, every request is denied"
+	case !active:
+		msg = "authz: bundle refused; no bundle active yet, every request is denied"
+	}
+	s.log.Error(msg, "reason", reason, "err", err)
+}
+
+func (s *source) activated(now time.Time, revision, etag string, fromDisk bool) {
+	s.mu.Lock()
+	old := s.st.Revision
+	hadOld := s.st.Active
+	s.st.Active, s.st.Revision, s.st.ETag, s.st.FromDisk, s.st.LastActivation = true, revision, etag, fromDisk, now
+	s.mu.Unlock()
+	if hadOld && old != revision {
+		s.metrics.revision.DeleteLabelValues(s.cfg.Name, old)
+	}
+	s.metrics.revision.WithLabelValues(s.cfg.Name, revision).Set(1)
+	s.metrics.lastActivation.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
+	s.log.Info("authz: bundle activated", "revision", revision, "etag", etag, "from_disk", fromDisk)
+}
+
+func (s *source) status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	if f := s.st.LastFailure; f != nil {
+		c := *f
+		st.LastFailure = &c
+	}
+	return st
+}

@@ -1,0 +1,358 @@
+package bundles
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/internal/config"
+	"github.com/meshid/meshid/test/authztest"
+)
+
+// key is a bundle signing key pair, the public half in a PEM file.
+type key struct {
+	id      string
+	private string // PEM
+	pubFile string
+}
+
+func newKey(t *testing.T, id string) key {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), id+".pub")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	priv := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	return key{id: id, private: string(priv), pubFile: f}
+}
+
+// allowing is a policy allowing the one path given.
+func allowing(path string) string {
+	return "package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.path == \"" + path + "\"\n"
+}
+
+// spec is a bundle a test builds with OPA's bundle package.
+type spec struct {
+	revision string
+	roots    []string // nil: OPA's default, all of data
+	modules  map[string]string
+	data     map[string]any
+	signer   *key // nil: unsigned
+}
+
+func build(t *testing.T, s spec) []byte {
+	t.Helper()
+	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: s.revision}, Data: s.data}
+	if s.roots != nil {
+		b.Manifest.Roots = &s.roots
+	}
+	if b.Data == nil {
+		b.Data = map[string]any{}
+	}
+	for p, src := range s.modules {
+		// The parse is for the writer; a module that does not parse is
+		// written as it is, for the reader to refuse.
+		m, _ := ast.ParseModuleWithOpts(p, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		b.Modules = append(b.Modules, bundle.ModuleFile{Path: p, URL: p, Raw: []byte(src), Parsed: m})
+	}
+	if s.signer != nil {
+		if err := b.GenerateSignature(bundle.NewSigningConfig(s.signer.private, "RS256", ""), s.signer.id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := bundle.NewWriter(&buf).UseModulePath(true).DisableFormat(true).Write(b); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// bundleServer is a bundle service: it serves body with its ETag (unless
+// ignoreETag), answers If-None-Match with 304, or status, or stalls.
+type bundleServer struct {
+	*httptest.Server
+	mu         sync.Mutex
+	body       []byte
+	status     int           // 0: serve body
+	stall      time.Duration // before answering
+	ignoreETag bool
+	requests   int
+	bytes      int      // response body bytes written
+	ifNoneMtch []string // what each request sent
+}
+
+func newBundleServer(t *testing.T) *bundleServer {
+	s := &bundleServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *bundleServer) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests++
+	s.ifNoneMtch = append(s.ifNoneMtch, r.Header.Get("If-None-Match"))
+	body, status, stall, ignore := s.body, s.status, s.stall, s.ignoreETag
+	s.mu.Unlock()
+	if stall > 0 {
+		select {
+		case <-time.After(stall):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if status != 0 {
+		http.Error(w, "broken", status)
+		return
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+	if !ignore {
+		w.Header().Set("ETag", etag)
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	n, _ := w.Write(body)
+	s.mu.Lock()
+	s.bytes += n
+	s.mu.Unlock()
+}
+
+func (s *bundleServer) set(f func(s *bundleServer)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+func (s *bundleServer) counts() (requests, bytes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests, s.bytes
+}
+
+// node is what a test runs: an authz server, its activator and the
+// bundle manager in front of them.
+type node struct {
+	srv *authz.Server
+	mgr *Manager
+	reg *prometheus.Registry
+}
+
+func sourceConfig(url string, k *key) config.Bundle {
+	b := config.Bundle{
+		Name: "mesh", Resource: "bundles/mesh.tar.gz",
+		Service:        config.Service{URL: url, Timeout: time.Second},
+		Polling:        config.BundlePolling{MinDelay: time.Second, MaxDelay: time.Second},
+		SizeLimitBytes: 1 << 20,
+	}
+	if k != nil {
+		b.Signing = &config.BundleSigning{KeyID: k.id, Algorithm: "RS256", PublicKeyFile: k.pubFile}
+	} else {
+		b.Unsigned = true
+	}
+	return b
+}
+
+func startNode(t *testing.T, dataDir, policyDir string, sources ...config.Bundle) *node {
+	t.Helper()
+	srv, err := authz.NewServer(nil, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range sources {
+		names = append(names, s.Name)
+	}
+	act, err := authz.NewActivator(srv, authz.Config{PolicyDir: policyDir}, names, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	mgr, err := New(Options{Bundles: sources, DataDir: dataDir, RegoVersion: ast.RegoV1, Activator: act, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{srv: srv, mgr: mgr, reg: reg}
+}
+
+// poll asks the service once for each bundle, as one tick of the
+// downloader's loop does.
+func (n *node) poll(t *testing.T) {
+	t.Helper()
+	for _, s := range n.mgr.sources {
+		if s.d == nil {
+			d, err := s.downloader(plugins.TriggerManual)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.d = d
+		}
+		_ = s.d.Trigger(context.Background()) // failures are in the status
+	}
+}
+
+// allows says whether the active policy allows path; no policy active is
+// an error.
+func (n *node) allows(t *testing.T, path string) bool {
+	t.Helper()
+	r := n.srv.Decide(context.Background(), authztest.DemoCheck(path))
+	if r.Err != nil {
+		t.Fatalf("decide %s: %v", path, r.Err)
+	}
+	return r.Allowed
+}
+
+func (n *node) status(t *testing.T) Status {
+	t.Helper()
+	st := n.mgr.Status()
+	if len(st) != 1 {
+		t.Fatalf("status = %+v", st)
+	}
+	return st[0]
+}
+
+func (n *node) failures(name, reason string) float64 {
+	return testutil.ToFloat64(n.mgr.metrics.failures.WithLabelValues(name, reason))
+}
+
+func good(k *key, revision, path string) spec {
+	return spec{revision: revision, roots: []string{"envoy"}, modules: map[string]string{"/envoy/authz.rego": allowing(path)}, signer: k}
+}
+
+// A signed bundle is downloaded, verified, activated and kept; the next
+// poll sends its ETag and is a 304 with no body.
+func TestDownloadActivateKeep(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	first := build(t, good(&k, "r1", "/a"))
+	bs.set(func(s *bundleServer) { s.body = first })
+	data := t.TempDir()
+	n := startNode(t, data, "", sourceConfig(bs.URL, &k))
+
+	if err := n.mgr.Ready(); err == nil || !strings.Contains(err.Error(), "authz bundle mesh: not activated yet") {
+		t.Errorf("Ready before any download = %v", err)
+	}
+	if n.srv.Engine() != nil {
+		t.Fatal("an engine before any bundle")
+	}
+	n.poll(t)
+	if err := n.mgr.Ready(); err != nil {
+		t.Fatalf("Ready = %v", err)
+	}
+	if !n.allows(t, "/a") || n.allows(t, "/b") {
+		t.Error("bundle r1 not enforced")
+	}
+	st := n.status(t)
+	if !st.Active || st.Revision != "r1" || st.ETag == "" || st.FromDisk || st.LastActivation.IsZero() || st.LastFailure != nil {
+		t.Errorf("status = %+v", st)
+	}
+	p := n.srv.Engine().Policy()
+	if p.Bundles["mesh"] != "r1" || !strings.Contains(string(p.Files[".bundles/mesh/envoy/authz.rego"]), `"/a"`) {
+		t.Errorf("policy set: bundles %v, files %v", p.Bundles, keys(p.Files))
+	}
+
+	raw, err := os.ReadFile(filepath.Join(data, "bundles", "mesh", keptBundle))
+	if err != nil || !bytes.Equal(raw, first) {
+		t.Fatalf("kept bundle: %v (%d bytes, want %d)", err, len(raw), len(first))
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Join(data, "bundles", "mesh"), 0o700 | os.ModeDir}, {filepath.Join(data, "bundles", "mesh", keptBundle), 0o600}, {filepath.Join(data, "bundles", "mesh", keptMeta), 0o600}} {
+		if fi, err := os.Stat(f.path); err != nil || fi.Mode() != f.mode {
+			t.Errorf("%s: %v %v, want mode %v", f.path, fi.Mode(), err, f.mode)
+		}
+	}
+	var meta kept
+	if b, err := os.ReadFile(filepath.Join(data, "bundles", "mesh", keptMeta)); err != nil || json.Unmarshal(b, &meta) != nil || meta.ETag != st.ETag || meta.Revision != "r1" {
+		t.Errorf("bundle.json = %+v (%v)", meta, err)
+	}
+
+	_, before := bs.counts()
+	n.poll(t)
+	reqs, after := bs.counts()
+	if reqs != 2 || after != before || bs.ifNoneMtch[1] != st.ETag {
+		t.Errorf("second poll: %d requests, %d body bytes (then %d), If-None-Match %q: want a 304 for ETag %s", reqs, after, before, bs.ifNoneMtch[1], st.ETag)
+	}
+	if got := testutil.ToFloat64(n.mgr.metrics.bytes.WithLabelValues("mesh")); got != float64(len(first)) {
+		t.Errorf("downloaded bytes metric = %v, want %d", got, len(first))
+	}
+
+	// A new revision replaces it.
+	bs.set(func(s *bundleServer) { s.body = build(t, good(&k, "r2", "/b")) })
+	n.poll(t)
+	if n.allows(t, "/a") || !n.allows(t, "/b") || n.status(t).Revision != "r2" {
+		t.Errorf("r2 not enforced: %+v", n.status(t))
+	}
+	if got := testutil.ToFloat64(n.mgr.metrics.revision.WithLabelValues("mesh", "r2")); got != 1 {
+		t.Errorf("revision info r2 = %v", got)
+	}
+	if c := testutil.CollectAndCount(n.mgr.metrics.revision); c != 1 {
+		t.Errorf("%d revision info series, want the active one only", c)
+	}
+}
+
+// Bytes per poll of an unchanged bundle, with and without ETags.
+func TestBytesPerPoll(t *testing.T) {
+	k := newKey(t, "global")
+	for _, ignore := range []bool{false, true} {
+		bs := newBundleServer(t)
+		body := build(t, good(&k, "r1", "/a"))
+		bs.set(func(s *bundleServer) { s.body, s.ignoreETag = body, ignore })
+		n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
+		const polls = 5
+		for range polls {
+			n.poll(t)
+		}
+		_, total := bs.counts()
+		_, first := len(body), len(body)
+		perPoll := float64(total-first) / (polls - 1)
+		t.Logf("ETag ignored %v: bundle %d bytes; %d polls: %d body bytes; %.0f body bytes per poll after the first", ignore, len(body), polls, total, perPoll)
+		if want := 0.0; !ignore && perPoll != want {
+			t.Errorf("with ETags, %.0f bytes per unchanged poll, want %v", perPoll, want)
+		}
+		if ignore && perPoll != float64(len(body)) {
+			t.Errorf("without ETags, %.0f bytes per poll, want the whole bundle (%d)", perPoll, len(body))
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

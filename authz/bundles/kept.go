@@ -1,0 +1,105 @@
+package bundles
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
+
+	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/internal/atomicfile"
+)
+
+// The files of a kept bundle, in data_dir/bundles/<name>/.
+const (
+	keptBundle = "bundle.tar.gz"
+	keptMeta   = "bundle.json"
+)
+
+// kept is what bundle.json says of the kept bundle.
+type kept struct {
+	ETag       string    `json:"etag"`
+	Revision   string    `json:"revision"`
+	Downloaded time.Time `json:"downloaded"`
+}
+
+// keep writes the activated bundle's bytes and its bundle.json, each
+// atomically; the tarball first, so that a crash between the two leaves a
+// bundle.json whose ETag is an older bundle's, which costs one download.
+func (s *source) keep(raw []byte, k kept) error {
+	if len(raw) == 0 {
+		return errors.New("no bundle bytes to keep")
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(s.dir, keptBundle), raw, 0o600); err != nil {
+		return err
+	}
+	meta, err := json.MarshalIndent(k, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(s.dir, keptMeta), append(meta, '\n'), 0o600)
+}
+
+// loadKept reads, verifies and activates the kept copy, if there is one.
+func (s *source) loadKept(ctx context.Context) {
+	path := filepath.Join(s.dir, keptBundle)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	now := s.now()
+	if err != nil {
+		s.fail(now, ReasonVerify, fmt.Errorf("bundle %s kept in %s: %w", s.cfg.Name, path, err))
+		return
+	}
+	var k kept
+	if meta, err := os.ReadFile(filepath.Join(s.dir, keptMeta)); err == nil {
+		// Without it the bundle is still good; only the ETag is lost.
+		_ = json.Unmarshal(meta, &k)
+	}
+	b, err := s.read(raw)
+	if err != nil {
+		s.fail(now, ReasonVerify, fmt.Errorf("bundle %s kept in %s is refused (verified with the current signing settings): %w", s.cfg.Name, path, err))
+		return
+	}
+	if err := s.act.Activate(ctx, authz.Bundle{Name: s.cfg.Name, Bundle: b}); err != nil {
+		s.fail(now, ReasonCompile, fmt.Errorf("bundle %s kept in %s, revision %q, refused: %w", s.cfg.Name, path, b.Manifest.Revision, err))
+		return
+	}
+	if k.Revision != b.Manifest.Revision {
+		k.ETag = "" // bundle.json is another bundle's: download again
+	}
+	s.activated(now, b.Manifest.Revision, k.ETag, true)
+}
+
+// read reads a bundle tarball as the downloader does: verified, within
+// the size limit, parsed with the configured Rego version.
+func (s *source) read(raw []byte) (*bundle.Bundle, error) {
+	loader := bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(raw), "").WithSizeLimitBytes(s.cfg.SizeLimitBytes)
+	b, err := bundle.NewCustomReader(loader).
+		WithBundleVerificationConfig(s.verify).
+		WithRegoVersion(s.version).
+		WithSizeLimitBytes(s.cfg.SizeLimitBytes).
+		WithBundleName(s.cfg.Name).
+		Read()
+	if err != nil {
+		return nil, err
+	}
+	if b.Type() == bundle.DeltaBundleType {
+		return nil, errors.New("a delta bundle: meshid activates snapshot bundles only")
+	}
+	return &b, nil
+}
