@@ -35,7 +35,13 @@ type lineWriter struct {
 	truncated bool // this line had something cut
 	reason    string
 	scratch   []byte
+	// Where this line's input and result are in buf (end 0: absent), and
+	// the request headers it masked, for the event written from it.
+	input, result span
+	maskedHeaders []string
 }
+
+type span struct{ start, end int }
 
 const noLimit = int(^uint(0) >> 1)
 
@@ -59,6 +65,7 @@ func (w *lineWriter) writeString(s string) {
 // event that apply, so the same tools read both.
 func (w *lineWriter) line(r *Record) {
 	w.limit, w.over, w.truncated = noLimit, 0, false
+	w.input, w.result, w.maskedHeaders = span{}, span{}, w.maskedHeaders[:0]
 	w.writeString(`{"decision_id":`)
 	w.str(r.ID, noLimit)
 	w.writeString(`,"timestamp":"`)
@@ -75,12 +82,16 @@ func (w *lineWriter) line(r *Record) {
 	if r.Input != nil {
 		w.writeString(`,"input":`)
 		w.inInput, w.path = true, w.path[:0]
+		w.input.start = len(w.buf)
 		w.capped(w.maxInput, func() { w.value(r.Input) })
+		w.input.end = len(w.buf)
 		w.inInput = false
 	}
 	if r.Decision != nil {
 		w.writeString(`,"result":`)
+		w.result.start = len(w.buf)
 		w.capped(w.maxField, func() { w.value(r.Decision) })
+		w.result.end = len(w.buf)
 	}
 	w.writeString(`,"allowed":` + strconv.FormatBool(r.Allowed))
 	if r.DryRun {
@@ -137,6 +148,7 @@ func (w *lineWriter) value(v ast.Value) {
 		}
 	case ast.String:
 		if w.masked() {
+			w.maskedHeaders = append(w.maskedHeaders, w.path[4])
 			w.writeString(`"` + maskedValue + `"`)
 			return
 		}

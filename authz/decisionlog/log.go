@@ -84,6 +84,9 @@ type Options struct {
 	// written somewhere meshid does not rotate (stderr), so cannot tell
 	// which lines are still kept. Zero means DefaultKeepRevisions.
 	KeepRevisions int
+	// Shipper, when set, ships every logged decision to a collector as
+	// well, masked, sampled and capped as the lines are.
+	Shipper *Shipper
 	// Log reports write errors; nil discards.
 	Log *slog.Logger
 }
@@ -113,11 +116,12 @@ type Log struct {
 	dropped            atomic.Uint64
 	revs               *Revisions
 	keepRevs           int
+	ship               *Shipper
 }
 
 // New returns a log that queues decisions; Run writes them.
 func New(o Options) *Log {
-	d := &Log{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes, revs: o.Revisions, keepRevs: o.KeepRevisions}
+	d := &Log{mask: map[string]bool{}, sample: o.SampleRate, log: o.Log, maxField: o.MaxFieldBytes, maxInput: o.MaxInputBytes, revs: o.Revisions, keepRevs: o.KeepRevisions, ship: o.Shipper}
 	if d.keepRevs <= 0 {
 		d.keepRevs = DefaultKeepRevisions
 	}
@@ -169,7 +173,10 @@ const (
 )
 
 // Run writes queued decisions to out until ctx ends, then writes what is
-// still queued and returns. Each Write to out is whole lines.
+// still queued and returns. Each Write to out is whole lines; a nil out
+// writes none (a log that only ships). With Options.Shipper, Run also
+// hands each decision's event to it and runs its uploads, and on its
+// way out lets it flush for its FlushTimeout at most.
 //
 // It keeps the policy revision of each line in Options.Revisions before
 // writing the line, and prunes the revisions no kept line refers to: when
@@ -178,6 +185,21 @@ const (
 // start, all but the KeepRevisions logged last.
 func (d *Log) Run(ctx context.Context, out io.Writer) error {
 	w := &lineWriter{maxField: d.maxField, maxInput: d.maxInput, mask: d.mask}
+	if d.ship != nil {
+		stop, stopShip := context.WithCancel(context.Background())
+		shipped := make(chan struct{})
+		go func() {
+			defer close(shipped)
+			d.ship.run(stop)
+		}()
+		defer func() {
+			stopShip()
+			<-shipped
+		}()
+	}
+	if out == nil {
+		out = io.Discard
+	}
 	revs := d.newRevisionKeeper(out)
 	failing := false
 	flush := func() error {
@@ -207,6 +229,9 @@ func (d *Log) Run(ctx context.Context, out io.Writer) error {
 			w.reason = d.reason(r)
 		}
 		w.line(r)
+		if d.ship != nil {
+			d.ship.add(w, r)
+		}
 		if len(w.buf) >= batchBytes || len(d.queue) == 0 {
 			flush()
 		}
