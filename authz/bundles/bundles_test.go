@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/plugins"
@@ -356,3 +357,5 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+func authztestCheck(path string) *authv3.CheckRequest { return authztest.DemoCheck(path) }
