@@ -31,7 +31,9 @@ func TestBadBundlesKeepTheLastGood(t *testing.T) {
 		want   string
 	}{
 		{"not gzip", func(s *bundleServer) { s.body = []byte("<html>not a bundle</html>") }, ReasonVerify, "gzip"},
-		{"gzip, not a tarball", func(s *bundleServer) { s.body = gz([]byte("just text, no tar headers at all, long enough to be read as one")) }, ReasonVerify, "bundle mesh from " /* any reader error, named */},
+		{"gzip, not a tarball", func(s *bundleServer) {
+			s.body = gz([]byte("just text, no tar headers at all, long enough to be read as one"))
+		}, ReasonVerify, "bundle mesh from " /* any reader error, named */},
 		{"overlapping roots", func(s *bundleServer) {
 			sp := good(&k, "bad", "/x")
 			sp.roots = []string{"envoy", "envoy/authz"}
