@@ -54,6 +54,23 @@ func NewActivator(srv *Server, cfg Config, bundles []string, log *slog.Logger) (
 	return a, nil
 }
 
+// CheckPolicyDir loads and compiles cfg's policy dir without the bundles
+// it will be compiled with: the dir's own errors, before any bundle is
+// there. The decision need not be defined yet.
+func CheckPolicyDir(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	cfg.Bundles = nil
+	dir, err := LoadPolicies(cfg.PolicyDir, cfg.regoVersion())
+	if err != nil {
+		return err
+	}
+	_, err = compileEngine(ctx, cfg, dir, false)
+	return err
+}
+
 // Activate compiles b with the latest good of every other source and, if
 // every configured bundle then has a copy, makes the result srv's engine.
 // A b that does not compile with them is refused with the errors, and the

@@ -46,13 +46,14 @@ func (n *Node) privateHandler() http.Handler {
 	return mux
 }
 
-// readiness says why the node is not ready: still starting, or a CA that
-// cannot rotate. A failing rotation makes the node unready while the CA
+// readiness says why the node is not ready: still starting, a CA that
+// cannot rotate, or an authz bundle not activated yet (while none is,
+// every request is denied). A failing rotation makes the node unready while the CA
 // still signs, hours before SVIDs stop: readiness is where operators look
 // first, and by the time signing stops it is too late to act.
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return errors.New("starting")
 	}
-	return n.ca.Health()
+	return errors.Join(n.ca.Health(), n.authz.ready())
 }

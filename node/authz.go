@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/bundles"
 	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/identity"
@@ -39,7 +41,8 @@ type authzService struct {
 	srv       *authz.Server
 	grpc      *grpc.Server
 	http      *http.Server // nil unless authz.http_address is set
-	reloader  *authz.Reloader
+	reloader  *authz.Reloader  // nil with bundles and no policy dir
+	bundles   *bundles.Manager // nil unless authz.bundles are set
 	decisions *decisionlog.Log // nil unless authz.decision_log is set
 
 	conns        tcpLimits
@@ -53,7 +56,7 @@ type authzService struct {
 // asks meshid to present.
 type policies struct {
 	engineCfg authz.Config
-	engine    *authz.Engine
+	engine    *authz.Engine // nil with bundles: they are activated later
 	opts      authz.Options
 	selfID    spiffeid.ID // zero unless authz.tls.spiffe_id is set
 }
@@ -100,7 +103,15 @@ func compilePolicies(ctx context.Context, cfg config.Authz, log *slog.Logger) (p
 	if p.engineCfg, p.opts, err = AuthzSettings(cfg, log); err != nil {
 		return p, err
 	}
-	if p.engine, err = authz.NewEngine(ctx, p.engineCfg); err != nil {
+	if len(cfg.Bundles) > 0 {
+		// The decision may be a bundle's: the dir is only checked here,
+		// and compiled with the bundles once they are there.
+		if cfg.PolicyDir != "" {
+			if err := authz.CheckPolicyDir(ctx, p.engineCfg); err != nil {
+				return p, fmt.Errorf("authz.policy_dir: %w", err)
+			}
+		}
+	} else if p.engine, err = authz.NewEngine(ctx, p.engineCfg); err != nil {
 		return p, fmt.Errorf("authz.policy_dir: %w", err)
 	}
 	if cfg.TLS.SPIFFEID != "" {
@@ -146,7 +157,11 @@ func newAuthzService(cfg config.Authz, dataDir string, p policies, id authzIdent
 	if s.srv, err = authz.NewServer(p.engine, opts); err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
-	s.reloader = authz.NewReloader(s.srv, p.engineCfg, cfg.ReloadInterval, log)
+	if len(cfg.Bundles) == 0 {
+		s.reloader = authz.NewReloader(s.srv, p.engineCfg, cfg.ReloadInterval, log)
+	} else if err := s.newBundles(cfg, dataDir, p, reg); err != nil {
+		return nil, err
+	}
 
 	tlsCfg, err := authzTLSConfig(cfg.TLS, id.self)
 	if err != nil {
@@ -245,7 +260,12 @@ func (s *authzService) run(ctx context.Context) error {
 	if s.http != nil {
 		g.Go(func() error { return serveHTTP(ctx, s.http, s.httpLis) })
 	}
-	g.Go(func() error { return s.reloader.Run(ctx) })
+	if s.reloader != nil {
+		g.Go(func() error { return s.reloader.Run(ctx) })
+	}
+	if s.bundles != nil {
+		g.Go(func() error { return s.bundles.Run(ctx) })
+	}
 	err := g.Wait()
 	stopLog()
 	if logErr := <-logDone; err == nil && logErr != nil {
@@ -253,6 +273,54 @@ func (s *authzService) run(ctx context.Context) error {
 	}
 	s.close()
 	return err
+}
+
+// newBundles sets up authz.bundles: the activator the policy dir and the
+// bundles meet in, and the bundles' manager, which activates the copies
+// kept in data_dir now, so that a node that restarts while the bundle
+// service is down decides from its first request.
+func (s *authzService) newBundles(cfg config.Authz, dataDir string, p policies, reg prometheus.Registerer) error {
+	names := make([]string, 0, len(cfg.Bundles))
+	for _, b := range cfg.Bundles {
+		names = append(names, b.Name)
+	}
+	act, err := authz.NewActivator(s.srv, p.engineCfg, names, s.log)
+	if err != nil {
+		return fmt.Errorf("authz.policy_dir: %w", err)
+	}
+	if cfg.PolicyDir != "" {
+		s.reloader = act.Reloader(cfg.ReloadInterval, s.log)
+	}
+	version := ast.RegoV1
+	if p.engineCfg.RegoV0 {
+		version = ast.RegoV0
+	}
+	if s.bundles, err = bundles.New(bundles.Options{
+		Bundles: cfg.Bundles, DataDir: dataDir, RegoVersion: version, Activator: act, Log: s.log, Metrics: reg,
+	}); err != nil {
+		return err
+	}
+	s.bundles.LoadKept(context.Background())
+	if pending := act.Pending(); len(pending) > 0 {
+		s.log.Warn("authz: no policy in force until every bundle is downloaded: every request is denied", "waiting_for", pending)
+	}
+	return nil
+}
+
+// ready says why authz cannot decide yet: a bundle without a copy.
+func (s *authzService) ready() error {
+	if s.bundles == nil {
+		return nil
+	}
+	return s.bundles.Ready()
+}
+
+// bundleStatus is the state of each bundle; nil without bundles.
+func (s *authzService) bundleStatus() []bundles.Status {
+	if s.bundles == nil {
+		return nil
+	}
+	return s.bundles.Status()
 }
 
 func (s *authzService) addr() string { return s.lis.Addr().String() }

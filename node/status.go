@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meshid/meshid/authz/bundles"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/internal/buildinfo"
@@ -94,12 +95,14 @@ type FederatedBundle struct {
 	AgeSeconds  int64  `json:"age_seconds"` // since Since
 }
 
-// PolicyStatus is the policy set deciding now.
+// PolicyStatus is the policy set deciding now, and the bundles it is
+// compiled from (authz.bundles).
 type PolicyStatus struct {
-	Revision    string `json:"revision"`
-	Dir         string `json:"dir"`
-	RegoVersion string `json:"rego_version"`
-	Files       int    `json:"files"`
+	Revision    string           `json:"revision"`
+	Dir         string           `json:"dir"`
+	RegoVersion string           `json:"rego_version"`
+	Files       int              `json:"files"`
+	Bundles     []bundles.Status `json:"bundles"`
 }
 
 // status gathers the node's state now. Each part copies under its own
@@ -136,8 +139,13 @@ func (n *Node) status() Status {
 		}
 		st.Federated = append(st.Federated, f)
 	}
-	if p := n.authz.srv.Engine().Policy(); p != nil {
+	if e := n.authz.srv.Engine(); e != nil {
+		p := e.Policy()
 		st.Policy = PolicyStatus{Revision: p.Revision, Dir: p.Dir, RegoVersion: p.RegoVersion, Files: len(p.Files)}
+	}
+	st.Policy.Bundles = n.authz.bundleStatus()
+	if st.Policy.Bundles == nil {
+		st.Policy.Bundles = []bundles.Status{}
 	}
 	return st
 }

@@ -56,7 +56,19 @@ func ReplayDecision(ctx context.Context, line *decisionlog.Line, revs *decisionl
 	if err != nil {
 		return nil, err
 	}
-	e, err := authz.NewEngine(ctx, authz.Config{PolicyDir: kept.FilesDir, Decision: line.Path, RegoV0: kept.RegoVersion == "v0"})
+	cfg := authz.Config{Decision: line.Path, RegoV0: kept.RegoVersion == "v0"}
+	if kept.PolicyDir != "" {
+		cfg.PolicyDir = kept.FilesDir
+	}
+	version := ast.RegoV1
+	if cfg.RegoV0 {
+		version = ast.RegoV0
+	}
+	// A policy set with bundles keeps them beside the policy dir's files.
+	if cfg.Bundles, err = authz.LoadKeptBundles(kept.FilesDir, version); err != nil {
+		return nil, fmt.Errorf("policy revision %s: %w", line.Revision, err)
+	}
+	e, err := authz.NewEngine(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("policy revision %s (kept in %s): %w", line.Revision, kept.FilesDir, err)
 	}

@@ -81,7 +81,21 @@ func printStatus(w io.Writer, st node.Status) error {
 	}
 	fmt.Fprintf(w, "meshid %s (commit %s, %s), trust domain %s, up %s\n", st.Build.Version, short(st.Build.Commit, 12), st.Build.GoVersion,
 		st.TrustDomain, now.Sub(st.Started).Round(time.Second))
-	fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, st.Policy.Dir, st.Policy.RegoVersion)
+	fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", orDash(st.Policy.Revision), st.Policy.Files, orDash(st.Policy.Dir), st.Policy.RegoVersion)
+	for _, b := range st.Policy.Bundles {
+		state := "active"
+		switch {
+		case !b.Active:
+			state = "NOT ACTIVE (every request is denied)"
+		case b.FromDisk:
+			state = "active, kept copy read at start"
+		}
+		fmt.Fprintf(w, "  bundle %s from %s: %s, revision %s, etag %s\n", b.Name, strings.TrimSuffix(b.URL, "/")+"/"+strings.TrimPrefix(b.Resource, "/"), state, orDash(b.Revision), orDash(b.ETag))
+		fmt.Fprintf(w, "    last download %s, activation %s, success %s\n", ago(b.LastDownload), ago(b.LastActivation), ago(b.LastSuccess))
+		if f := b.LastFailure; f != nil {
+			fmt.Fprintf(w, "    last failure  %s (%s): %s\n", ago(f.At), f.Reason, f.Error)
+		}
+	}
 
 	// A stream is a block: its caller on the first line, then what was
 	// last sent on it, one resource a line.
