@@ -40,7 +40,7 @@ type authzService struct {
 	log       *slog.Logger
 	srv       *authz.Server
 	grpc      *grpc.Server
-	http      *http.Server // nil unless authz.http_address is set
+	http      *http.Server     // nil unless authz.http_address is set
 	reloader  *authz.Reloader  // nil with bundles and no policy dir
 	bundles   *bundles.Manager // nil unless authz.bundles are set
 	decisions *decisionlog.Log // nil unless authz.decision_log is set
