@@ -137,23 +137,15 @@ func RevisionsDir(dataDir string) string { return filepath.Join(dataDir, "polici
 // to clean up.
 func newAuthzService(cfg config.Authz, dataDir string, p policies, id authzIdentity, conns tcpLimits, log *slog.Logger, reg prometheus.Registerer) (*authzService, error) {
 	s := &authzService{cfg: cfg, log: log, conns: conns}
-	if cfg.DecisionLog.File != "" {
-		s.decisions = decisionlog.New(decisionlog.Options{
-			Revisions:     decisionlog.NewRevisions(RevisionsDir(dataDir)),
-			MaskHeaders:   cfg.DecisionLogMask,
-			QueueSize:     cfg.DecisionLogQueue,
-			SampleRate:    cfg.DecisionLogSampleRate,
-			MaxFieldBytes: cfg.DecisionLogMaxFieldBytes,
-			MaxInputBytes: cfg.DecisionLogMaxInputBytes,
-			Log:           log,
-		})
+	var err error
+	if s.decisions, err = newDecisionLog(cfg, dataDir, log, reg); err != nil {
+		return nil, err
 	}
 	opts := p.opts
 	opts.Input.JWTBundles = id.jwtBundles
 	opts.DecisionLog = s.decisions
 	opts.ExplainDenials = cfg.DecisionLogExplain == config.DecisionLogExplainDeny
 	opts.Metrics = reg
-	var err error
 	if s.srv, err = authz.NewServer(p.engine, opts); err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
