@@ -12,7 +12,7 @@ type Status struct {
 	// while other bundles have none yet, would be).
 	Active   bool   `json:"active"`
 	Revision string `json:"revision"` // the active copy's manifest revision
-	ETag     string `json:"etag"`     // the active copy's, sent as If-None-Match
+	ETag     string `json:"etag"`     // the active copy's ETag
 	// FromDisk says the active copy is the one kept in data_dir, read at
 	// start; a download replaces it.
 	FromDisk       bool      `json:"from_disk"`
