@@ -24,6 +24,12 @@ import (
 // fields left out are checked for both here, so that a request whose input
 // could not be built never gets an answer from the cache (the fields in
 // the key are the earlier request's, whose input was built).
+//
+// Unknown fields (those of a newer Envoy API than this build knows) are
+// not in the key, as they are not in the input: neither encoding writes
+// them, so requests differing only there decide alike. The rare messages
+// encoded whole (addresses but plain socket ones, metadata, header_map)
+// keep theirs, which only makes more keys.
 
 // volatileHeaders differ on every request (trace and request ids).
 var volatileHeaders = []string{
@@ -84,7 +90,7 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byte, ok bool) {
 	a := req.GetAttributes()
 	httpReq := a.GetRequest().GetHttp()
-	if httpReq == nil || hasUnknown(req, a, a.Source, a.Destination, a.Request, httpReq, a.TlsSession) {
+	if httpReq == nil {
 		return buf, false
 	}
 	if v.id && !utf8.ValidString(httpReq.Id) {
@@ -130,7 +136,7 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 		return buf, false
 	}
 	for _, m := range []*corev3.Metadata{a.MetadataContext, a.RouteMetadataContext} {
-		if m != nil && len(m.FilterMetadata) == 0 && len(m.TypedFilterMetadata) == 0 && !hasUnknown(m) {
+		if m != nil && len(m.FilterMetadata) == 0 && len(m.TypedFilterMetadata) == 0 {
 			buf = append(buf, tagEmpty) // Envoy sends an empty one with every request
 			continue
 		}
@@ -157,7 +163,7 @@ const (
 func appendAddress(buf []byte, a *corev3.Address) ([]byte, error) {
 	sa := a.GetSocketAddress()
 	port, isPort := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
-	if sa == nil || !isPort || hasUnknown(a, sa) {
+	if sa == nil || !isPort {
 		return appendMessage(buf, a)
 	}
 	buf = append(buf, tagSocket, byte(boolInt(sa.Ipv4Compat)))
@@ -166,17 +172,6 @@ func appendAddress(buf []byte, a *corev3.Address) ([]byte, error) {
 	buf = appendString(buf, tagString, sa.ResolverName)
 	buf = appendString(buf, tagString, sa.NetworkNamespaceFilepath)
 	return binary.AppendUvarint(buf, uint64(port.PortValue)), nil
-}
-
-// hasUnknown says whether any of the messages holds fields this version
-// of the API does not know, which the key would not see.
-func hasUnknown(ms ...proto.Message) bool {
-	for _, m := range ms {
-		if m != nil && m.ProtoReflect().IsValid() && len(m.ProtoReflect().GetUnknown()) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func boolInt(b bool) int {
