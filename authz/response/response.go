@@ -402,37 +402,68 @@ func structValue(o ast.Object) (*structpb.Struct, error) {
 // one response can stand for many decisions (the decision cache's do);
 // neither may be changed afterwards.
 func WithDecisionID(resp *authv3.CheckResponse, id string) *authv3.CheckResponse {
-	h := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: DecisionIDHeader, Value: id}}
-	out := &authv3.CheckResponse{Status: resp.GetStatus()}
+	// Every decision from the cache is stamped: its messages come in one
+	// allocation (stamped) rather than a dozen, which a loaded server
+	// notices in its allocator and collector.
+	st := new(stamped)
+	st.value = corev3.HeaderValue{Key: DecisionIDHeader, Value: id}
+	st.header.Header = &st.value
+	out := &st.resp
+	out.Status = resp.GetStatus()
 	switch r := resp.GetHttpResponse().(type) {
 	case *authv3.CheckResponse_OkResponse:
-		ok := &authv3.OkHttpResponse{
-			Headers:                 withHeader(r.OkResponse.GetHeaders(), h),
-			HeadersToRemove:         r.OkResponse.GetHeadersToRemove(),
-			ResponseHeadersToAdd:    withHeader(r.OkResponse.GetResponseHeadersToAdd(), h),
-			QueryParametersToSet:    r.OkResponse.GetQueryParametersToSet(),
-			QueryParametersToRemove: r.OkResponse.GetQueryParametersToRemove(),
-		}
-		out.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+		ok := &st.okResp
+		ok.Headers = st.withHeader(0, r.OkResponse.GetHeaders())
+		ok.HeadersToRemove = r.OkResponse.GetHeadersToRemove()
+		ok.ResponseHeadersToAdd = st.withHeader(1, r.OkResponse.GetResponseHeadersToAdd())
+		ok.QueryParametersToSet = r.OkResponse.GetQueryParametersToSet()
+		ok.QueryParametersToRemove = r.OkResponse.GetQueryParametersToRemove()
+		st.ok.OkResponse = ok
+		out.HttpResponse = &st.ok
 	case *authv3.CheckResponse_DeniedResponse:
-		d := &authv3.DeniedHttpResponse{
-			Status:  r.DeniedResponse.GetStatus(),
-			Headers: withHeader(r.DeniedResponse.GetHeaders(), h),
-			Body:    r.DeniedResponse.GetBody(),
-		}
-		out.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: d}
+		d := &st.deniedResp
+		d.Status = r.DeniedResponse.GetStatus()
+		d.Headers = st.withHeader(0, r.DeniedResponse.GetHeaders())
+		d.Body = r.DeniedResponse.GetBody()
+		st.denied.DeniedResponse = d
+		out.HttpResponse = &st.denied
 	}
 	fields := resp.GetDynamicMetadata().GetFields()
-	md := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields)+1)}
+	st.md.Fields = make(map[string]*structpb.Value, len(fields)+1)
 	for k, v := range fields {
-		md.Fields[k] = v
+		st.md.Fields[k] = v
 	}
-	md.Fields[decisionIDKey] = structpb.NewStringValue(id)
-	out.DynamicMetadata = md
+	st.idKind.StringValue = id
+	st.idValue.Kind = &st.idKind
+	st.md.Fields[decisionIDKey] = &st.idValue
+	out.DynamicMetadata = &st.md
 	return out
 }
 
-// withHeader is hs and h in a new list.
-func withHeader(hs []*corev3.HeaderValueOption, h *corev3.HeaderValueOption) []*corev3.HeaderValueOption {
-	return append(hs[:len(hs):len(hs)], h)
+// stamped holds the messages of a response WithDecisionID makes; they are
+// only ever reached through its resp, and live and die together.
+type stamped struct {
+	resp       authv3.CheckResponse
+	ok         authv3.CheckResponse_OkResponse
+	okResp     authv3.OkHttpResponse
+	denied     authv3.CheckResponse_DeniedResponse
+	deniedResp authv3.DeniedHttpResponse
+	header     corev3.HeaderValueOption
+	value      corev3.HeaderValue
+	md         structpb.Struct
+	idValue    structpb.Value
+	idKind     structpb.Value_StringValue
+	// lists are where the id header goes, in the lists that held none
+	// before it (most responses' lists hold none).
+	lists [2][1]*corev3.HeaderValueOption
+}
+
+// withHeader is hs and the id header in a new list, list i of st's own
+// when hs is empty.
+func (st *stamped) withHeader(i int, hs []*corev3.HeaderValueOption) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		st.lists[i][0] = &st.header
+		return st.lists[i][:]
+	}
+	return append(hs[:len(hs):len(hs)], &st.header)
 }
