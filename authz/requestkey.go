@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/binary"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -112,7 +113,7 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 			return buf, false
 		}
 		buf = appendString(buf, tagString, p.Service)
-		buf = appendStringMap(buf, p.Labels, nil)
+		buf = appendStringMap(buf, p.Labels)
 		buf = appendString(buf, tagString, p.Principal)
 		buf = appendString(buf, tagString, p.Certificate)
 	}
@@ -144,7 +145,7 @@ func appendRequestKey(buf []byte, req *authv3.CheckRequest, v volatile) (_ []byt
 			return buf, false
 		}
 	}
-	buf = appendStringMap(buf, a.ContextExtensions, nil)
+	buf = appendStringMap(buf, a.ContextExtensions)
 	buf = appendString(buf, tagString, a.GetTlsSession().GetSni())
 	buf = append(buf, byte(boolInt(a.TlsSession != nil)))
 	return buf, true
@@ -198,39 +199,42 @@ func appendMessage(buf []byte, m proto.Message) ([]byte, error) {
 	return out, nil
 }
 
-// maxSortedKeys is how many map keys are sorted on the stack; a larger
+// maxSortedKeys is how many map entries are sorted on the stack; a larger
 // map's are sorted on the heap.
 const maxSortedKeys = 32
 
-// appendStringMap appends a string map in key order, leaving out the keys
-// in skip.
-func appendStringMap(buf []byte, m map[string]string, skip []string) []byte {
-	var stack [maxSortedKeys]string
-	keys := stack[:0]
-	for k := range m {
-		if !slices.Contains(skip, k) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	buf = append(buf, tagObject)
-	buf = binary.AppendUvarint(buf, uint64(len(keys)))
-	for _, k := range keys {
-		buf = appendString(buf, tagString, k)
-		buf = appendString(buf, tagString, m[k])
-	}
+// appendStringMap appends a string map in key order.
+func appendStringMap(buf []byte, m map[string]string) []byte {
+	buf, _ = appendHeaders(buf, m, nil)
 	return buf
 }
 
-// appendHeaders appends the headers but the left-out ones, which must be
-// valid UTF-8 as the input requires.
-func appendHeaders(buf []byte, h map[string]string, skip []string) ([]byte, bool) {
-	for _, name := range skip {
-		if value, ok := h[name]; ok && !utf8.ValidString(value) {
-			return buf, false
-		}
+// appendHeaders appends a string map in key order but the keys in skip,
+// whose values must be valid UTF-8 as the input requires: ok is false when
+// one is not. One pass over the map takes both keys and values.
+func appendHeaders(buf []byte, m map[string]string, skip []string) (_ []byte, ok bool) {
+	if len(m) == 0 { // peers' labels, context extensions: most often none
+		return append(buf, tagObject, 0), true
 	}
-	return appendStringMap(buf, h, skip), true
+	var stack [maxSortedKeys][2]string
+	entries := stack[:0]
+	for k, v := range m {
+		if slices.Contains(skip, k) {
+			if !utf8.ValidString(v) {
+				return buf, false
+			}
+			continue
+		}
+		entries = append(entries, [2]string{k, v})
+	}
+	slices.SortFunc(entries, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	buf = append(buf, tagObject)
+	buf = binary.AppendUvarint(buf, uint64(len(entries)))
+	for _, e := range entries {
+		buf = appendString(buf, tagString, e[0])
+		buf = appendString(buf, tagString, e[1])
+	}
+	return buf, true
 }
 
 // tagRequest starts a request key; input keys start with a value's tag, so
