@@ -166,6 +166,19 @@ func TestNodeBundles(t *testing.T) {
 	if b := n.status().Policy.Bundles[0]; !b.FromDisk || b.Revision != "r1" {
 		t.Errorf("bundle status after restart = %+v", b)
 	}
+
+	// meshid policy eval --config decides with the kept copy too.
+	for path, want := range map[string]bool{"/a": true, "/b": false} {
+		r, err := Decide(t.Context(), cfg, authztest.DemoCheck(path))
+		if err != nil || r.Err != nil || r.Allowed != want {
+			t.Errorf("Decide %s: %v %+v, want allowed %v", path, err, r, want)
+		}
+	}
+	other := cfg
+	other.DataDir = t.TempDir()
+	if _, err := Decide(t.Context(), other, authztest.DemoCheck("/a")); err == nil || !strings.Contains(err.Error(), "authz.bundles: bundle mesh: no copy kept in") {
+		t.Errorf("Decide without a kept copy = %v", err)
+	}
 }
 
 // startStoppable is startNode with a stop the test calls (and Cleanup

@@ -5,10 +5,12 @@ import (
 	"fmt"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/bundles"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/internal/config"
 )
@@ -21,6 +23,9 @@ import (
 func Decide(ctx context.Context, cfg config.Config, req *authv3.CheckRequest) (*authz.Result, error) {
 	engineCfg, opts, err := AuthzSettings(cfg.Authz, nil)
 	if err != nil {
+		return nil, err
+	}
+	if engineCfg.Bundles, err = KeptBundles(cfg.Authz, cfg.DataDir); err != nil {
 		return nil, err
 	}
 	e, err := authz.NewEngine(ctx, engineCfg)
@@ -37,6 +42,25 @@ func Decide(ctx context.Context, cfg config.Config, req *authv3.CheckRequest) (*
 		return nil, err
 	}
 	return srv.Decide(ctx, req), nil
+}
+
+// KeptBundles are the copies of authz.bundles a node on dataDir keeps,
+// verified as it verifies them at start: what it decides with when the
+// bundle service is down. Every bundle must have one.
+func KeptBundles(c config.Authz, dataDir string) ([]authz.Bundle, error) {
+	version := ast.RegoV1
+	if c.RegoVersion == "v0" {
+		version = ast.RegoV0
+	}
+	var out []authz.Bundle
+	for _, b := range c.Bundles {
+		kept, err := bundles.ReadKept(b, dataDir, version)
+		if err != nil {
+			return nil, fmt.Errorf("authz.bundles: %w", err)
+		}
+		out = append(out, kept)
+	}
+	return out, nil
 }
 
 // EvalJWTBundles are the JWT keys `meshid run` validates JWT-SVIDs with,

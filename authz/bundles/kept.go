@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/internal/atomicfile"
+	"github.com/meshid/meshid/internal/config"
 )
 
 // The files of a kept bundle, in data_dir/bundles/<name>/.
@@ -102,4 +104,30 @@ func (s *source) read(raw []byte) (*bundle.Bundle, error) {
 		return nil, errors.New("a delta bundle: meshid activates snapshot bundles only")
 	}
 	return &b, nil
+}
+
+// ReadKept reads and verifies the copy of b that a node with data_dir
+// dataDir keeps, as that node would at start, for commands that decide
+// as the node does without running it (`meshid policy eval --config`).
+func ReadKept(b config.Bundle, dataDir string, version ast.RegoVersion) (authz.Bundle, error) {
+	s := &source{cfg: b, dir: filepath.Join(dataDir, "bundles", b.Name), version: version}
+	if b.Signing != nil {
+		var err error
+		if s.verify, err = verificationConfig(*b.Signing); err != nil {
+			return authz.Bundle{}, fmt.Errorf("bundle %s: signing: %w", b.Name, err)
+		}
+	}
+	path := filepath.Join(s.dir, keptBundle)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return authz.Bundle{}, fmt.Errorf("bundle %s: no copy kept in %s: meshid run has not activated one yet", b.Name, s.dir)
+	}
+	if err != nil {
+		return authz.Bundle{}, fmt.Errorf("bundle %s: %w", b.Name, err)
+	}
+	bb, err := s.read(raw)
+	if err != nil {
+		return authz.Bundle{}, fmt.Errorf("bundle %s kept in %s is refused: %w", b.Name, path, err)
+	}
+	return authz.Bundle{Name: b.Name, Bundle: bb}, nil
 }
