@@ -126,11 +126,14 @@ func jsonValue(b []byte) (ast.Value, error) {
 }
 
 // ExplainDecision evaluates the decision for input with the authz section
-// c as `meshid run` would, with OPA's tracer: `meshid policy eval
-// -explain`.
-func ExplainDecision(ctx context.Context, c config.Authz, input ast.Value) (*authz.Explanation, error) {
-	engineCfg, _, err := AuthzSettings(c, nil)
+// of cfg as `meshid run` would (with the bundles kept in its data_dir),
+// with OPA's tracer: `meshid policy eval -explain`.
+func ExplainDecision(ctx context.Context, cfg config.Config, input ast.Value) (*authz.Explanation, error) {
+	engineCfg, _, err := AuthzSettings(cfg.Authz, nil)
 	if err != nil {
+		return nil, err
+	}
+	if engineCfg.Bundles, err = KeptBundles(cfg.Authz, cfg.DataDir); err != nil {
 		return nil, err
 	}
 	e, err := authz.NewEngine(ctx, engineCfg)

@@ -233,7 +233,7 @@ its federated trust domains.`,
 			return err
 		}
 		if *explain {
-			return explainDecision(cmd, cfg.Authz, r)
+			return explainDecision(cmd, cfg, r)
 		}
 		return printDecision(cmd.OutOrStdout(), r, *showInput)
 	}

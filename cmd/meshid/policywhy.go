@@ -198,7 +198,7 @@ func printExplained(w io.Writer, r *authz.Result, x *authz.Explanation) {
 }
 
 // explainDecision is policy eval -explain after the decision r.
-func explainDecision(cmd *cobra.Command, c config.Authz, r *authz.Result) error {
+func explainDecision(cmd *cobra.Command, c config.Config, r *authz.Result) error {
 	if r.Input == nil {
 		printExplained(cmd.OutOrStdout(), r, nil)
 		return nil
