@@ -6,11 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/test/authztest"
 )
 
@@ -166,11 +168,17 @@ func TestBundlePolicySetReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := e.Policy()
-	files := map[string]string{}
-	for name, b := range p.Files {
-		files[name] = string(b)
+	// Kept as the decision log keeps revisions, and read back.
+	store := decisionlog.NewRevisions(t.TempDir())
+	if err := store.Keep(p, time.Now()); err != nil {
+		t.Fatal(err)
 	}
-	kept := writeFiles(t, files)
+	k, err := store.Load(p.Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := k.FilesDir
+	files := p.Files
 	bundles, err := authz.LoadKeptBundles(kept, ast.RegoV1)
 	if err != nil || len(bundles) != 1 || bundles[0].Name != "mesh" || bundles[0].Revision() != "r1" {
 		t.Fatalf("kept bundles = %+v, %v (files %v)", bundles, err, len(files))
