@@ -272,6 +272,34 @@ func TestDecisionLogShippedThroughEnvoy(t *testing.T) {
 	}
 	t.Logf("%d decisions through Envoy in %v; all at the collector %v after the first", burst, sent.Round(time.Millisecond), arrived.Round(time.Millisecond))
 
+	// meshid status shows the shipper (which counts an upload once the
+	// collector's answer is back).
+	var status struct {
+		DecisionLog *struct {
+			Collector     string    `json:"collector"`
+			Shipped       uint64    `json:"shipped"`
+			FailedUploads uint64    `json:"failed_uploads"`
+			LastSuccess   time.Time `json:"last_success"`
+			LastError     *string   `json:"last_error"`
+		} `json:"decision_log"`
+	}
+	waitFor(t, ctx, "meshid status to count the burst", func() bool {
+		out, err := m.CLI(ctx, 0, "status", "-config", m.ConfigPath, "-json")
+		if err != nil {
+			t.Fatalf("meshid status: %v\n%s", err, out)
+		}
+		if err := json.Unmarshal([]byte(out), &status); err != nil {
+			t.Fatalf("meshid status --json: %v\n%s", err, out)
+		}
+		return status.DecisionLog == nil || status.DecisionLog.Shipped >= burst+2
+	})
+	if d := status.DecisionLog; d == nil || d.Collector != col.srv.URL+"/logs" || d.Shipped < burst+2 || d.FailedUploads != 2 || d.LastSuccess.IsZero() || d.LastError != nil {
+		t.Errorf("meshid status decision_log = %+v, want the collector, %d shipped, 2 failed uploads, no error now", d, burst+2)
+	}
+	if out, err := m.CLI(ctx, 0, "status", "-config", m.ConfigPath); err != nil || !strings.Contains(out, "decision log to "+col.srv.URL+"/logs: ") {
+		t.Errorf("meshid status does not show the collector (%v):\n%s", err, out)
+	}
+
 	// A collector that hangs: meshid still exits within the flush bound
 	// (5 s) and its own shutdown.
 	col.hold()

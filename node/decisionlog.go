@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -126,4 +128,34 @@ func registerShipperMetrics(reg prometheus.Registerer, ship *decisionlog.Shipper
 		}
 	}
 	return nil
+}
+
+// DecisionLogStatus is the shipper's state, in `meshid status`: its
+// metrics (docs/metrics.md), and the last error in words.
+type DecisionLogStatus struct {
+	Collector      string    `json:"collector"` // url and resource
+	Shipped        uint64    `json:"shipped"`
+	BufferedEvents int       `json:"buffered_events"`
+	BufferedBytes  int64     `json:"buffered_bytes"`
+	Dropped        uint64    `json:"dropped"` // all reasons
+	FailedUploads  uint64    `json:"failed_uploads"`
+	LastSuccess    time.Time `json:"last_success,omitzero"`
+	// LastError says why the last upload failed, while no upload has
+	// gone through since.
+	LastError string `json:"last_error,omitempty"`
+}
+
+func (n *Node) decisionLogStatus() *DecisionLogStatus {
+	svc := n.cfg.Authz.DecisionLog.Service
+	if svc == nil || n.authz.decisions == nil || n.authz.decisions.Shipper() == nil {
+		return nil
+	}
+	st := n.authz.decisions.Shipper().Stats()
+	return &DecisionLogStatus{
+		Collector: strings.TrimSuffix(svc.URL, "/") + svc.Resource,
+		Shipped:   st.Shipped, BufferedEvents: st.BufferedEvents, BufferedBytes: st.BufferedBytes,
+		Dropped:       st.DroppedBufferFull + st.DroppedTooLarge + st.DroppedShutdown,
+		FailedUploads: st.Failures4xx + st.Failures5xx + st.FailuresOther + st.FailuresError,
+		LastSuccess:   st.LastSuccess, LastError: st.LastError,
+	}
 }

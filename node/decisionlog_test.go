@@ -84,10 +84,10 @@ func TestAuthzShipsDecisions(t *testing.T) {
 			t.Fatalf("the collector got %d events, want 2", n)
 		}
 	}
+	stop()
 	if got := counterValue(t, reg, "meshid_authz_decision_log_events_shipped_total"); got != 2 {
 		t.Errorf("meshid_authz_decision_log_events_shipped_total = %v, want 2", got)
 	}
-	stop()
 
 	host, _ := os.Hostname()
 	for i, e := range events {

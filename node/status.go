@@ -27,6 +27,9 @@ type Status struct {
 	CA              CAStatus              `json:"ca"`
 	Federated       []FederatedBundle     `json:"federated_bundles"`
 	Policy          PolicyStatus          `json:"policy"`
+	// DecisionLog is the collector decisions are shipped to; nil without
+	// authz.decision_log.service.
+	DecisionLog *DecisionLogStatus `json:"decision_log,omitempty"`
 }
 
 // Caller is who holds a stream: the kernel's account of the process
@@ -147,6 +150,7 @@ func (n *Node) status() Status {
 	if st.Policy.Bundles == nil {
 		st.Policy.Bundles = []bundles.Status{}
 	}
+	st.DecisionLog = n.decisionLogStatus()
 	return st
 }
 

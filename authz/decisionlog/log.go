@@ -160,6 +160,9 @@ func (d *Log) Add(r *Record) {
 	}
 }
 
+// Shipper is Options.Shipper, nil when the log ships nothing.
+func (d *Log) Shipper() *Shipper { return d.ship }
+
 // Dropped counts the decisions not logged because the queue was full.
 func (d *Log) Dropped() uint64 { return d.dropped.Load() }
 

@@ -342,7 +342,9 @@ func TestShipRetries(t *testing.T) {
 	for _, r := range rs {
 		l.Add(r)
 	}
-	waitFor(t, "50 events", func() bool { return len(c.got()) >= len(rs) })
+	// The shipper counts once the answer is back, after the collector
+	// has the events.
+	waitFor(t, "50 events shipped", func() bool { return len(c.got()) >= len(rs) && s.Stats().Shipped >= 50 })
 	if st := s.Stats(); st.Failures5xx != 3 || st.Shipped != 50 || st.LastSuccess.IsZero() || st.LastError != "" {
 		t.Errorf("stats = %+v, want 3 5xx failures, 50 shipped", st)
 	}

@@ -96,6 +96,13 @@ func printStatus(w io.Writer, st node.Status) error {
 			fmt.Fprintf(w, "    last failure  %s (%s): %s\n", ago(f.At), f.Reason, f.Error)
 		}
 	}
+	if d := st.DecisionLog; d != nil {
+		fmt.Fprintf(w, "decision log to %s: %d shipped, last upload %s; %d buffered (%d bytes), %d dropped, %d failed uploads\n",
+			d.Collector, d.Shipped, ago(d.LastSuccess), d.BufferedEvents, d.BufferedBytes, d.Dropped, d.FailedUploads)
+		if d.LastError != "" {
+			fmt.Fprintf(w, "  failing: %s\n", d.LastError)
+		}
+	}
 
 	// A stream is a block: its caller on the first line, then what was
 	// last sent on it, one resource a line.
