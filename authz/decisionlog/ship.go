@@ -333,10 +333,11 @@ func (s *Shipper) interval() time.Duration {
 // MinDelay doubling, capped at MaxDelay, a random time between half of
 // it and all of it.
 func (s *Shipper) backoff(n int) time.Duration {
-	d := s.o.MaxDelay
-	if n < 32 {
-		d = min(d, s.o.MinDelay<<(n-1))
+	d := s.o.MinDelay
+	for i := 1; i < n && d < s.o.MaxDelay; i++ {
+		d *= 2
 	}
+	d = min(d, s.o.MaxDelay)
 	return d/2 + rand.N(d/2+1)
 }
 
