@@ -3,10 +3,12 @@ package bundles
 import (
 	"bytes"
 	"compress/gzip"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -207,4 +209,51 @@ func TestKeptBundleRefusedAtStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A service that stays down is logged once, not at every retry; after a
+// success, the same failure is logged again.
+func TestFailureLoggedOnceWhileItLasts(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	bs.set(func(s *bundleServer) { s.status = http.StatusBadGateway })
+	n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
+	var logs syncBuffer
+	for _, s := range n.mgr.sources {
+		s.log = slog.New(slog.NewTextHandler(&logs, nil))
+	}
+	count := func() int { return strings.Count(logs.String(), "authz: bundle download failed") }
+	for range 3 {
+		n.poll(t)
+	}
+	if got := count(); got != 1 {
+		t.Errorf("3 failed polls logged %d times, want once:\n%s", got, logs.String())
+	}
+	if got := n.failures("mesh", ReasonDownload); got != 3 {
+		t.Errorf("failures = %v, want 3", got)
+	}
+	bs.set(func(s *bundleServer) { s.status, s.body = 0, build(t, good(&k, "r1", "/a")) })
+	n.poll(t)
+	bs.set(func(s *bundleServer) { s.status = http.StatusBadGateway })
+	n.poll(t)
+	if got := count(); got != 2 {
+		t.Errorf("the failure after a success logged %d times in all, want 2", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

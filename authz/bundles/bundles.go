@@ -83,6 +83,9 @@ type source struct {
 
 	mu sync.Mutex
 	st Status
+	// logged is the failure last logged, cleared by a success: the same
+	// failure again and again (a service down, each retry) is logged once.
+	logged string
 }
 
 // New builds a manager for o.Bundles: their REST clients and
@@ -227,6 +230,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 	if u.Bundle == nil {
 		s.mu.Lock()
 		s.st.LastSuccess = now
+		s.logged = ""
 		s.mu.Unlock()
 		s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
 		return nil
@@ -247,6 +251,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 	s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
 	s.mu.Lock()
 	s.st.LastSuccess = now
+	s.logged = ""
 	s.mu.Unlock()
 	var raw []byte
 	if u.Raw != nil {
@@ -286,7 +291,9 @@ func classify(err error) string {
 func (s *source) fail(now time.Time, reason string, err error) {
 	s.metrics.failures.WithLabelValues(s.cfg.Name, reason).Inc()
 	s.mu.Lock()
-	repeated := s.st.LastFailure != nil && s.st.LastFailure.Reason == reason && s.st.LastFailure.Error == err.Error()
+	key := reason + "\x00" + err.Error()
+	repeated := s.logged == key
+	s.logged = key
 	s.st.LastFailure = &Failure{At: now, Reason: reason, Error: err.Error()}
 	active := s.st.Active
 	s.mu.Unlock()
