@@ -246,6 +246,9 @@ func TestDecisionLogShippedThroughEnvoy(t *testing.T) {
 	if n, _ := sc.Value("meshid_authz_decision_log_events_shipped_total"); n < 2 {
 		t.Errorf("events shipped = %v, want at least 2", n)
 	}
+	if logs := m.Logs(); !strings.Contains(logs, "the decision log collector did not take an upload") || !strings.Contains(logs, "the decision log collector takes uploads again") {
+		t.Errorf("meshid's log lacks the refused upload and the recovery:\n%s", m.LogTail(30))
+	}
 
 	// A burst through Envoy: every decision arrives, once.
 	const burst = 300
