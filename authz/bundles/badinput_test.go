@@ -19,6 +19,7 @@ import (
 func TestBadBundlesKeepTheLastGood(t *testing.T) {
 	k := newKey(t, "global")
 	other := newKey(t, "global") // the same key id, another key
+	otherID := newKey(t, "other")
 	gz := func(b []byte) []byte {
 		var buf bytes.Buffer
 		w := gzip.NewWriter(&buf)
@@ -42,6 +43,7 @@ func TestBadBundlesKeepTheLastGood(t *testing.T) {
 			s.body = build(t, sp)
 		}, ReasonVerify, "manifest has overlapped roots: 'envoy' and 'envoy/authz'"},
 		{"signed with another key", func(s *bundleServer) { s.body = build(t, good(&other, "bad", "/x")) }, ReasonVerify, "verification error"},
+		{"signed under another key id", func(s *bundleServer) { s.body = build(t, good(&otherID, "bad", "/x")) }, ReasonVerify, "verification error"}, // OPA verifies with the configured key whatever the signature names
 		{"unsigned", func(s *bundleServer) { s.body = build(t, good(nil, "bad", "/x")) }, ReasonVerify, "bundle missing .signatures.json file"},
 		{"too large", func(s *bundleServer) {
 			sp := good(&k, "bad", "/x")
@@ -104,6 +106,21 @@ func TestBadBundlesKeepTheLastGood(t *testing.T) {
 			}
 			t.Logf("%s: %s", tt.reason, st.LastFailure.Error)
 		})
+	}
+}
+
+// A signing scope in the config must be the signature's.
+func TestSigningScope(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	bs.set(func(s *bundleServer) { s.body = build(t, good(&k, "r1", "/a")) }) // no scope claim
+	src := sourceConfig(bs.URL, &k)
+	src.Signing.Scope = "mesh-write"
+	n := startNode(t, t.TempDir(), "", src)
+	n.poll(t)
+	st := n.status(t)
+	if st.Active || st.LastFailure == nil || st.LastFailure.Reason != ReasonVerify || !strings.Contains(st.LastFailure.Error, "scope") {
+		t.Errorf("a signature without the configured scope: %+v %+v", st, st.LastFailure)
 	}
 }
 

@@ -39,8 +39,8 @@ type BundlePolling struct {
 // BundleSigning verifies a bundle's .signatures.json: the key that must
 // have signed it and the scope the signature must name.
 type BundleSigning struct {
-	// KeyID names the key; a signature naming another key is refused,
-	// one naming none is verified with this one.
+	// KeyID names the key. As in OPA, every signature is verified with
+	// it, whatever key id the signature names.
 	KeyID string `yaml:"key_id"`
 	// Algorithm is the JWS algorithm the key signs with; empty: RS256.
 	Algorithm string `yaml:"algorithm"`
