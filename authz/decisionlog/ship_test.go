@@ -566,3 +566,39 @@ func BenchmarkShip(b *testing.B) {
 		b.ReportMetric(float64(st.UploadedBytes)/float64(st.Shipped), "gzB/event")
 	}
 }
+
+// TestShipDropsOldest: while the collector is down, a full buffer drops
+// its oldest events; once it is back it gets the newest, in order, and
+// every event is either shipped or counted as dropped.
+func TestShipDropsOldest(t *testing.T) {
+	up := make(chan struct{}) // closed: the collector takes uploads
+	c := newCollector(t, func(int) int {
+		select {
+		case <-up:
+			return http.StatusOK
+		default:
+			return http.StatusServiceUnavailable
+		}
+	})
+	s := c.shipper(t, decisionlog.ShipperOptions{UploadSizeLimit: 4096, BufferSizeLimit: 16 << 10})
+	rs := randomRecords(t, 400, 200)
+	l := runLog(decisionlog.Options{QueueSize: len(rs), Shipper: s}, nil)
+	for _, r := range rs {
+		l.Add(r)
+	}
+	waitFor(t, "a failed upload and drops", func() bool {
+		st := s.Stats()
+		return st.Failures5xx > 0 && st.DroppedBufferFull > 0 && st.DroppedBufferFull+uint64(st.BufferedEvents) == uint64(len(rs))
+	})
+	close(up)
+	waitFor(t, "the buffer shipped", func() bool { st := s.Stats(); return st.BufferedEvents == 0 && st.Shipped > 0 })
+	l.stop(t)
+	got := ids(t, c.got())
+	st := s.Stats()
+	if want := recordIDs(rs)[len(rs)-len(got):]; !slices.Equal(got, want) {
+		t.Errorf("collector got %v, want the newest %d in order: %v", got, len(got), want)
+	}
+	if st.Shipped != uint64(len(got)) || st.Shipped+st.DroppedBufferFull != uint64(len(rs)) {
+		t.Errorf("stats = %+v: want the %d received shipped and the other %d dropped", st, len(got), len(rs)-len(got))
+	}
+}
