@@ -104,6 +104,9 @@ func compilePolicies(ctx context.Context, cfg config.Authz, log *slog.Logger) (p
 		return p, err
 	}
 	if len(cfg.Bundles) > 0 {
+		if err := bundles.Check(cfg.Bundles); err != nil {
+			return p, err
+		}
 		// The decision may be a bundle's: the dir is only checked here,
 		// and compiled with the bundles once they are there.
 		if cfg.PolicyDir != "" {

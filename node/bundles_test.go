@@ -205,3 +205,22 @@ func startStoppable(t *testing.T, cfg config.Config) (*Node, func()) {
 	t.Cleanup(stop)
 	return n, stop
 }
+
+// A bundle whose signing key file is missing stops the start before
+// data_dir is written.
+func TestNodeBundleKeyMissing(t *testing.T) {
+	cfg := nodeConfig(t)
+	cfg.Authz.PolicyDir = ""
+	cfg.Authz.Bundles = []config.Bundle{{
+		Name: "mesh", Service: config.Service{URL: "http://127.0.0.1:1", Timeout: time.Second}, Resource: "bundles/mesh",
+		Polling: config.BundlePolling{MinDelay: time.Second, MaxDelay: time.Second}, SizeLimitBytes: 1 << 20,
+		Signing: &config.BundleSigning{KeyID: "mesh", Algorithm: "RS256", PublicKeyFile: filepath.Join(t.TempDir(), "missing.pub")},
+	}}
+	_, err := New(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "authz.bundles[0] (mesh): signing: public_key_file: open ") {
+		t.Fatalf("New = %v, want the missing key file named", err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+		t.Errorf("data_dir written before the start was refused: %v", err)
+	}
+}

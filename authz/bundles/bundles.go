@@ -124,6 +124,25 @@ func New(o Options) (*Manager, error) {
 	return m, nil
 }
 
+// Check reads what New reads of bundles (the signing keys, the files of
+// the services' credentials) without building anything: the start-up
+// check before data_dir is written.
+func Check(bundles []config.Bundle) error {
+	var errs []error
+	for i, b := range bundles {
+		key := fmt.Sprintf("authz.bundles[%d] (%s)", i, b.Name)
+		if _, err := remote.Client("bundle "+b.Name, b.Service, nil); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+		if b.Signing != nil {
+			if _, err := verificationConfig(*b.Signing); err != nil {
+				errs = append(errs, fmt.Errorf("%s: signing: %w", key, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func verificationConfig(s config.BundleSigning) (*bundle.VerificationConfig, error) {
 	pemKey, err := os.ReadFile(s.PublicKeyFile)
 	if err != nil {
