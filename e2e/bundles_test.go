@@ -65,14 +65,18 @@ func (n *bundleNode) decision(ctx context.Context, path string) int {
 }
 
 // failures is the node's meshid_authz_bundle_failures_total for the mesh
-// bundle, summed over reasons.
-func (n *bundleNode) failures(t *testing.T, ctx context.Context) float64 {
+// bundle, summed over reasons unless one is given.
+func (n *bundleNode) failures(t *testing.T, ctx context.Context, reason ...string) float64 {
 	t.Helper()
 	s, err := n.meshid.Scrape(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := s.Value("meshid_authz_bundle_failures_total", "name", "mesh")
+	labels := []string{"name", "mesh"}
+	if len(reason) > 0 {
+		labels = append(labels, "reason", reason[0])
+	}
+	v, _ := s.Value("meshid_authz_bundle_failures_total", labels...)
 	return v
 }
 
@@ -347,9 +351,20 @@ func TestBundlesAcrossNodes(t *testing.T) {
 		}
 	}
 	time.Sleep(time.Second) // activated and written to data_dir
+	downloads := make([]float64, len(nodes))
+	for i, n := range nodes {
+		downloads[i] = n.failures(t, ctx, "download")
+	}
 	if err := server.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// Each node finds the service gone and keeps deciding with v2.
+	for i, n := range nodes {
+		wctx, wcancel := context.WithTimeout(ctx, maxPoll+bundleSlack)
+		waitUntil(t, wctx, n.host.Name+" to count a failed download", func() bool { return n.failures(t, ctx, "download") > downloads[i] })
+		wcancel()
+	}
+	expect("service down", map[string]int{"hello": 403, "goodbye": 200})
 	for _, n := range nodes {
 		if err := n.meshid.Restart(ctx); err != nil {
 			t.Fatalf("%s restarted with the bundle service down: %v", n.host.Name, err)
