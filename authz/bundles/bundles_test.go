@@ -10,12 +10,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,29 +327,79 @@ func TestDownloadActivateKeep(t *testing.T) {
 	}
 }
 
-// Bytes per poll of an unchanged bundle, with and without ETags.
+// Bytes per poll of an unchanged bundle, with and without ETags, on the
+// wire (headers included, both ways), for a small bundle and one with
+// 256 KiB of data.
 func TestBytesPerPoll(t *testing.T) {
 	k := newKey(t, "global")
-	for _, ignore := range []bool{false, true} {
-		bs := newBundleServer(t)
-		body := build(t, good(&k, "r1", "/a"))
-		bs.set(func(s *bundleServer) { s.body, s.ignoreETag = body, ignore })
-		n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
-		const polls = 5
-		for range polls {
+	big := good(&k, "r1", "/a")
+	noise := make([]byte, 128<<10) // random, so that gzip leaves it about as large
+	rand.Read(noise)
+	big.data = map[string]any{"envoy": map[string]any{"blob": hex.EncodeToString(noise)}}
+	for _, sp := range []spec{good(&k, "r1", "/a"), big} {
+		body := build(t, sp)
+		var wire [2]float64
+		for i, ignore := range []bool{false, true} {
+			bs := &bundleServer{}
+			bs.Server = httptest.NewUnstartedServer(http.HandlerFunc(bs.serve))
+			counted := &countingListener{Listener: bs.Listener}
+			bs.Listener = counted
+			bs.Start()
+			t.Cleanup(bs.Close)
+			bs.set(func(s *bundleServer) { s.body, s.ignoreETag = body, ignore })
+			n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
 			n.poll(t)
+			first := counted.total()
+			const polls = 10
+			for range polls {
+				n.poll(t)
+			}
+			_, bodyBytes := bs.counts()
+			wire[i] = float64(counted.total()-first) / polls
+			t.Logf("bundle %d bytes gzipped, ETag honoured %v: first poll %d bytes on the wire; then %.0f bytes per poll (%d body bytes in %d polls)",
+				len(body), !ignore, first, wire[i], bodyBytes-len(body), polls)
+			if !ignore && bodyBytes != len(body) {
+				t.Errorf("with ETags, %d body bytes after the first poll, want 0", bodyBytes-len(body))
+			}
+			if ignore && bodyBytes != (polls+1)*len(body) {
+				t.Errorf("without ETags, %d body bytes in %d polls, want the whole bundle each time", bodyBytes, polls+1)
+			}
 		}
-		_, total := bs.counts()
-		_, first := len(body), len(body)
-		perPoll := float64(total-first) / (polls - 1)
-		t.Logf("ETag ignored %v: bundle %d bytes; %d polls: %d body bytes; %.0f body bytes per poll after the first", ignore, len(body), polls, total, perPoll)
-		if want := 0.0; !ignore && perPoll != want {
-			t.Errorf("with ETags, %.0f bytes per unchanged poll, want %v", perPoll, want)
-		}
-		if ignore && perPoll != float64(len(body)) {
-			t.Errorf("without ETags, %.0f bytes per poll, want the whole bundle (%d)", perPoll, len(body))
-		}
+		t.Logf("bundle %d bytes: an unchanged poll costs %.0f bytes with ETags, %.0f without (%.1fx)", len(body), wire[0], wire[1], wire[1]/wire[0])
 	}
+}
+
+// countingListener counts the bytes of its connections, both ways.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, n: &l.n}, nil
+}
+
+func (l *countingListener) total() int { return int(l.n.Load()) }
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func keys[V any](m map[string]V) []string {
