@@ -81,7 +81,11 @@ func printStatus(w io.Writer, st node.Status) error {
 	}
 	fmt.Fprintf(w, "meshid %s (commit %s, %s), trust domain %s, up %s\n", st.Build.Version, short(st.Build.Commit, 12), st.Build.GoVersion,
 		st.TrustDomain, now.Sub(st.Started).Round(time.Second))
-	fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", orDash(st.Policy.Revision), st.Policy.Files, orDash(st.Policy.Dir), st.Policy.RegoVersion)
+	if st.Policy.Revision == "" {
+		fmt.Fprintln(w, "no policy in force: every request is denied until each bundle below has a copy")
+	} else {
+		fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, orDash(st.Policy.Dir), st.Policy.RegoVersion)
+	}
 	for _, b := range st.Policy.Bundles {
 		state := "active"
 		switch {

@@ -37,4 +37,13 @@ func TestPrintStatusBundles(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+
+	st.Policy.Revision = ""
+	b.Reset()
+	if err := printStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := "no policy in force: every request is denied until each bundle below has a copy\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("status output with no policy lacks %q:\n%s", want, b.String())
+	}
 }
