@@ -80,6 +80,22 @@ func (n *bundleNode) failures(t *testing.T, ctx context.Context, reason ...strin
 	return v
 }
 
+// expectRevision checks that the node's metrics name revision as the
+// mesh bundle's active one, and no other.
+func (n *bundleNode) expectRevision(t *testing.T, ctx context.Context, revision string) {
+	t.Helper()
+	s, err := n.meshid.Scrape(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Value("meshid_authz_bundle_active_revision_info", "name", "mesh", "revision", revision); !ok || v != 1 {
+		t.Errorf("%s: meshid_authz_bundle_active_revision_info{name=mesh,revision=%s} = %v (present %v), want 1", n.host.Name, revision, v, ok)
+	}
+	if all, _ := s.Value("meshid_authz_bundle_active_revision_info", "name", "mesh"); all != 1 {
+		t.Errorf("%s: %v active revisions of the mesh bundle, want one", n.host.Name, all)
+	}
+}
+
 // TestBundlesAcrossNodes is issue 18's end to end: nginx (on a host of its
 // own, over TLS with a bearer token) serves a bundle signed by `meshid
 // policy build`, and three meshid nodes on three other hosts, each with a
@@ -218,6 +234,7 @@ func TestBundlesAcrossNodes(t *testing.T) {
 		if !strings.Contains(n.meshid.Logs(), "revision=v2") {
 			t.Errorf("%s's log never says it activated revision v2", n.host.Name)
 		}
+		n.expectRevision(t, ctx, "v2")
 	}
 
 	// Bytes per poll while nothing changes, from nginx's log: a 304 where
@@ -379,6 +396,9 @@ func TestBundlesAcrossNodes(t *testing.T) {
 		wcancel()
 	}
 	expect("restarted offline", map[string]int{"hello": 403, "goodbye": 200})
+	for _, n := range nodes {
+		n.expectRevision(t, ctx, "v2")
+	}
 	t.Log("restarted with the bundle service down, every node enforces the v2 it kept")
 
 	// The service comes back: a node that sends the kept copy's ETag gets
