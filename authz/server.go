@@ -179,7 +179,7 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
 // decision a failure like any other.
 func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error) *Result {
 	start := s.clock()
-	r := &Result{Record: decisionlog.Record{ID: newDecisionID(), Time: start, DryRun: s.dryRun}}
+	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun}}
 	r.Err = s.decide(ctx, req, r, start)
 	if r.Err == nil && carry != nil {
 		r.Err = carry(r.Response)
@@ -221,7 +221,7 @@ func (s *Server) failureStatus(err error) typev3.StatusCode {
 // refuse is the decision on a request that could not even be read.
 func (s *Server) refuse(err error) *Result {
 	start := s.clock()
-	r := &Result{Record: decisionlog.Record{ID: newDecisionID(), Time: start, DryRun: s.dryRun, Err: err}}
+	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun, Err: err}}
 	s.finish(nil, r, start)
 	return r
 }
@@ -371,8 +371,9 @@ func logShort(s string) string {
 }
 
 // newDecisionID is a UUID, the form OPA's decision ids take, that also
-// says when it was made (decisionlog.NewID).
-func newDecisionID() string { return decisionlog.NewID(time.Now()) }
+// says when it was made (decisionlog.NewID): at the decision's start, the
+// time its log line has.
+func newDecisionID(start time.Time) string { return decisionlog.NewID(start) }
 
 // evalStack is about the stack a Rego evaluation of a policy like the
 // shipped one needs.
