@@ -2,12 +2,15 @@
 # authz.sh: meshid's ext_authz server, with its decision cache and without,
 # against a no-op ext_authz server on the same gRPC stack (bench/authznoop),
 # all driven by the same load (bench/authzload) on loopback, at concurrency
-# 1, 8 and 32, in one run. Prints throughput and p50/p99 latency side by
+# 1, 8 and 32, in one run. At each concurrency the three servers take
+# turns (ROUNDS rounds, each server warmed up for a second and then
+# measured for DURATION/ROUNDS in each), so that other load on the machine
+# falls on all three alike rather than on whichever ran while it lasted. Prints throughput and p50/p99 latency side by
 # side, the throughput ratios meshid / no-op with the goal (>= 0.9x at c=8
 # and c=32 with the cache, 0 errors), and meshid's resident memory under
 # the load (goal <= 55 MB).
 #
-#   bench/authz.sh                          # 5 s per server and concurrency, ~1.5 min
+#   bench/authz.sh                          # 5 s measured per server and concurrency, ~1.5 min
 #   DURATION=10s CONCURRENCY="1 8 32 64" bench/authz.sh
 #   MIX=0 bench/authz.sh                    # one request over and over instead of the mix
 #
@@ -24,6 +27,7 @@
 set -euo pipefail
 
 duration="${DURATION:-5s}"
+rounds="${ROUNDS:-3}"
 concurrency="${CONCURRENCY:-1 8 32}"
 mix="${MIX:-1}"
 goal="0.9"
@@ -107,34 +111,33 @@ rss_kb() { awk '/^VmRSS:/ {rss = $2} /^VmHWM:/ {hwm = $2} END {print rss, hwm}' 
 
 load_flags=()
 [ "$mix" = 1 ] && load_flags=(-mix)
+expect=""
+[ "$mix" = 1 ] && expect=",expect"
 results="$work/results.txt"
 : >"$results"
 for c in $concurrency; do
-	for server in noop meshid meshid-nocache; do
-		expect=()
-		case "$server" in
-		noop) p="$noop_port" ;;
-		meshid) p="${port[true]}" expect=(-expect) ;;
-		meshid-nocache) p="${port[false]}" expect=(-expect) ;;
-		esac
-		[ "$mix" = 1 ] || expect=()
-		line="$($load_cpus "$work/authzload" -addr "127.0.0.1:$p" -c "$c" -d "$duration" "${load_flags[@]}" "${expect[@]}" 2>>"$work/authzload.log")"
-		rss=""
-		case "$server" in
-		meshid) read -r now peak < <(rss_kb "${pid[true]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
-		meshid-nocache) read -r now peak < <(rss_kb "${pid[false]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
-		esac
-		echo "$server $line $rss" >>"$results"
-	done
+	$load_cpus "$work/authzload" -c "$c" -d "$duration" -rounds "$rounds" "${load_flags[@]}" \
+		-server "noop=127.0.0.1:$noop_port" \
+		-server "meshid=127.0.0.1:${port[true]}$expect" \
+		-server "meshid-nocache=127.0.0.1:${port[false]}$expect" 2>>"$work/authzload.log" |
+		while read -r server line; do
+			server="${server#server=}"
+			rss=""
+			case "$server" in
+			meshid) read -r now peak < <(rss_kb "${pid[true]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
+			meshid-nocache) read -r now peak < <(rss_kb "${pid[false]}"); rss="rss_kb=$now hwm_kb=$peak" ;;
+			esac
+			echo "$server $line $rss" >>"$results"
+		done
 done
 hits="$(curl -s "http://127.0.0.1:${admin[true]}/metrics" 2>/dev/null |
 	awk '/^meshid_authz_cache_hits_total/ {h = $2} /^meshid_authz_cache_misses_total/ {m = $2} END {if (h + m > 0) printf "%.0f hits, %.0f misses: %.1f%% of the decisions from the cache", h, m, 100 * h / (h + m)}')"
 
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($ncpu CPUs${server_cpus:+; servers on CPU $((ncpu - 1)), load on the rest})  $(go version | cut -d' ' -f3)"
 if [ "$mix" = 1 ]; then
-	echo "load: $duration per server and concurrency; a mesh's mix of 48 requests (authzload -mix), answered as policies/envoy decides"
+	echo "load: $duration per server and concurrency, in $rounds turns; a mesh's mix of 48 requests (authzload -mix), answered as policies/envoy decides"
 else
-	echo "load: $duration per server and concurrency; the demo frontend's GET /hello, allowed by policies/envoy"
+	echo "load: $duration per server and concurrency, in $rounds turns; the demo frontend's GET /hello, allowed by policies/envoy"
 fi
 echo
 awk -v goal="$goal" -v goal_cs="$goal_cs" -v goal_rss="$goal_rss_mb" -v work="$work" -v hits="$hits" '
