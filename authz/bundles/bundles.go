@@ -240,7 +240,14 @@ func (s *source) downloader(trigger plugins.TriggerMode) (*download.Downloader, 
 func (s *source) update(ctx context.Context, u download.Update) error {
 	now := s.now()
 	if u.Error != nil {
-		s.fail(now, classify(u.Error), fmt.Errorf("%s: %w", s.where(), u.Error))
+		reason := classify(u.Error)
+		if reason == ReasonVerify {
+			// Something came, and was no bundle meshid may use.
+			s.mu.Lock()
+			s.st.LastDownload = now
+			s.mu.Unlock()
+		}
+		s.fail(now, reason, fmt.Errorf("%s: %w", s.where(), u.Error))
 		return nil // the downloader backs off by itself after an error
 	}
 	if u.Size > 0 {

@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, bundles []config.Bundle) (*metrics, e
 		}, []string{"name", "reason"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_authz_bundle_downloaded_bytes_total",
-			Help: "Bytes of bundle bodies downloaded; a 304 adds none.",
+			Help: "Bytes of bundle bodies downloaded that read as bundles (those of a body refused as no bundle are not known); a 304 adds none.",
 		}, []string{"name"}),
 		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshid_authz_bundle_active_revision_info",
