@@ -32,13 +32,20 @@ import (
 func signedBundle(t *testing.T, revision, path, priv, id string) []byte {
 	t.Helper()
 	src := "package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.path == \"" + path + "\"\n"
-	m, err := ast.ParseModuleWithOpts("/envoy/authz.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	if err != nil {
-		t.Fatal(err)
+	return signedBundleOf(t, revision, []string{"envoy"}, map[string]string{"/envoy/authz.rego": src}, map[string]any{}, priv, id)
+}
+
+// signedBundleOf is a bundle of modules and data under roots, signed.
+func signedBundleOf(t *testing.T, revision string, roots []string, modules map[string]string, data map[string]any, priv, id string) []byte {
+	t.Helper()
+	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision, Roots: &roots}, Data: data}
+	for p, src := range modules {
+		m, err := ast.ParseModuleWithOpts(p, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Modules = append(b.Modules, bundle.ModuleFile{Path: p, URL: p, Raw: []byte(src), Parsed: m})
 	}
-	roots := []string{"envoy"}
-	b := bundle.Bundle{Manifest: bundle.Manifest{Revision: revision, Roots: &roots}, Data: map[string]any{},
-		Modules: []bundle.ModuleFile{{Path: "/envoy/authz.rego", URL: "/envoy/authz.rego", Raw: []byte(src), Parsed: m}}}
 	if err := b.GenerateSignature(bundle.NewSigningConfig(priv, "RS256", ""), id, true); err != nil {
 		t.Fatal(err)
 	}
@@ -222,5 +229,75 @@ func TestNodeBundleKeyMissing(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
 		t.Errorf("data_dir written before the start was refused: %v", err)
+	}
+}
+
+// TestNodePolicyDirAndBundle: the policy dir decides with a bundle's data;
+// an edit of the dir is compiled with the bundle, a new bundle with the
+// dir.
+func TestNodePolicyDirAndBundle(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	pubFile := filepath.Join(t.TempDir(), "bundle.pub")
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	priv := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+	paths := func(rev string, ps ...string) []byte {
+		return signedBundleOf(t, rev, []string{"lists"}, nil, map[string]any{"lists": map[string]any{"paths": ps}}, priv, "mesh")
+	}
+	var mu sync.Mutex
+	body := paths("r1", "/a")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Write(body)
+	}))
+	defer srv.Close()
+
+	cfg := nodeConfig(t)
+	cfg.Authz.PolicyDir = authztest.PolicyDir(t, map[string]string{"authz.rego": "package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.path in data.lists.paths\n"})
+	cfg.Authz.ReloadInterval = time.Second
+	cfg.Authz.Bundles = []config.Bundle{{
+		Name: "lists", Service: config.Service{URL: srv.URL, Timeout: time.Second}, Resource: "lists.tar.gz",
+		Polling: config.BundlePolling{MinDelay: time.Second, MaxDelay: time.Second}, SizeLimitBytes: 1 << 20,
+		Signing: &config.BundleSigning{KeyID: "mesh", Algorithm: "RS256", PublicKeyFile: pubFile},
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := startStoppable(t, cfg)
+	allows := func(path string) bool {
+		r := n.authz.srv.Decide(t.Context(), authztest.DemoCheck(path))
+		return r.Err == nil && r.Allowed
+	}
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 10s: %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	eventually("r1 decides", func() bool { return allows("/a") && !allows("/b") })
+
+	mu.Lock()
+	body = paths("r2", "/b")
+	mu.Unlock()
+	eventually("r2 decides with the dir", func() bool { return allows("/b") && !allows("/a") })
+
+	// The dir edited: compiled with r2.
+	path := filepath.Join(cfg.Authz.PolicyDir, "authz.rego")
+	if err := os.WriteFile(path, []byte("package envoy.authz\n\ndefault allow := false\n\nallow if not input.attributes.request.http.path in data.lists.paths\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the edited dir decides with r2", func() bool { return allows("/a") && !allows("/b") })
+	if p := n.authz.srv.Engine().Policy(); p.Bundles["lists"] != "r2" || p.Dir != cfg.Authz.PolicyDir {
+		t.Errorf("policy set %s: bundles %v, dir %s", p.Revision, p.Bundles, p.Dir)
 	}
 }
