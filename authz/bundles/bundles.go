@@ -173,6 +173,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.d = d // before Start: the callback reads it on the downloader's goroutine
 		d.Start(ctx)
 		ds = append(ds, d)
 	}
@@ -248,6 +249,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 			s.mu.Unlock()
 		}
 		s.fail(now, reason, fmt.Errorf("%s: %w", s.where(), u.Error))
+		s.keepETag()
 		return nil // the downloader backs off by itself after an error
 	}
 	if u.Size > 0 {
@@ -292,6 +294,26 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		s.fail(now, ReasonPersist, fmt.Errorf("%s: activated but not kept: %w", s.where(), err))
 	}
 	return nil
+}
+
+// keepETag gives the downloader back the active copy's ETag after a
+// failed poll: OPA's downloader forgets its ETag on any error (its REST
+// client still sends the last one set, by the way it merges headers, not
+// by design), and a service back from an outage must not send the whole
+// unchanged bundle to every node at once. A bundle refused as unverifiable has no
+// ETag of its own to remember (the downloader gives none with an error):
+// it is downloaded again at each backoff step, up to max_delay apart,
+// until the service serves another.
+func (s *source) keepETag() {
+	if s.d == nil {
+		return
+	}
+	s.mu.Lock()
+	etag := s.st.ETag
+	s.mu.Unlock()
+	if etag != "" {
+		s.d.SetCache(etag)
+	}
 }
 
 // where names the bundle and its address for messages.

@@ -411,3 +411,36 @@ func keys[V any](m map[string]V) []string {
 }
 
 func authztestCheck(path string) *authv3.CheckRequest { return authztest.DemoCheck(path) }
+
+// A service back from an outage is asked with the active copy's ETag, so
+// an unchanged bundle is a 304, not the whole bundle again. (OPA's
+// downloader forgets its ETag on every error, and its client happens to
+// keep sending the last one anyway; keepETag makes that meshid's rule
+// rather than an accident of OPA's header handling.)
+func TestOutageKeepsTheETag(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	body := build(t, good(&k, "r1", "/a"))
+	bs.set(func(s *bundleServer) { s.body = body })
+	n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
+	n.poll(t)
+	etag := n.status(t).ETag
+	if etag == "" {
+		t.Fatalf("no ETag after the first download: %+v", n.status(t))
+	}
+	bs.set(func(s *bundleServer) { s.status = http.StatusServiceUnavailable })
+	n.poll(t)
+	if f := n.status(t).LastFailure; f == nil || f.Reason != ReasonDownload {
+		t.Fatalf("last failure = %+v, want a download failure", f)
+	}
+	bs.set(func(s *bundleServer) { s.status = 0 })
+	_, before := bs.counts()
+	n.poll(t)
+	reqs, after := bs.counts()
+	if sent := bs.ifNoneMtch[reqs-1]; sent != etag || after != before {
+		t.Errorf("poll after the outage sent If-None-Match %q (want %q) and got %d body bytes (want a 304, none)", sent, etag, after-before)
+	}
+	if !n.allows(t, "/a") {
+		t.Error("r1 no longer enforced")
+	}
+}
