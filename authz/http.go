@@ -10,6 +10,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/meshid/meshid/authz/response"
 )
 
 // maxHTTPBody bounds the body read from an HTTP authorization request,
@@ -42,7 +44,7 @@ func (s *Server) HTTPHandler() http.Handler {
 		if err != nil {
 			res = s.refuse(err)
 		} else {
-			res = s.decideFor(r.Context(), req, httpCarries)
+			res = s.decideFor(r.Context(), req, httpCarries, response.WithDecisionID)
 		}
 		writeHTTPResponse(w, res.Response)
 	})

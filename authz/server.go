@@ -171,26 +171,31 @@ var errNoEngine = errors.New("no policy loaded")
 // but a clear allow is a deny, with Err saying why when no decision was
 // reached.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Result {
-	return s.decideFor(ctx, req, nil)
+	return s.decideFor(ctx, req, nil, response.WithDecisionID)
 }
+
+// stampFunc stamps a response with its decision id: response.WithDecisionID
+// for a response read in memory, response.ForWire for one only sent.
+type stampFunc func(resp *authv3.CheckResponse, id string) *authv3.CheckResponse
 
 // decideFor is Decide for a front door that cannot carry out every
 // response: carry says why it cannot carry out this one, which makes the
-// decision a failure like any other.
-func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error) *Result {
+// decision a failure like any other; stamp is how the response gets its
+// decision id.
+func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error, stamp stampFunc) *Result {
 	start := s.clock()
 	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun}}
 	r.Err = s.decide(ctx, req, r, start)
 	if r.Err == nil && carry != nil {
 		r.Err = carry(r.Response)
 	}
-	s.finish(req, r, start)
+	s.finish(req, r, start, stamp)
 	return r
 }
 
 // finish turns a failure into a deny, applies dry run, stamps the
 // decision id, and records the decision in metrics and logs.
-func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
+func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time, stamp stampFunc) {
 	if r.Err != nil {
 		r.Allowed = false
 		r.Response = response.Denied(s.failureStatus(r.Err))
@@ -200,7 +205,7 @@ func (s *Server) finish(req *authv3.CheckRequest, r *Result, start time.Time) {
 		r.Response = response.OK()
 		r.Response.DynamicMetadata = md
 	}
-	r.Response = response.WithDecisionID(r.Response, r.ID)
+	r.Response = stamp(r.Response, r.ID)
 	r.Duration = s.clock().Sub(start)
 	s.metrics.observe(r)
 	s.logDecision(req, r)
@@ -222,7 +227,7 @@ func (s *Server) failureStatus(err error) typev3.StatusCode {
 func (s *Server) refuse(err error) *Result {
 	start := s.clock()
 	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun, Err: err}}
-	s.finish(nil, r, start)
+	s.finish(nil, r, start, response.WithDecisionID)
 	return r
 }
 
@@ -318,8 +323,10 @@ func (e *resultError) Unwrap() error { return e.err }
 // Check answers one ext_authz request. It never returns a gRPC error: Envoy
 // configured with failure_mode_allow lets a request through when the
 // authorization service fails, so a policy failure must arrive as a deny.
+// Its response is made to be sent (response.ForWire): decoded, it is the
+// response Decide gives.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return s.Decide(ctx, req).Response, nil
+	return s.decideFor(ctx, req, nil, response.ForWire).Response, nil
 }
 
 func (s *Server) logDecision(req *authv3.CheckRequest, r *Result) {

@@ -20,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -402,6 +403,64 @@ func structValue(o ast.Object) (*structpb.Struct, error) {
 // one response can stand for many decisions (the decision cache's do);
 // neither may be changed afterwards.
 func WithDecisionID(resp *authv3.CheckResponse, id string) *authv3.CheckResponse {
+	st := stamp(resp, id)
+	fields := resp.GetDynamicMetadata().GetFields()
+	st.md.Fields = make(map[string]*structpb.Value, len(fields)+1)
+	for k, v := range fields {
+		st.md.Fields[k] = v
+	}
+	st.idKind.StringValue = id
+	st.idValue.Kind = &st.idKind
+	st.md.Fields[decisionIDKey] = &st.idValue
+	return &st.resp
+}
+
+// ForWire is WithDecisionID's response made to be sent, not read: the
+// same message once encoded and decoded (TestForWireDecodesAsStamped),
+// with the dynamic metadata's decision_id entry written as its encoding
+// (a field the Struct holds as unknown, which protobuf sends as it is)
+// after the policy's entries, which it shares with resp. On the wire the
+// last of two entries with one key is the one kept, as the copy's
+// overwrite keeps the id over a decision_id of the policy's. Read in
+// memory, its Fields lack the id.
+//
+// A gRPC answer is only ever encoded, and for a decision from the cache a
+// new map per answer and protobuf's reflective walks of it (for its size,
+// then its bytes) were nearly half of what stamping and encoding the
+// answer cost: 1.4 µs, now 0.8 (the no-op server's answer: 0.4).
+func ForWire(resp *authv3.CheckResponse, id string) *authv3.CheckResponse {
+	st := stamp(resp, id)
+	st.md.Fields = resp.GetDynamicMetadata().GetFields()
+	st.md.ProtoReflect().SetUnknown(appendIDEntry(st.entry[:0], id))
+	return &st.resp
+}
+
+// appendIDEntry appends the encoding of a Struct's field entry
+// "decision_id": {string_value: id}.
+func appendIDEntry(b []byte, id string) []byte {
+	value := protowire.SizeTag(structValueStringNumber) + protowire.SizeBytes(len(id))
+	entry := protowire.SizeTag(1) + protowire.SizeBytes(len(decisionIDKey)) + protowire.SizeTag(2) + protowire.SizeBytes(value)
+	b = protowire.AppendTag(b, structFieldsNumber, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(entry))
+	b = protowire.AppendTag(b, 1, protowire.BytesType) // the map entry's key
+	b = protowire.AppendString(b, decisionIDKey)
+	b = protowire.AppendTag(b, 2, protowire.BytesType) // its value
+	b = protowire.AppendVarint(b, uint64(value))
+	b = protowire.AppendTag(b, structValueStringNumber, protowire.BytesType)
+	return protowire.AppendString(b, id)
+}
+
+// The field numbers of google.protobuf.Struct.fields and
+// google.protobuf.Value.string_value, from the descriptors.
+var (
+	structFieldsNumber      = (&structpb.Struct{}).ProtoReflect().Descriptor().Fields().ByName("fields").Number()
+	structValueStringNumber = (&structpb.Value{}).ProtoReflect().Descriptor().Fields().ByName("string_value").Number()
+)
+
+// stamp is resp with the decision id header: a stamped whose resp has
+// everything but the dynamic metadata, which is the caller's to fill in
+// st.md.
+func stamp(resp *authv3.CheckResponse, id string) *stamped {
 	// Every decision from the cache is stamped: its messages come in one
 	// allocation (stamped) rather than a dozen, which a loaded server
 	// notices in its allocator and collector.
@@ -428,20 +487,13 @@ func WithDecisionID(resp *authv3.CheckResponse, id string) *authv3.CheckResponse
 		st.denied.DeniedResponse = d
 		out.HttpResponse = &st.denied
 	}
-	fields := resp.GetDynamicMetadata().GetFields()
-	st.md.Fields = make(map[string]*structpb.Value, len(fields)+1)
-	for k, v := range fields {
-		st.md.Fields[k] = v
-	}
-	st.idKind.StringValue = id
-	st.idValue.Kind = &st.idKind
-	st.md.Fields[decisionIDKey] = &st.idValue
 	out.DynamicMetadata = &st.md
-	return out
+	return st
 }
 
-// stamped holds the messages of a response WithDecisionID makes; they are
-// only ever reached through its resp, and live and die together.
+// stamped holds the messages of a response WithDecisionID or ForWire
+// makes; they are only ever reached through its resp, and live and die
+// together.
 type stamped struct {
 	resp       authv3.CheckResponse
 	ok         authv3.CheckResponse_OkResponse
@@ -453,6 +505,9 @@ type stamped struct {
 	md         structpb.Struct
 	idValue    structpb.Value
 	idKind     structpb.Value_StringValue
+	// entry is ForWire's encoded decision_id entry (53 bytes for meshid's
+	// ids).
+	entry [64]byte
 	// lists are where the id header goes, in the lists that held none
 	// before it (most responses' lists hold none).
 	lists [2][1]*corev3.HeaderValueOption

@@ -1,6 +1,7 @@
 package response_test
 
 import (
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -114,6 +115,47 @@ func TestWithDecisionIDShares(t *testing.T) {
 		}
 		if got := r.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); got != id || r.GetDynamicMetadata().GetFields()["k"].GetStringValue() != "v" {
 			t.Errorf("response %s: metadata %v", id, r.GetDynamicMetadata())
+		}
+	}
+}
+
+// TestForWireDecodesAsStamped: what ForWire sends decodes to the response
+// WithDecisionID makes, for allows and denies with and without the
+// policy's headers and metadata (a decision_id of its own included, which
+// the id replaces), for ids short and long; the shared response is left
+// as it was.
+func TestForWireDecodesAsStamped(t *testing.T) {
+	decisions := []string{
+		`true`,
+		`false`,
+		`{"allowed": true, "headers": {"x-a": "1"}, "response_headers_to_add": {"x-b": "2"}, "request_headers_to_remove": ["x-c"]}`,
+		`{"allowed": true, "dynamic_metadata": {"k": "v", "n": 2, "o": {"p": [true, null]}}}`,
+		`{"allowed": true, "dynamic_metadata": {"decision_id": "the policy's", "k": "v"}}`,
+		`{"allowed": false, "http_status": 401, "body": "who?", "headers": {"www-authenticate": "Bearer"}, "dynamic_metadata": {"k": "v"}}`,
+		`{"allowed": false, "dynamic_metadata": {"decision_id": 7}}`,
+	}
+	ids := []string{"0192f0e4-1c2d-7abc-8def-0123456789ab", "", "x", strings.Repeat("i", 300)}
+	for _, d := range decisions {
+		resp, _, err := response.FromDecision(ast.MustParseTerm(d).Value, typev3.StatusCode_Forbidden)
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		before := proto.Clone(resp)
+		for _, id := range ids {
+			bs, err := proto.Marshal(response.ForWire(resp, id))
+			if err != nil {
+				t.Fatalf("%s: %v", d, err)
+			}
+			got := &authv3.CheckResponse{}
+			if err := proto.Unmarshal(bs, got); err != nil {
+				t.Fatalf("%s: %v", d, err)
+			}
+			if want := response.WithDecisionID(resp, id); !proto.Equal(got, want) {
+				t.Errorf("%s, id %q: decodes to\n%s\nwant\n%s", d, id, protojson.Format(got), protojson.Format(want))
+			}
+		}
+		if !proto.Equal(resp, before) {
+			t.Errorf("%s: stamping changed the shared response", d)
 		}
 	}
 }
