@@ -71,7 +71,11 @@ func mergeSources(cfg Config, dir *Policies) (*sources, error) {
 			name := b.Name + ":" + rel
 			version := cfg.regoVersion()
 			if mf.Parsed != nil {
-				version = mf.Parsed.RegoVersion()
+				// The version the reader parsed it at (the manifest's
+				// rego_version, or the node's).
+				if span := mf.Parsed.RegoVersionSpan(); !span.IsUndefined() {
+					version = span.Min()
+				}
 			}
 			// Parsed again to be named as meshid's errors name it; the
 			// reader named it by the URL it came from.
