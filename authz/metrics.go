@@ -14,6 +14,7 @@ type serverMetrics struct {
 	allowedDuration, deniedDuration, failedDuration prometheus.Observer
 	reloadErrors                                    prometheus.Counter
 	cacheHits, cacheMisses                          prometheus.Counter
+	panics                                          prometheus.Counter
 }
 
 func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cacheLen func() int) (*serverMetrics, error) {
@@ -45,11 +46,15 @@ func newServerMetrics(reg prometheus.Registerer, decisions *decisionlog.Log, cac
 			Name: "meshid_authz_cache_misses_total",
 			Help: "Decisions evaluated because the decision cache had none for the request (not counted when the cache is off).",
 		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_authz_panics_total",
+			Help: "Decisions that panicked (a bug in meshid or OPA), each denied and logged with its stack; also counted as result=error decisions.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	collectors := []prometheus.Collector{decisionsTotal, duration, m.reloadErrors, m.cacheHits, m.cacheMisses,
+	collectors := []prometheus.Collector{decisionsTotal, duration, m.reloadErrors, m.cacheHits, m.cacheMisses, m.panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshid_authz_cache_entries",
 			Help: "Decisions in the decision cache now; it starts empty with every policy reload.",

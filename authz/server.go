@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -185,7 +186,7 @@ type stampFunc func(resp *authv3.CheckResponse, id string) *authv3.CheckResponse
 func (s *Server) decideFor(ctx context.Context, req *authv3.CheckRequest, carry func(*authv3.CheckResponse) error, stamp stampFunc) *Result {
 	start := s.clock()
 	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun}}
-	r.Err = s.decide(ctx, req, r, start)
+	r.Err = s.decideSafely(ctx, req, r, start)
 	if r.Err == nil && carry != nil {
 		r.Err = carry(r.Response)
 	}
@@ -229,6 +230,24 @@ func (s *Server) refuse(err error) *Result {
 	r := &Result{Record: decisionlog.Record{ID: newDecisionID(start), Time: start, DryRun: s.dryRun, Err: err}}
 	s.finish(nil, r, start, response.WithDecisionID)
 	return r
+}
+
+// decideSafely is decide with a panic in it (a bug in meshid or in OPA's
+// evaluator that some request or policy reaches) turned into a failed
+// decision, hence a deny, logged with its stack and counted: one request
+// must not take down the node, its SDS and every other decision with it.
+// Nothing is cached for it: the cache is written only once a decision
+// is reached.
+func (s *Server) decideSafely(ctx context.Context, req *authv3.CheckRequest, r *Result, start time.Time) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.metrics.panics.Inc()
+			s.log.Error("authz: deciding panicked; the request is denied (a bug: please report it with this stack)",
+				"decision_id", r.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error while deciding (logged with its stack as decision %s): %v", r.ID, p)
+		}
+	}()
+	return s.decide(ctx, req, r, start)
 }
 
 // decide reaches the decision on req, begun at start: the eval timeout
