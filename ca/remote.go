@@ -169,8 +169,17 @@ func (r *remoteCA) issueOnce(ctx context.Context, g *generation, now time.Time, 
 		return err
 	}
 	if err := checkIssued(chain, key, r.td, roots, now); err != nil {
-		r.metrics.upstreamFailures.Inc()
-		return fmt.Errorf("%s returned an intermediate meshid refuses: %w", r.ua, err)
+		// The roots were read before the signing: a root rotated in
+		// between (or an engine that lists its issuers a moment behind
+		// the one it signs with) leaves the answer under a root meshid
+		// has not read yet. The roots are read once more before the
+		// answer is refused.
+		fresh, ferr := r.fetchRoots(ctx, now)
+		if ferr != nil || sameCerts(fresh, roots) || checkIssued(chain, key, r.td, fresh, now) != nil {
+			r.metrics.upstreamFailures.Inc()
+			return fmt.Errorf("%s returned an intermediate meshid refuses: %w", r.ua, err)
+		}
+		roots = fresh
 	}
 	g.chain, g.key = slices.Clip(chain), key
 	if err := r.keepRoots(roots, now); err != nil {
