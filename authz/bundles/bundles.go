@@ -10,6 +10,7 @@ package bundles
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -79,10 +80,15 @@ type source struct {
 	now     func() time.Time
 	metrics *metrics
 
-	d *download.Downloader // set by tests that poll by hand
+	d *download.Downloader // set by Run before it starts, and by tests that poll by hand
 
 	mu sync.Mutex
 	st Status
+	// active is the SHA-256 of the active copy's bytes: a service that
+	// sends no ETag sends the same bundle at every poll, which is then
+	// no change rather than an activation (a new engine, an empty
+	// decision cache, a log line) each time.
+	active [sha256.Size]byte
 	// logged is the failure last logged, cleared by a success: the same
 	// failure again and again (a service down, each retry) is logged once.
 	logged string
@@ -256,17 +262,19 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		s.metrics.bytes.WithLabelValues(s.cfg.Name).Add(float64(u.Size))
 	}
 	if u.Bundle == nil {
-		s.mu.Lock()
-		s.st.LastSuccess = now
-		s.logged = ""
-		s.mu.Unlock()
-		s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
+		s.unchanged(now)
 		return nil
 	}
 	s.mu.Lock()
 	s.st.LastDownload = now
 	s.mu.Unlock()
 	b := u.Bundle
+	raw, rawErr := rawBytes(u)
+	if rawErr == nil && s.isActive(raw) {
+		// The same bytes as the copy in force: a 304 in all but name.
+		s.unchanged(now)
+		return nil
+	}
 	if b.Type() == bundle.DeltaBundleType {
 		s.fail(now, ReasonVerify, fmt.Errorf("%s: a delta bundle: meshid activates snapshot bundles only", s.where()))
 		return nil
@@ -275,25 +283,43 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		s.fail(now, ReasonCompile, fmt.Errorf("%s: revision %q refused: %w", s.where(), b.Manifest.Revision, err))
 		return nil
 	}
-	s.activated(now, b.Manifest.Revision, u.ETag, false)
-	s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
-	s.mu.Lock()
-	s.st.LastSuccess = now
-	s.logged = ""
-	s.mu.Unlock()
-	var raw []byte
-	if u.Raw != nil {
-		buf, ok := u.Raw.(interface{ Bytes() []byte })
-		if !ok {
-			s.fail(now, ReasonPersist, fmt.Errorf("%s: the downloader gave no raw bundle to keep", s.where()))
-			return nil
-		}
-		raw = buf.Bytes()
+	s.activated(now, b.Manifest.Revision, u.ETag, raw, false)
+	s.unchanged(now) // a success, as a 304 is
+	if rawErr != nil {
+		s.fail(now, ReasonPersist, fmt.Errorf("%s: %w", s.where(), rawErr))
+		return nil
 	}
 	if err := s.keep(raw, kept{ETag: u.ETag, Revision: b.Manifest.Revision, Downloaded: now}); err != nil {
 		s.fail(now, ReasonPersist, fmt.Errorf("%s: activated but not kept: %w", s.where(), err))
 	}
 	return nil
+}
+
+// rawBytes are the bytes of the bundle an update downloaded.
+func rawBytes(u download.Update) ([]byte, error) {
+	buf, ok := u.Raw.(interface{ Bytes() []byte })
+	if !ok {
+		return nil, errors.New("the downloader gave no raw bundle to keep")
+	}
+	return buf.Bytes(), nil
+}
+
+// isActive says whether raw is the copy in force, byte for byte.
+func (s *source) isActive(raw []byte) bool {
+	sum := sha256.Sum256(raw)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.Active && sum == s.active
+}
+
+// unchanged records a poll that found the copy in force still current:
+// a 304, or the same bytes again from a service without ETags.
+func (s *source) unchanged(now time.Time) {
+	s.mu.Lock()
+	s.st.LastSuccess = now
+	s.logged = ""
+	s.mu.Unlock()
+	s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
 }
 
 // keepETag gives the downloader back the active copy's ETag after a
@@ -365,8 +391,10 @@ func (s *source) fail(now time.Time, reason string, err error) {
 	s.log.Error(msg, "reason", reason, "err", err)
 }
 
-func (s *source) activated(now time.Time, revision, etag string, fromDisk bool) {
+func (s *source) activated(now time.Time, revision, etag string, raw []byte, fromDisk bool) {
+	sum := sha256.Sum256(raw)
 	s.mu.Lock()
+	s.active = sum
 	old := s.st.Revision
 	hadOld := s.st.Active
 	s.st.Active, s.st.Revision, s.st.ETag, s.st.FromDisk, s.st.LastActivation = true, revision, etag, fromDisk, now

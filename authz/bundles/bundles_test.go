@@ -444,3 +444,36 @@ func TestOutageKeepsTheETag(t *testing.T) {
 		t.Error("r1 no longer enforced")
 	}
 }
+
+// A service that sends no ETag sends the whole bundle at every poll; the
+// same bytes again are no change: the policy set in force (and with it
+// the decision cache) stays, and no activation is logged. Other bytes are
+// a new bundle, activated.
+func TestSameBytesWithoutETagAreNoChange(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	bs.set(func(s *bundleServer) { s.body, s.ignoreETag = build(t, good(&k, "r1", "/a")), true })
+	n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
+	n.poll(t)
+	engine, activation := n.srv.Engine(), n.status(t).LastActivation
+	if engine == nil {
+		t.Fatalf("r1 not active: %+v", n.status(t))
+	}
+	for range 3 {
+		n.poll(t)
+	}
+	if reqs, _ := bs.counts(); reqs != 4 {
+		t.Fatalf("%d requests, want 4 polls", reqs)
+	}
+	if n.srv.Engine() != engine || !n.status(t).LastActivation.Equal(activation) {
+		t.Errorf("the same bundle again was activated again (engine replaced: %v)", n.srv.Engine() != engine)
+	}
+	if st := n.status(t); !st.LastSuccess.After(activation) && !st.LastSuccess.Equal(activation) {
+		t.Errorf("last success %v, want the polls counted as successes", st.LastSuccess)
+	}
+	bs.set(func(s *bundleServer) { s.body = build(t, good(&k, "r2", "/b")) })
+	n.poll(t)
+	if n.srv.Engine() == engine || n.status(t).Revision != "r2" || !n.allows(t, "/b") {
+		t.Errorf("r2 not activated: %+v", n.status(t))
+	}
+}

@@ -84,7 +84,7 @@ func (s *source) loadKept(ctx context.Context) {
 	if k.Revision != b.Manifest.Revision {
 		k.ETag = "" // bundle.json is another bundle's: download again
 	}
-	s.activated(now, b.Manifest.Revision, k.ETag, true)
+	s.activated(now, b.Manifest.Revision, k.ETag, raw, true)
 }
 
 // read reads a bundle tarball as the downloader does: verified, within

@@ -84,7 +84,18 @@ func printStatus(w io.Writer, st node.Status) error {
 	if st.Policy.Revision == "" {
 		fmt.Fprintln(w, "no policy in force: every request is denied until each bundle below has a copy")
 	} else {
-		fmt.Fprintf(w, "policy revision %s (%d files in %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, orDash(st.Policy.Dir), st.Policy.RegoVersion)
+		from := st.Policy.Dir
+		switch n := len(st.Policy.Bundles); {
+		case from == "" && n == 1:
+			from = "the bundle"
+		case from == "" && n > 1:
+			from = fmt.Sprintf("%d bundles", n)
+		case n == 1:
+			from += " and the bundle"
+		case n > 1:
+			from += fmt.Sprintf(" and %d bundles", n)
+		}
+		fmt.Fprintf(w, "policy revision %s (%d files from %s, rego %s)\n", st.Policy.Revision, st.Policy.Files, orDash(from), st.Policy.RegoVersion)
 	}
 	for _, b := range st.Policy.Bundles {
 		state := "active"

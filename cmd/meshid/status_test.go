@@ -27,7 +27,7 @@ func TestPrintStatusBundles(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"policy revision 5b1c0e9f6a2d4c38b7e1f0a9d3c2b1a0 (3 files in -, rego v1)\n",
+		"policy revision 5b1c0e9f6a2d4c38b7e1f0a9d3c2b1a0 (3 files from 2 bundles, rego v1)\n",
 		`  bundle mesh from https://b.example:8443/bundles/mesh.tar.gz: active, kept copy read at start, revision 42, etag "5f3a"` + "\n",
 		"    last download -, activation 3m0s ago, success -\n",
 		"    last failure  12s ago (download): server replied with Internal Server Error\n",
