@@ -256,6 +256,13 @@ func TestFailureLoggedOnceWhileItLasts(t *testing.T) {
 	if got := count(); got != 2 {
 		t.Errorf("the failure after a success logged %d times in all, want 2", got)
 	}
+	// Back, with the bundle in force unchanged (a 304): said once.
+	bs.set(func(s *bundleServer) { s.status = 0 })
+	n.poll(t)
+	n.poll(t)
+	if got := strings.Count(logs.String(), "bundle service answers again"); got != 1 {
+		t.Errorf("the end of the outage logged %d times, want once:\n%s", got, logs.String())
+	}
 }
 
 type syncBuffer struct {

@@ -284,7 +284,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		return nil
 	}
 	s.activated(now, b.Manifest.Revision, u.ETag, raw, false)
-	s.unchanged(now) // a success, as a 304 is
+	s.succeeded(now)
 	if rawErr != nil {
 		s.fail(now, ReasonPersist, fmt.Errorf("%s: %w", s.where(), rawErr))
 		return nil
@@ -314,12 +314,25 @@ func (s *source) isActive(raw []byte) bool {
 
 // unchanged records a poll that found the copy in force still current:
 // a 304, or the same bytes again from a service without ETags.
+// A failure that was logged ends with a line of its own, so that the
+// log says when the service was back.
 func (s *source) unchanged(now time.Time) {
+	if recovered, revision := s.succeeded(now); recovered {
+		s.log.Info("authz: bundle service answers again; the bundle in force is still current", "revision", revision)
+	}
+}
+
+// succeeded records a poll that ended well (an activation says so
+// itself): whether it ends a failure that was logged, and the revision in
+// force.
+func (s *source) succeeded(now time.Time) (recovered bool, revision string) {
 	s.mu.Lock()
 	s.st.LastSuccess = now
+	recovered, revision = s.logged != "", s.st.Revision
 	s.logged = ""
 	s.mu.Unlock()
 	s.metrics.lastSuccess.WithLabelValues(s.cfg.Name).Set(float64(now.Unix()))
+	return recovered, revision
 }
 
 // keepETag gives the downloader back the active copy's ETag after a
