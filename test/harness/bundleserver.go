@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -398,6 +399,21 @@ type AccessLine struct {
 	IfNoneMatch string // the request's If-None-Match
 	ETag        string // the response's ETag
 	UserAgent   string
+}
+
+// AccessLogUntil is AccessLog once a line satisfies done, or after 5 s
+// with whatever is logged by then: nginx writes a request's line after
+// the response has gone, so a client that has just read its answer may
+// not find the line yet.
+func (s *BundleServer) AccessLogUntil(done func(AccessLine) bool) ([]AccessLine, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines, err := s.AccessLog()
+		if err != nil || slices.ContainsFunc(lines, done) || time.Now().After(deadline) {
+			return lines, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // AccessLog returns every request nginx has logged so far, in order,

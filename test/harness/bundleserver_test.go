@@ -85,7 +85,7 @@ func TestBundleServerServesWithETags(t *testing.T) {
 		t.Errorf("served dir holds %d files, want only the bundle (no temporary files left)", len(entries))
 	}
 
-	lines, err := s.AccessLog()
+	lines, err := s.AccessLogUntil(func(l AccessLine) bool { return l.Status == http.StatusOK && l.IfNoneMatch == etag })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestBundleServerOnHost(t *testing.T) {
 	if status, _, _, err := fetch(t, fromNode, s.URL()+"/b.tar.gz", nil); err != nil || status != 200 {
 		t.Fatalf("node → bundle server: %d %v", status, err)
 	}
-	lines, err := s.AccessLog()
+	lines, err := s.AccessLogUntil(func(l AccessLine) bool { return l.Remote == hosts[1].IP })
 	if err != nil || len(lines) == 0 {
 		t.Fatalf("access log %v, %v", lines, err)
 	}
