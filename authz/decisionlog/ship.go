@@ -385,26 +385,44 @@ func (s *Shipper) upload(ctx context.Context, fullOnly bool) (done bool, err err
 		return true, nil
 	}
 	batch := s.take()
-	s.mu.Unlock()
 	if len(batch) == 0 {
+		s.mu.Unlock()
 		return true, nil
 	}
+	// In flight from the moment it is taken: events the buffer drops
+	// while the batch is encoded are the batch's to count, or they would
+	// be counted dropped and then shipped as well.
+	s.inFlight.from, s.inFlight.to, s.inFlight.dropped = batch[0].seq, batch[len(batch)-1].seq+1, 0
+	s.mu.Unlock()
 	n, size := s.encode(batch)
 	if n == 0 {
 		// One event that alone gzips past the limit: never shippable.
 		s.mu.Lock()
-		if s.head < len(s.buf) && s.buf[s.head].seq == batch[0].seq {
+		lost := s.inFlight.dropped
+		s.inFlight.from, s.inFlight.to, s.inFlight.dropped = 0, 0, 0
+		if lost == 0 && s.head < len(s.buf) && s.buf[s.head].seq == batch[0].seq {
 			s.bytes -= int64(len(s.buf[s.head].data))
 			s.buf[s.head] = shipped{}
 			s.head++
+			s.stats.droppedLarge.Add(1)
 		}
 		s.mu.Unlock()
-		s.stats.droppedLarge.Add(1)
+		// Dropped from the buffer meanwhile (the too large one first:
+		// drops go oldest first): counted as the buffer's drops.
+		s.stats.droppedFull.Add(uint64(lost))
 		return false, nil
 	}
 	batch = batch[:n]
 	s.mu.Lock()
-	s.inFlight.from, s.inFlight.to, s.inFlight.dropped = batch[0].seq, batch[n-1].seq+1, 0
+	// The upload holds the first n only. Drops go oldest first, so those
+	// dropped meanwhile are a prefix of the batch: any past its n-th
+	// were not in the upload and count as dropped now.
+	to := batch[n-1].seq + 1
+	if over := int(s.inFlight.from+uint64(s.inFlight.dropped)) - int(to); over > 0 {
+		s.stats.droppedFull.Add(uint64(over))
+		s.inFlight.dropped -= over
+	}
+	s.inFlight.to = to
 	s.mu.Unlock()
 
 	status, uerr := s.o.Collector.Upload(ctx, s.body.Bytes())
