@@ -272,6 +272,16 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 	raw, rawErr := rawBytes(u)
 	if rawErr == nil && s.isActive(raw) {
 		// The same bytes as the copy in force: a 304 in all but name.
+		// A service that gave them a new ETag (nginx's changes with the
+		// file's mtime, as when the same bundle is published again)
+		// answers 304 to that one only: remember it, on disk too, or a
+		// restart or an outage would send the old one and be sent the
+		// whole bundle again.
+		if u.ETag != "" && s.retag(u.ETag) {
+			if err := s.keepMeta(kept{ETag: u.ETag, Revision: b.Manifest.Revision, Downloaded: now}); err != nil {
+				s.fail(now, ReasonPersist, fmt.Errorf("%s: new ETag not kept: %w", s.where(), err))
+			}
+		}
 		s.unchanged(now)
 		return nil
 	}
@@ -310,6 +320,18 @@ func (s *source) isActive(raw []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.st.Active && sum == s.active
+}
+
+// retag makes etag the ETag of the copy in force, and says whether it
+// was another.
+func (s *source) retag(etag string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.ETag == etag {
+		return false
+	}
+	s.st.ETag = etag
+	return true
 }
 
 // unchanged records a poll that found the copy in force still current:

@@ -108,6 +108,7 @@ type bundleServer struct {
 	status     int           // 0: serve body
 	stall      time.Duration // before answering
 	ignoreETag bool
+	epoch      string // part of the ETag, as a file's mtime is of nginx's
 	requests   int
 	bytes      int      // response body bytes written
 	ifNoneMtch []string // what each request sent
@@ -124,7 +125,7 @@ func (s *bundleServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
 	s.ifNoneMtch = append(s.ifNoneMtch, r.Header.Get("If-None-Match"))
-	body, status, stall, ignore := s.body, s.status, s.stall, s.ignoreETag
+	body, status, stall, ignore, epoch := s.body, s.status, s.stall, s.ignoreETag, s.epoch
 	s.mu.Unlock()
 	if stall > 0 {
 		select {
@@ -138,7 +139,7 @@ func (s *bundleServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := sha256.Sum256(body)
-	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+	etag := `"` + epoch + hex.EncodeToString(sum[:8]) + `"`
 	if !ignore {
 		w.Header().Set("ETag", etag)
 		if r.Header.Get("If-None-Match") == etag {
@@ -442,6 +443,48 @@ func TestOutageKeepsTheETag(t *testing.T) {
 	}
 	if !n.allows(t, "/a") {
 		t.Error("r1 no longer enforced")
+	}
+}
+
+// The same bundle published again gets a new ETag from a service such
+// as nginx (whose ETag is the file's mtime and size). The node downloads
+// it once, changes nothing, and from then on asks with the new ETag, and
+// so does the node restarted from its data_dir: an unchanged bundle is a
+// 304 again, not the whole bundle at every start and after every outage.
+func TestSameBytesWithANewETag(t *testing.T) {
+	k := newKey(t, "global")
+	bs := newBundleServer(t)
+	body := build(t, good(&k, "r1", "/a"))
+	bs.set(func(s *bundleServer) { s.body, s.epoch = body, "1-" })
+	data := t.TempDir()
+	n := startNode(t, data, "", sourceConfig(bs.URL, &k))
+	n.poll(t)
+	first := n.status(t)
+	engine := n.srv.Engine()
+	bs.set(func(s *bundleServer) { s.epoch = "2-" })
+	n.poll(t)
+	st := n.status(t)
+	if st.ETag == first.ETag || !strings.HasPrefix(st.ETag, `"2-`) {
+		t.Fatalf("ETag after the republished bundle = %s, want the new one (was %s)", st.ETag, first.ETag)
+	}
+	if n.srv.Engine() != engine || !st.LastActivation.Equal(first.LastActivation) || st.LastFailure != nil {
+		t.Errorf("the same bytes under a new ETag were activated again or failed: %+v", st)
+	}
+	var meta kept
+	if b, err := os.ReadFile(filepath.Join(data, "bundles", "mesh", keptMeta)); err != nil || json.Unmarshal(b, &meta) != nil || meta.ETag != st.ETag || meta.Revision != "r1" {
+		t.Errorf("bundle.json = %+v (%v), want ETag %s", meta, err, st.ETag)
+	}
+
+	restarted := startNode(t, data, "", sourceConfig(bs.URL, &k))
+	restarted.mgr.LoadKept(context.Background())
+	_, before := bs.counts()
+	restarted.poll(t)
+	reqs, after := bs.counts()
+	if sent := bs.ifNoneMtch[reqs-1]; sent != st.ETag || after != before {
+		t.Errorf("restarted node sent If-None-Match %q (want %q) and got %d body bytes (want a 304, none)", sent, st.ETag, after-before)
+	}
+	if !restarted.allows(t, "/a") {
+		t.Error("restarted node does not enforce r1")
 	}
 }
 

@@ -48,6 +48,12 @@ func (s *source) keep(raw []byte, k kept) error {
 	if err := atomicfile.Write(filepath.Join(s.dir, keptBundle), raw, 0o600); err != nil {
 		return err
 	}
+	return s.keepMeta(k)
+}
+
+// keepMeta writes bundle.json alone, for the kept bundle served again
+// under a new ETag.
+func (s *source) keepMeta(k kept) error {
 	meta, err := json.MarshalIndent(k, "", "  ")
 	if err != nil {
 		return err
