@@ -19,6 +19,7 @@ import (
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/authz/response"
 	"github.com/meshid/meshid/test/authztest"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // hugeBody is the body of the finding that opened issue 13: a 3.8 MB JSON
@@ -104,7 +105,7 @@ func TestHugeBodyIsCheap(t *testing.T) {
 func TestHugeBodiesAtOnce(t *testing.T) {
 	for _, limits := range []input.BodyLimits{{}, {MaxBytes: 8 << 20}} {
 		t.Run(fmt.Sprintf("max_body_bytes %d", limits.MaxBytes), func(t *testing.T) {
-			var out syncBuffer
+			var out syncbuf.Buffer
 			d := decisionlog.New(decisionlog.Options{})
 			stop := runLog(t, d, &out)
 			srv := newServer(t, engine(t, allowAll, authz.Config{EvalTimeout: time.Minute}), authz.Options{DecisionLog: d, Input: input.Options{Body: limits}})
@@ -216,7 +217,7 @@ func TestDeadlineWhileParsing(t *testing.T) {
 // log, quoting the request only in part: a caller chooses how long its
 // path and principal are, and could otherwise write megabytes a request.
 func TestHugePathLogsLittle(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srv := newServer(t, engine(t, allowAll, authz.Config{}), authz.Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	path := "/" + strings.Repeat("a", 1<<20) + "%zz"
 	r := srv.Decide(t.Context(), checkRequest("spiffe://example.org/"+strings.Repeat("p", 1<<20), backend, "GET", path))

@@ -26,6 +26,7 @@ import (
 	"github.com/meshid/meshid/authz/input"
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/test/authztest"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // cachePolicy reads input in every way the cache must key by: fixed
@@ -93,12 +94,12 @@ type cacheWorld struct {
 	offset        atomic.Int64 // added to the servers' clock
 	tokens        []string     // authorization header values
 	log           *decisionlog.Log
-	logOut        *syncBuffer
+	logOut        *syncbuf.Buffer
 	stopLog       func()
 }
 
 func newCacheWorld(t testing.TB, byRequest bool) *cacheWorld {
-	w := &cacheWorld{byRequest: byRequest, reg: prometheus.NewRegistry(), logOut: &syncBuffer{}}
+	w := &cacheWorld{byRequest: byRequest, reg: prometheus.NewRegistry(), logOut: &syncbuf.Buffer{}}
 	e := engine(t, cachePolicy, authz.Config{EvalTimeout: 5 * time.Second})
 	if ok, why := e.Cacheable(); !ok {
 		t.Fatalf("the policy is not cacheable: %s", why)
@@ -385,7 +386,7 @@ func TestDecisionCacheOffForImpurePolicies(t *testing.T) {
 	if ok, why := e.Cacheable(); ok || !strings.Contains(why, "time.now_ns at ") {
 		t.Fatalf("Cacheable = %v, %q", ok, why)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	reg := prometheus.NewRegistry()
 	srv := newServer(t, e, authz.Options{Cache: authz.CacheOptions{Enabled: true, MaxEntries: 10}, Metrics: reg, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	for range 2 {

@@ -10,11 +10,12 @@ import (
 
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/authz/decisionlog"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // runLog runs d until the test ends and returns a function that stops it
 // and returns what it wrote, one decoded JSON object per line.
-func runLog(t *testing.T, d *decisionlog.Log, out *syncBuffer) func() []map[string]any {
+func runLog(t *testing.T, d *decisionlog.Log, out *syncbuf.Buffer) func() []map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -48,7 +49,7 @@ func runLog(t *testing.T, d *decisionlog.Log, out *syncBuffer) func() []map[stri
 // reaches the log as the server recorded it, and masking finds the
 // headers where the input document has them.
 func TestDecisionLog(t *testing.T) {
-	var out syncBuffer
+	var out syncbuf.Buffer
 	d := decisionlog.New(decisionlog.Options{MaskHeaders: []string{"Authorization", "x-secret"}})
 	stop := runLog(t, d, &out)
 
@@ -106,7 +107,7 @@ func TestDecisionLog(t *testing.T) {
 // (a 3.8 MB body, logged raw and parsed) writes a line bounded by the
 // default caps.
 func TestDecisionLogHugeBody(t *testing.T) {
-	var out syncBuffer
+	var out syncbuf.Buffer
 	d := decisionlog.New(decisionlog.Options{})
 	stop := runLog(t, d, &out)
 	srv := newServer(t, engine(t, "package envoy.authz\n\nallow := true\n", authz.Config{}), authz.Options{DecisionLog: d})

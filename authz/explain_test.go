@@ -12,6 +12,7 @@ import (
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/test/authztest"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // explainPolicy has a helper rule, a default and two ways to be allowed,
@@ -112,7 +113,7 @@ func TestExplainUndefined(t *testing.T) {
 // policy revision, which the log keeps.
 func TestExplainDenials(t *testing.T) {
 	revs := decisionlog.NewRevisions(filepath.Join(t.TempDir(), "policies"))
-	var out syncBuffer
+	var out syncbuf.Buffer
 	d := decisionlog.New(decisionlog.Options{Revisions: revs})
 	stop := runLog(t, d, &out)
 	e := engine(t, explainPolicy, authz.Config{})

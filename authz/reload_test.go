@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 const (
@@ -27,12 +28,12 @@ type reloadWorld struct {
 	srv  *authz.Server
 	r    *authz.Reloader
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func newReloadWorld(t *testing.T, files map[string]string, interval time.Duration) *reloadWorld {
 	t.Helper()
-	w := &reloadWorld{dir: writeFiles(t, files), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	w := &reloadWorld{dir: writeFiles(t, files), reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}}
 	cfg := authz.Config{PolicyDir: w.dir}
 	e, err := authz.NewEngine(context.Background(), cfg)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshid/meshid/authz"
 	"github.com/meshid/meshid/test/authztest"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // withoutDecisionID takes the decision id out of a response, checking it
@@ -196,7 +197,7 @@ func TestBadResultsDeny(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.result, func(t *testing.T) {
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			e := engine(t, "package envoy.authz\n\nallow := "+tt.result+"\n", authz.Config{EvalTimeout: 10 * time.Second}) // the huge results take a while to build
 			srv := newServer(t, e, authz.Options{DenyStatus: 429, Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 			req := checkRequest(frontend, backend, "GET", "/hello")

@@ -1,7 +1,6 @@
 package authz_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -17,25 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshid/meshid/authz"
+	"github.com/meshid/meshid/test/syncbuf"
 )
-
-// syncBuffer is written by the server's goroutines and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // serve runs srv on a real gRPC server on a loopback TCP port, as Envoy's
 // ext_authz filter reaches it, and returns a client for it.
@@ -156,7 +138,7 @@ allow if {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			srv := newServer(t, engine(t, tt.policy, authz.Config{EvalTimeout: tt.timeout}), authz.Options{Log: log})
 			resp := check(t, serve(t, srv), tt.req)
@@ -180,7 +162,7 @@ allow if {
 }
 
 func TestServerWithoutEngineDenies(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srv := newServer(t, nil, authz.Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	assertDenied(t, check(t, serve(t, srv), checkRequest(frontend, backend, "GET", "/hello")))
 	if !strings.Contains(logs.String(), "no policy loaded") {

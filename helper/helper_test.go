@@ -17,6 +17,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // counterScript counts SIGHUPs into $1 (rewritten atomically), exits 7 on
@@ -34,7 +36,7 @@ while :; do sleep 0.02; done`
 type runWorld struct {
 	dir, count, ready string
 	src               *fakeSource
-	log               *syncBuffer
+	log               *syncbuf.Buffer
 	cfg               Config
 }
 
@@ -46,7 +48,7 @@ func newRunWorld(t *testing.T, edit func(*Config, *runWorld)) *runWorld {
 		count: filepath.Join(tmp, "hups"),
 		ready: filepath.Join(tmp, "ready"),
 		src:   newFakeSource(),
-		log:   &syncBuffer{},
+		log:   &syncbuf.Buffer{},
 	}
 	w.cfg = Config{
 		Files:              Files{Dir: w.dir},
@@ -54,8 +56,8 @@ func newRunWorld(t *testing.T, edit func(*Config, *runWorld)) *runWorld {
 		CheckEvery:         20 * time.Millisecond,
 		Source:             w.src,
 		Log:                slog.New(slog.NewTextHandler(w.log, nil)),
-		Stdout:             &syncBuffer{},
-		Stderr:             &syncBuffer{},
+		Stdout:             &syncbuf.Buffer{},
+		Stderr:             &syncbuf.Buffer{},
 	}
 	if edit != nil {
 		edit(&w.cfg, w)

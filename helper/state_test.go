@@ -18,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // fakeProgram records what the handlers ask of the program.
@@ -50,7 +52,7 @@ type stateWorld struct {
 	s     *state
 	prog  *fakeProgram
 	src   *fakeSource
-	log   *syncBuffer
+	log   *syncbuf.Buffer
 	now   time.Time
 	kills []string // "pid signal"
 	dir   string
@@ -61,7 +63,7 @@ func newStateWorld(t *testing.T, edit func(*Config)) *stateWorld {
 	w := &stateWorld{
 		prog: &fakeProgram{status: 7},
 		src:  newFakeSource(),
-		log:  &syncBuffer{},
+		log:  &syncbuf.Buffer{},
 		now:  time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
 		dir:  t.TempDir(),
 	}

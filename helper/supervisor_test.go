@@ -9,12 +9,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
-func startSh(t *testing.T, script string, grace time.Duration) (*supervisor, *syncBuffer) {
+func startSh(t *testing.T, script string, grace time.Duration) (*supervisor, *syncbuf.Buffer) {
 	t.Helper()
-	log := &syncBuffer{}
-	p := newSupervisor([]string{"sh", "-c", script}, nil, &syncBuffer{}, &syncBuffer{}, grace, slog.New(slog.NewTextHandler(log, nil)))
+	log := &syncbuf.Buffer{}
+	p := newSupervisor([]string{"sh", "-c", script}, nil, &syncbuf.Buffer{}, &syncbuf.Buffer{}, grace, slog.New(slog.NewTextHandler(log, nil)))
 	if err := p.start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,9 @@
 package sds
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -13,6 +11,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // protocol is one kind of SDS stream, as the tests below drive it.
@@ -86,19 +86,6 @@ func TestNothingIsSentOnceTheCallerHasExited(t *testing.T) {
 	wantCallerExited(t, "fetch", err)
 }
 
-// syncBuffer is a log destination the server's goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // What a caller sends is echoed in part: a 1 MB name, type URL or NACK
 // message is cut in errors and log lines, which say how long it was.
 func TestEchoedInputIsCut(t *testing.T) {
@@ -153,7 +140,7 @@ func TestEchoedInputIsCut(t *testing.T) {
 	}
 
 	t.Run("NACK log line", func(t *testing.T) {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		ids := newFake(t)
 		e := openStream(t, startServerWith(t, Options{Identities: ids, Log: slog.New(slog.NewTextHandler(&logs, nil))}))
 		e.ask(frontendID)

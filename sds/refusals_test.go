@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // A name the caller is not entitled to is refused on every protocol and
@@ -19,7 +21,7 @@ import (
 // stream, not on every response after.
 func TestRefusedResourceIsLoggedAndCounted(t *testing.T) {
 	const wrong = "spiffe://example.org/not-mine"
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	reg := prometheus.NewRegistry()
 	ids := newFake(t)
 	c := startServerWith(t, Options{Identities: ids, Registerer: reg, Log: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // Every bad bundle, and every failing service, is refused with a precise
@@ -235,7 +236,7 @@ func TestFailureLoggedOnceWhileItLasts(t *testing.T) {
 	bs := newBundleServer(t)
 	bs.set(func(s *bundleServer) { s.status = http.StatusBadGateway })
 	n := startNode(t, t.TempDir(), "", sourceConfig(bs.URL, &k))
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	for _, s := range n.mgr.sources {
 		s.log = slog.New(slog.NewTextHandler(&logs, nil))
 	}
@@ -263,21 +264,4 @@ func TestFailureLoggedOnceWhileItLasts(t *testing.T) {
 	if got := strings.Count(logs.String(), "bundle service answers again"); got != 1 {
 		t.Errorf("the end of the outage logged %d times, want once:\n%s", got, logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/internal/config"
 	"github.com/meshid/meshid/internal/remote"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // collector is a decision log collector as one written for OPA's plugin
@@ -407,7 +408,7 @@ func TestShipSlowCollector(t *testing.T) {
 	c.hold = make(chan struct{})
 	defer close(c.hold)
 	s := c.shipper(t, decisionlog.ShipperOptions{UploadSizeLimit: 4096, BufferSizeLimit: 64 << 10, FlushTimeout: 300 * time.Millisecond})
-	var file lockedBuffer
+	var file syncbuf.Buffer
 	rs := randomRecords(t, 2000, 200)
 	l := runLog(decisionlog.Options{QueueSize: len(rs), Shipper: s}, &file)
 	start := time.Now()
@@ -417,7 +418,7 @@ func TestShipSlowCollector(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("2000 Adds took %v", took)
 	}
-	waitFor(t, "2000 lines in the file", func() bool { return file.lines() == len(rs) })
+	waitFor(t, "2000 lines in the file", func() bool { return len(file.Lines("")) == len(rs) })
 	if l.Dropped() != 0 {
 		t.Errorf("the queue dropped %d decisions while the collector hung", l.Dropped())
 	}
@@ -450,23 +451,6 @@ func TestShipTooLarge(t *testing.T) {
 	if st := s.Stats(); st.DroppedTooLarge != 1 || st.Shipped != 3 {
 		t.Errorf("stats = %+v", st)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) lines() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Count(b.b.Bytes(), []byte("\n"))
 }
 
 func sumInts(xs []int) int {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -15,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/meshid/meshid/test/svidtest"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // TestEveryClientCommandTakesTheSocket: each command that asks meshid on
@@ -191,26 +190,9 @@ func TestSVIDWatchProgram(t *testing.T) {
 // (svid watch: its log and its program's output).
 func runLocked(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errOut lockedBuffer
+	var out, errOut syncbuf.Buffer
 	err = dispatch(context.Background(), args, &out, &errOut)
 	return out.String(), errOut.String(), err
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestEnvoyBootstrapSocket: Envoy dials a path; --socket takes a path or

@@ -2,7 +2,6 @@ package connlimit
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshid/meshid/attestor"
+	"github.com/meshid/meshid/test/syncbuf"
 )
 
 // Two local users who are not root; the tests run as root, a third uid.
@@ -50,7 +49,7 @@ type server struct {
 	dir  string // root's, 0755: every uid reaches the socket
 	sock string
 	lis  *Listener
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 type serverOptions struct {
@@ -74,7 +73,7 @@ func startServer(t *testing.T, o serverOptions) *server {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{dir: dir, sock: filepath.Join(dir, "agent.sock"), logs: &syncBuffer{}}
+	s := &server{dir: dir, sock: filepath.Join(dir, "agent.sock"), logs: &syncbuf.Buffer{}}
 	inner, err := net.Listen("unix", s.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -231,29 +230,6 @@ func waitFDs(t *testing.T, want int) {
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for line := range strings.Lines(b.buf.String()) {
-		if strings.Contains(line, substr) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
 // TestPerUIDCap: a uid that asks for more than its share gets exactly its
 // share, the rest are closed at once, and another uid still connects and
 // is answered; each uid's share is its own, and closing gives it back.
@@ -279,7 +255,7 @@ func TestPerUIDCap(t *testing.T) {
 	if got := s.refused(reasonTotal); got != 0 {
 		t.Errorf("refused{total} = %d, want 0", got)
 	}
-	lines := s.logs.lines("connection refused")
+	lines := s.logs.Lines("connection refused")
 	if len(lines) != 1 || !strings.Contains(lines[0], "reason=per_uid uid=12345") || !strings.Contains(lines[0], "held=3 limit=3") {
 		t.Errorf("refusal log = %q, want one line for uid 12345 at 3 of 3", lines)
 	}
@@ -345,7 +321,7 @@ func TestFloodFromOneUIDDoesNotHoldUpOthers(t *testing.T) {
 		t.Errorf("slowest health check took %s during the flood, want under %s", slowest, prompt)
 	}
 	// One line per logEvery, however many refusals.
-	if lines, most := s.logs.lines("connection refused"), 1+int(time.Since(flooding)/logEvery); len(lines) < 1 || len(lines) > most {
+	if lines, most := s.logs.Lines("connection refused"), 1+int(time.Since(flooding)/logEvery); len(lines) < 1 || len(lines) > most {
 		t.Errorf("%d refusal log lines for %d refusals, want 1 to %d", len(lines), during, most)
 	}
 	s.waitHeld(t, 0)
@@ -370,7 +346,7 @@ func TestTotalCap(t *testing.T) {
 	if _, err := s.healthCheck(t, 300*time.Millisecond); err == nil {
 		t.Error("root's health check succeeded on a full socket: root must count against the total")
 	}
-	if lines := s.logs.lines("reason=total"); len(lines) != 1 || !strings.Contains(lines[0], "held=4 limit=4") {
+	if lines := s.logs.Lines("reason=total"); len(lines) != 1 || !strings.Contains(lines[0], "held=4 limit=4") {
 		t.Errorf("refusal log = %q, want one line at 4 of 4", lines)
 	}
 	a.stop(t)
