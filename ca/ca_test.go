@@ -244,7 +244,7 @@ func TestOpenRefusesWhatItCannotTrust(t *testing.T) {
 		}, "", "ca.crt: no PEM CERTIFICATE block"},
 		{"corrupt key", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(gen(dir), keyFile), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600)
-		}, "", "ca.key: parse key"},
+		}, "", "ca.key: parse PEM \"PRIVATE KEY\" block"},
 		{"key of another CA", func(t *testing.T, dir string) {
 			other := t.TempDir()
 			open(t, other, newClock())

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/meshid/meshid/internal/atomicfile"
+	"github.com/meshid/meshid/internal/pemkey"
 )
 
 // On-disk layout: one directory per generation, named by a sequence number
@@ -218,7 +219,10 @@ func readKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA key: %w", err)
 	}
-	key, err := parseKey(data)
+	key, err := pemkey.Parse(data)
+	if errors.Is(err, pemkey.ErrNotPEM) {
+		return nil, fmt.Errorf("%s: no PEM private key block", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -261,35 +265,6 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return certs, nil
-}
-
-// parseKey accepts PKCS#8, SEC 1 (EC) and PKCS#1 (RSA) keys: upstream roots
-// come from other tools.
-func parseKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM private key block")
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("PEM block %q is not a private key", block.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("parse key: %w", err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key of type %T cannot sign", key)
-	}
-	return signer, nil
 }
 
 func keyPEM(key crypto.Signer) ([]byte, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/meshid/meshid/authz/decisionlog"
 	"github.com/meshid/meshid/cmd/meshid/internal/cli"
 	"github.com/meshid/meshid/internal/atomicfile"
+	"github.com/meshid/meshid/internal/pemkey"
 )
 
 // defaultBundleKeyID is the key id a signature names when --key-id is not
@@ -348,20 +349,9 @@ func loadBundleSigner(path, alg string) (*bundleSigner, error) {
 		return &bundleSigner{config: bundle.NewSigningConfig(path, alg, ""), verify: string(raw)}, nil
 	}
 
-	block, _ := pem.Decode(raw)
-	if block == nil {
+	key, err := pemkey.Parse(raw)
+	if errors.Is(err, pemkey.ErrNotPEM) {
 		return nil, fmt.Errorf("signing key %s: not PEM: want a PEM private key (RSA or EC), or -signing-alg HS256 for an HMAC secret", path)
-	}
-	var key any
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("signing key %s: a PEM %q block, not a private key (want RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY)", path, block.Type)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
@@ -396,7 +386,9 @@ func loadBundleSigner(path, alg string) (*bundleSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
-	// The key's PEM itself, so that nothing reads the file a second time.
+	// The key's PEM block itself, in its own encoding (Parse read it), so
+	// that nothing reads the file a second time.
+	block, _ := pem.Decode(raw)
 	return &bundleSigner{
 		config: bundle.NewSigningConfig(string(pem.EncodeToMemory(block)), alg, ""),
 		verify: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
