@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -81,7 +82,8 @@ func (a *Activator) Activate(ctx context.Context, b Bundle) error {
 	if !slices.Contains(a.names, b.Name) {
 		return fmt.Errorf("bundle %q is not configured", b.Name)
 	}
-	next := a.withBundle(b)
+	next := maps.Clone(a.bundles) // never nil: New makes a.bundles
+	next[b.Name] = b
 	if err := a.compile(ctx, a.dir, next); err != nil {
 		return err
 	}
@@ -138,15 +140,6 @@ func (a *Activator) compile(ctx context.Context, dir *Policies, bundles map[stri
 		a.srv.SetEngine(e)
 	}
 	return nil
-}
-
-func (a *Activator) withBundle(b Bundle) map[string]Bundle {
-	next := make(map[string]Bundle, len(a.bundles)+1)
-	for k, v := range a.bundles {
-		next[k] = v
-	}
-	next[b.Name] = b
-	return next
 }
 
 // Reloader watches the activator's policy dir, as NewReloader does, and
