@@ -44,7 +44,10 @@ type UpstreamAuthority interface {
 // intermediate's life (the point is set by the certificate's serial, so a
 // restart keeps it and nodes issued at the same moment spread out); a
 // failed call is retried after a backoff that doubles from retryMin to
-// retryMax, each wait jittered down by up to half.
+// retryMax, each wait jittered down by up to half, and never longer than
+// a tenth of the newest intermediate's remaining life (an upstream may
+// sign for less than was asked: a role's max_ttl of minutes would
+// otherwise leave only a few tries before it expires).
 const (
 	renewFrom, renewSpread = 0.45, 0.10
 	retryMin               = 2 * time.Second
@@ -78,7 +81,8 @@ type remoteCA struct {
 	nextTry   time.Time // no renewal attempt before, after a failure
 	renewNow  bool      // the roots changed to ones the newest generation does not chain to
 	backoff   time.Duration
-	lastError error // of the last renewal attempt, repeated until nextTry
+	lastError error     // of the last renewal attempt, repeated until nextTry
+	expires   time.Time // the newest intermediate's NotAfter, which bounds a wait
 }
 
 func newRemote(ua UpstreamAuthority, td spiffeid.TrustDomain, ttl, refresh time.Duration, dir string, m metrics) (*remoteCA, error) {
@@ -128,6 +132,7 @@ func renewAt(g *generation) time.Time {
 // to (see poll), and never during a backoff, when the last failure
 // stands.
 func (r *remoteCA) due(newest *generation, now time.Time) (bool, error) {
+	r.expires = newest.cert().NotAfter
 	if now.Before(r.nextTry) {
 		return false, r.lastError
 	}
@@ -200,7 +205,11 @@ func (r *remoteCA) record(now time.Time, err error, rand io.Reader) {
 	var b [2]byte
 	_, _ = rand.Read(b[:]) // a failed read leaves no jitter, which is still a backoff
 	jitter := time.Duration(float64(r.backoff/2) * float64(binary.BigEndian.Uint16(b[:])) / 65535)
-	r.nextTry, r.lastError = now.Add(r.backoff-jitter), err
+	wait := r.backoff - jitter
+	if left := r.expires.Sub(now); left > 0 {
+		wait = min(wait, max(left/10, retryMin))
+	}
+	r.nextTry, r.lastError = now.Add(wait), err
 }
 
 // poll reads the upstream's roots when the refresh interval has passed,
@@ -213,6 +222,7 @@ func (r *remoteCA) poll(ctx context.Context, newest *generation, now time.Time, 
 	if newest == nil || now.Before(r.nextPoll) {
 		return false, nil // with no generation yet, issue reads the roots itself
 	}
+	r.expires = newest.cert().NotAfter
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	before := r.roots()

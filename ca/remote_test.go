@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"strings"
 	"sync"
@@ -52,16 +53,31 @@ type fakeUpstream struct {
 	mu     sync.Mutex
 	listed [][]*x509.Certificate
 	calls  int
+	clock  func() time.Time // when set, the signing time instead of now
+	maxTTL time.Duration    // when set, what the upstream signs for at most
+	down   bool             // every call fails
 }
 
 func (f *fakeUpstream) SignIntermediate(_ context.Context, csrDER []byte, ttl time.Duration) ([]*x509.Certificate, error) {
+	f.mu.Lock()
+	now, down := f.now, f.down
+	if f.clock != nil {
+		now = f.clock()
+	}
+	if f.maxTTL > 0 {
+		ttl = min(ttl, f.maxTTL)
+	}
+	f.mu.Unlock()
+	if down {
+		return nil, errors.New("fake upstream is down")
+	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(f.now.UnixNano()), Subject: csr.Subject, URIs: csr.URIs,
-		NotBefore: f.now.Add(-time.Minute), NotAfter: f.now.Add(ttl),
+		SerialNumber: big.NewInt(now.UnixNano()), Subject: csr.Subject, URIs: csr.URIs,
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(ttl),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.signer.cert, csr.PublicKey, f.signer.key)
@@ -78,6 +94,9 @@ func (f *fakeUpstream) SignIntermediate(_ context.Context, csrDER []byte, ttl ti
 func (f *fakeUpstream) Roots(context.Context) ([]*x509.Certificate, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("fake upstream is down")
+	}
 	i := min(f.calls, len(f.listed)-1)
 	f.calls++
 	return f.listed[i], nil
@@ -122,4 +141,50 @@ func TestUpstreamRootsReadAgainBeforeRefusing(t *testing.T) {
 			t.Fatalf("err = %v, want the intermediate refused as chaining to no root of the upstream's", err)
 		}
 	})
+}
+
+// An upstream that signs for less than was asked (a role's max_ttl) and
+// is down when the renewal comes: the retries grow no further apart than
+// a tenth of the intermediate's remaining life, so an upstream back a
+// minute before the intermediate expires still renews it in time.
+func TestUpstreamRetriesBeforeTheIntermediateExpires(t *testing.T) {
+	clk := newClock()
+	root := newTestRoot(t, "root", clk.Now())
+	up := &fakeUpstream{signer: root, listed: [][]*x509.Certificate{{root.cert}}, clock: clk.Now, maxTTL: 20 * time.Minute}
+	a, err := Open(Options{TrustDomain: td, Dir: t.TempDir(), TTL: 24 * time.Hour, Clock: clk.Now, UpstreamAuthority: up})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	r := a.up.(*remoteCA)
+	first := a.gens[len(a.gens)-1].cert()
+	expires := first.NotAfter
+
+	up.mu.Lock()
+	up.down = true
+	up.mu.Unlock()
+	ctx := context.Background()
+	clk.Set(renewAt(a.gens[0]))
+	back := expires.Add(-time.Minute)
+	tries := 0
+	for {
+		now := clk.Now()
+		if !now.Before(expires) {
+			t.Fatalf("the intermediate expired at %s, %d tries after its renewal point, still not renewed", expires.Format(time.TimeOnly), tries)
+		}
+		if !now.Before(back) {
+			up.mu.Lock()
+			up.down = false
+			up.mu.Unlock()
+		}
+		err := a.rotate(ctx)
+		tries++
+		if err == nil && a.gens[len(a.gens)-1].cert() != first {
+			t.Logf("renewed at %s after %d tries, %s before the first intermediate expired", now.Format(time.TimeOnly), tries, expires.Sub(now))
+			return
+		}
+		if wait, most := r.nextTry.Sub(now), max(expires.Sub(now)/10, retryMin); wait <= 0 || wait > most {
+			t.Fatalf("try %d at %s: next in %s, want at most %s (%s left)", tries, now.Format(time.TimeOnly), wait, most, expires.Sub(now))
+		}
+		clk.Set(r.nextTry)
+	}
 }
