@@ -291,6 +291,11 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 	}
 	if err := s.act.Activate(ctx, authz.Bundle{Name: s.cfg.Name, Bundle: b}); err != nil {
 		s.fail(now, ReasonCompile, fmt.Errorf("%s: revision %q refused: %w", s.where(), b.Manifest.Revision, err))
+		// The downloader took this bundle's ETag: every later poll would
+		// be a 304 for it, and it would never be compiled again, not even
+		// once another bundle or the policy dir it needs has changed. As
+		// OPA does, the next poll downloads it again, and tries again.
+		s.keepETag()
 		return nil
 	}
 	s.activated(now, b.Manifest.Revision, u.ETag, raw, false)
@@ -358,13 +363,17 @@ func (s *source) succeeded(now time.Time) (recovered bool, revision string) {
 }
 
 // keepETag gives the downloader back the active copy's ETag after a
-// failed poll: OPA's downloader forgets its ETag on any error (its REST
-// client still sends the last one set, by the way it merges headers, not
-// by design), and a service back from an outage must not send the whole
-// unchanged bundle to every node at once. A bundle refused as unverifiable has no
-// ETag of its own to remember (the downloader gives none with an error):
-// it is downloaded again at each backoff step, up to max_delay apart,
-// until the service serves another.
+// failed poll or a refused bundle: OPA's downloader forgets its ETag on
+// any error, and takes a refused bundle's when it did download one. A
+// service back from an outage then answers the unchanged bundle with a
+// 304 rather than sending it whole to every node at once, and a bundle
+// refused is downloaded and tried again at the next poll (a bundle
+// refused as unverifiable has no ETag of its own to remember: the
+// downloader gives none with an error). With no active copy, the ETag
+// is one no service has: OPA's REST client never unsets a header it once
+// sent (an empty value leaves the last one), so without it a refused
+// bundle's ETag would stay in If-None-Match and be answered 304 for
+// good.
 func (s *source) keepETag() {
 	if s.d == nil {
 		return
@@ -372,10 +381,14 @@ func (s *source) keepETag() {
 	s.mu.Lock()
 	etag := s.st.ETag
 	s.mu.Unlock()
-	if etag != "" {
-		s.d.SetCache(etag)
+	if etag == "" {
+		etag = noCopyETag
 	}
+	s.d.SetCache(etag)
 }
+
+// noCopyETag is the If-None-Match of a source with no copy in force.
+const noCopyETag = `"meshid-no-copy"`
 
 // where names the bundle and its address for messages.
 func (s *source) where() string {

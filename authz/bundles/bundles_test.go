@@ -446,6 +446,71 @@ func TestOutageKeepsTheETag(t *testing.T) {
 	}
 }
 
+// A bundle refused at compile because it needs what another bundle has
+// not published yet (here a function of lib's next revision) is
+// downloaded and tried again at the next poll: once lib's revision is
+// out, it is in force. On a running node the last good stays until then;
+// a node that starts so has no policy (every request denied) until then,
+// and not for good. The refused bundle's ETag is never what the node
+// asks with.
+func TestCompileRefusedIsTriedAgain(t *testing.T) {
+	const (
+		libV1  = "package lib\n\nx := 1\n"
+		libV2  = "package lib\n\nok(p) if p == \"/b\"\n"
+		meshV2 = "package envoy.authz\n\nimport data.lib\n\ndefault allow := false\n\nallow if lib.ok(input.attributes.request.http.path)\n"
+	)
+	k := newKey(t, "global")
+	lib := func(revision, src string) []byte {
+		return build(t, spec{revision: revision, roots: []string{"lib"}, modules: map[string]string{"/lib/lib.rego": src}, signer: &k})
+	}
+	m2 := build(t, spec{revision: "m2", roots: []string{"envoy"}, modules: map[string]string{"/envoy/authz.rego": meshV2}, signer: &k})
+	for _, running := range []bool{true, false} {
+		t.Run(map[bool]string{true: "running node", false: "starting node"}[running], func(t *testing.T) {
+			meshSrv, libSrv := newBundleServer(t), newBundleServer(t)
+			meshSrv.set(func(s *bundleServer) { s.body = m2 })
+			if running {
+				meshSrv.set(func(s *bundleServer) { s.body = build(t, good(&k, "m1", "/a")) })
+			}
+			libSrv.set(func(s *bundleServer) { s.body = lib("l1", libV1) })
+			libCfg := sourceConfig(libSrv.URL, &k)
+			libCfg.Name, libCfg.Resource = "lib", "bundles/lib.tar.gz"
+			n := startNode(t, t.TempDir(), "", sourceConfig(meshSrv.URL, &k), libCfg)
+			n.poll(t)
+			if running {
+				if !n.allows(t, "/a") {
+					t.Fatal("m1 not in force")
+				}
+				meshSrv.set(func(s *bundleServer) { s.body = m2 })
+				n.poll(t)
+			}
+			st := n.mgr.Status()[0]
+			if f := st.LastFailure; f == nil || f.Reason != ReasonCompile || !strings.Contains(f.Error, "lib.ok") {
+				t.Fatalf("m2 with lib l1: last failure %+v, want refused at compile for lib.ok", f)
+			}
+			if running && !n.allows(t, "/a") {
+				t.Error("m1 no longer in force after m2 was refused")
+			}
+			if !running && n.srv.Engine() != nil {
+				t.Error("a policy in force with m2 refused and nothing kept")
+			}
+			refused := meshSrv.ifNoneMtch // what m2's download was asked with
+			libSrv.set(func(s *bundleServer) { s.body = lib("l2", libV2) })
+			n.poll(t) // mesh first: m2 again, still with l1; then l2
+			n.poll(t) // m2 again, with l2
+			if st := n.mgr.Status()[0]; st.Revision != "m2" || !n.allows(t, "/b") || n.allows(t, "/a") {
+				t.Errorf("m2 not in force once lib l2 is: %+v", st)
+			}
+			sum := sha256.Sum256(m2)
+			m2ETag := `"` + hex.EncodeToString(sum[:8]) + `"`
+			for i, sent := range meshSrv.ifNoneMtch[len(refused):] {
+				if sent == m2ETag {
+					t.Errorf("poll %d after the refusal asked with the refused bundle's ETag: answered 304, never tried again", i+1)
+				}
+			}
+		})
+	}
+}
+
 // The same bundle published again gets a new ETag from a service such
 // as nginx (whose ETag is the file's mtime and size). The node downloads
 // it once, changes nothing, and from then on asks with the new ETag, and
