@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -74,8 +75,15 @@ func (a *Authz) bundleDefaults() {
 		if b.Resource == "" {
 			b.Resource = "bundles/" + b.Name
 		}
-		if b.Polling.MinDelay == 0 && b.Polling.MaxDelay == 0 {
-			b.Polling.MinDelay, b.Polling.MaxDelay = DefaultBundleMinDelay, DefaultBundleMaxDelay
+		// One delay given: the other's default, moved so that they still
+		// make a range.
+		switch p := &b.Polling; {
+		case p.MinDelay == 0 && p.MaxDelay == 0:
+			p.MinDelay, p.MaxDelay = DefaultBundleMinDelay, DefaultBundleMaxDelay
+		case p.MinDelay == 0:
+			p.MinDelay = min(DefaultBundleMinDelay, p.MaxDelay)
+		case p.MaxDelay == 0:
+			p.MaxDelay = max(DefaultBundleMaxDelay, p.MinDelay)
 		}
 		if b.SizeLimitBytes == 0 {
 			b.SizeLimitBytes = DefaultBundleSizeLimit
@@ -108,10 +116,12 @@ func (a Authz) validateBundles(bad func(path []any, format string, args ...any))
 			bad(key("name"), "%s.name is required: it names the bundle in decision logs and its copy in data_dir/bundles/", name)
 		case !bundleName.MatchString(b.Name) || b.Name == "." || b.Name == "..":
 			bad(key("name"), "%s.name %q: want letters, digits, '.', '_' and '-' only (it names a directory)", name, b.Name)
-		case seen[b.Name]:
-			bad(key("name"), "%s.name %q is the name of another bundle too", name, b.Name)
+		case seen[strings.ToLower(b.Name)]:
+			// Case too: on a file system that ignores it, two such names
+			// would share one directory in data_dir/bundles/.
+			bad(key("name"), "%s.name %q is the name of another bundle too (names are compared ignoring case)", name, b.Name)
 		}
-		seen[b.Name] = true
+		seen[strings.ToLower(b.Name)] = true
 		b.Service.validate(key("service"), name+".service", bad)
 		b.Polling.validate(key("polling"), name+".polling", bad)
 		if b.SizeLimitBytes < 1 {

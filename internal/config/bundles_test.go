@@ -43,6 +43,24 @@ func TestLoadBundles(t *testing.T) {
 		*m.Signing != (BundleSigning{KeyID: "global", Algorithm: "ES256", PublicKeyFile: filepath.Join(dir, "keys/bundle.pub"), Scope: "write"}) {
 		t.Errorf("bundle mesh = %+v %+v", m, m.Signing)
 	}
+	for _, tc := range []struct {
+		polling    string
+		minD, maxD time.Duration
+	}{
+		{"{max_delay: 5s}", 5 * time.Second, 5 * time.Second},
+		{"{max_delay: 60s}", DefaultBundleMinDelay, 60 * time.Second},
+		{"{min_delay: 30s}", 30 * time.Second, 30 * time.Second},
+		{"{min_delay: 2s}", 2 * time.Second, DefaultBundleMaxDelay},
+	} {
+		cfg, err := Load(writeConfig(t, "authz:\n  bundles:\n    - name: a\n      service: {url: https://b.example}\n      unsigned: true\n      polling: "+tc.polling+"\n"))
+		if err != nil {
+			t.Errorf("polling %s: %v", tc.polling, err)
+			continue
+		}
+		if p := cfg.Authz.Bundles[0].Polling; p.MinDelay != tc.minD || p.MaxDelay != tc.maxD {
+			t.Errorf("polling %s: min_delay %s, max_delay %s, want %s, %s", tc.polling, p.MinDelay, p.MaxDelay, tc.minD, tc.maxD)
+		}
+	}
 	if e.Resource != "bundles/extra" || e.Polling != (BundlePolling{DefaultBundleMinDelay, DefaultBundleMaxDelay, 0}) ||
 		e.SizeLimitBytes != DefaultBundleSizeLimit || !e.Unsigned || e.Signing != nil {
 		t.Errorf("bundle extra = %+v", e)
@@ -71,6 +89,8 @@ func TestLoadBundlesRejects(t *testing.T) {
 		{"bad name", "authz:\n  bundles:\n    - name: a/b\n" + svc + sig, []string{`meshid.yaml:3: authz.bundles[0].name "a/b": want letters`}},
 		{"dot name", "authz:\n  bundles:\n    - name: ..\n" + svc + sig, []string{`authz.bundles[0].name "..": want letters`}},
 		{"same name", "authz:\n  bundles:\n    - name: a\n" + svc + sig + "    - name: a\n" + svc + sig, []string{`meshid.yaml:6: authz.bundles[1].name "a" is the name of another bundle too`}},
+		{"same name but case", "authz:\n  bundles:\n    - name: Mesh\n" + svc + sig + "    - name: mesh\n" + svc + sig, []string{`meshid.yaml:6: authz.bundles[1].name "mesh" is the name of another bundle too (names are compared ignoring case)`}},
+		{"max alone below 1s", "authz:\n  bundles:\n    - name: a\n" + svc + sig + "      polling: {max_delay: 500ms}\n", []string{"authz.bundles[0].polling.max_delay 500ms: want whole seconds"}},
 		{"no url", "authz:\n  bundles:\n    - name: a\n" + sig, []string{"authz.bundles[0].service.url is required"}},
 		{"unsigned by default", "authz:\n  bundles:\n    - name: a\n" + svc, []string{"meshid.yaml:3: authz.bundles[0] (a) has no signing: set signing"}},
 		{"both", "authz:\n  bundles:\n    - name: a\n" + svc + sig + "      unsigned: true\n", []string{"meshid.yaml:6: authz.bundles[0]: unsigned: true and signing exclude each other"}},

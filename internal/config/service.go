@@ -61,6 +61,10 @@ func (s Service) validate(path []any, name string, bad func(path []any, format s
 		return
 	case u.User != nil:
 		bad(key("url"), "%s.url: credentials do not belong in the URL, where logs show them; use %s.bearer_token_file or %s.client_tls", name, name, name)
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		// Requests go to url + "/" + the resource, as OPA sends them: a
+		// query here would end up in the middle of every path.
+		bad(key("url"), "%s.url %q has a query or fragment: want the service's base URL (a query belongs at the end of the resource)", name, s.URL)
 	}
 	plain := u.Scheme == "http"
 	if plain && s.BearerTokenFile != "" {
