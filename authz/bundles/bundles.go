@@ -11,6 +11,7 @@ package bundles
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +94,8 @@ type source struct {
 	// logged is the failure last logged, cleared by a success: the same
 	// failure again and again (a service down, each retry) is logged once.
 	logged string
+	// keptAt is when the copy in force was downloaded, for bundle.json.
+	keptAt time.Time
 }
 
 // New builds a manager for o.Bundles: their REST clients and
@@ -262,6 +266,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		s.metrics.bytes.WithLabelValues(s.cfg.Name).Add(float64(u.Size))
 	}
 	if u.Bundle == nil {
+		s.retag(now, u.ETag) // a 304 may name the copy in force anew
 		s.unchanged(now)
 		return nil
 	}
@@ -277,11 +282,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		// answers 304 to that one only: remember it, on disk too, or a
 		// restart or an outage would send the old one and be sent the
 		// whole bundle again.
-		if u.ETag != "" && s.retag(u.ETag) {
-			if err := s.keepMeta(kept{ETag: u.ETag, Revision: b.Manifest.Revision, Downloaded: now}); err != nil {
-				s.fail(now, ReasonPersist, fmt.Errorf("%s: new ETag not kept: %w", s.where(), err))
-			}
-		}
+		s.retag(now, u.ETag)
 		s.unchanged(now)
 		return nil
 	}
@@ -304,7 +305,7 @@ func (s *source) update(ctx context.Context, u download.Update) error {
 		s.fail(now, ReasonPersist, fmt.Errorf("%s: %w", s.where(), rawErr))
 		return nil
 	}
-	if err := s.keep(raw, kept{ETag: u.ETag, Revision: b.Manifest.Revision, Downloaded: now}); err != nil {
+	if err := s.keep(raw, u.ETag, b.Manifest.Revision, now); err != nil {
 		s.fail(now, ReasonPersist, fmt.Errorf("%s: activated but not kept: %w", s.where(), err))
 	}
 	return nil
@@ -327,16 +328,23 @@ func (s *source) isActive(raw []byte) bool {
 	return s.st.Active && sum == s.active
 }
 
-// retag makes etag the ETag of the copy in force, and says whether it
-// was another.
-func (s *source) retag(etag string) bool {
+// retag makes etag, if the service gave one, the ETag of the copy in
+// force, in bundle.json too. bundle.json keeps the sum of the copy in
+// force: if that copy could not be written (a full disk), the tarball
+// there is an older one, and a restart does not send the new ETag for
+// it.
+func (s *source) retag(now time.Time, etag string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.st.ETag == etag {
-		return false
+	if etag == "" || !s.st.Active || s.st.ETag == etag {
+		s.mu.Unlock()
+		return
 	}
 	s.st.ETag = etag
-	return true
+	k := kept{ETag: etag, Revision: s.st.Revision, SHA256: hex.EncodeToString(s.active[:]), Source: s.address(), Downloaded: s.keptAt}
+	s.mu.Unlock()
+	if err := s.keepMeta(k); err != nil {
+		s.fail(now, ReasonPersist, fmt.Errorf("%s: new ETag %s not kept: %w", s.where(), etag, err))
+	}
 }
 
 // unchanged records a poll that found the copy in force still current:
@@ -390,13 +398,15 @@ func (s *source) keepETag() {
 // noCopyETag is the If-None-Match of a source with no copy in force.
 const noCopyETag = `"meshid-no-copy"`
 
+// address is the URL the bundle is requested at, built as OPA's REST
+// client builds it.
+func (s *source) address() string {
+	return strings.TrimRight(s.cfg.Service.URL, "/") + "/" + strings.Trim(s.cfg.Resource, "/")
+}
+
 // where names the bundle and its address for messages.
 func (s *source) where() string {
-	u, err := url.JoinPath(s.cfg.Service.URL, s.cfg.Resource)
-	if err != nil {
-		u = s.cfg.Service.URL + "/" + s.cfg.Resource
-	}
-	return fmt.Sprintf("bundle %s from %s", s.cfg.Name, u)
+	return fmt.Sprintf("bundle %s from %s", s.cfg.Name, s.address())
 }
 
 // classify tells a failure to get a bundle from one that came and was
@@ -446,6 +456,9 @@ func (s *source) activated(now time.Time, revision, etag string, raw []byte, fro
 	old := s.st.Revision
 	hadOld := s.st.Active
 	s.st.Active, s.st.Revision, s.st.ETag, s.st.FromDisk, s.st.LastActivation = true, revision, etag, fromDisk, now
+	if !fromDisk {
+		s.keptAt = now
+	}
 	s.mu.Unlock()
 	if hadOld && old != revision {
 		s.metrics.revision.DeleteLabelValues(s.cfg.Name, old)

@@ -553,6 +553,122 @@ func TestSameBytesWithANewETag(t *testing.T) {
 	}
 }
 
+// bundle.json's ETag is sent at start only for the tarball it was given
+// for, and to the address it came from: a tarball left from before (its
+// successor could not be written, a full disk) under a newer ETag, or a
+// copy of another service's bundle, would otherwise be answered 304 and
+// stay in force. The revision is no guide: bundles built without one all
+// have "".
+func TestKeptETagOnlyForItsTarballAndSource(t *testing.T) {
+	k := newKey(t, "global")
+	first, second := build(t, good(&k, "", "/a")), build(t, good(&k, "", "/b"))
+	restart := func(t *testing.T, data, url string) (*node, string) {
+		t.Helper()
+		n := startNode(t, data, "", sourceConfig(url, &k))
+		n.mgr.LoadKept(context.Background())
+		return n, n.status(t).ETag
+	}
+
+	t.Run("another tarball", func(t *testing.T) {
+		bs := newBundleServer(t)
+		bs.set(func(s *bundleServer) { s.body, s.epoch = first, "1-" })
+		data := t.TempDir()
+		n := startNode(t, data, "", sourceConfig(bs.URL, &k))
+		n.poll(t)
+		bs.set(func(s *bundleServer) { s.body = second })
+		n.poll(t)
+		// As if writing the second bundle's tarball had failed: the first
+		// one is still on disk. Then the second is published again.
+		if err := os.WriteFile(filepath.Join(data, "bundles", "mesh", keptBundle), first, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		bs.set(func(s *bundleServer) { s.epoch = "2-" })
+		n.poll(t)
+		if st := n.status(t); !strings.HasPrefix(st.ETag, `"2-`) || !n.allows(t, "/b") {
+			t.Fatalf("the second bundle under its new ETag: %+v", st)
+		}
+		restarted, etag := restart(t, data, bs.URL)
+		if etag != "" {
+			t.Errorf("restarted on the first tarball with ETag %s (the second's): it would be answered 304 and kept", etag)
+		}
+		restarted.poll(t)
+		if !restarted.allows(t, "/b") || restarted.allows(t, "/a") {
+			t.Errorf("restarted node does not enforce the second bundle after its first poll: %+v", restarted.status(t))
+		}
+	})
+
+	t.Run("another address", func(t *testing.T) {
+		old, moved := newBundleServer(t), newBundleServer(t)
+		old.set(func(s *bundleServer) { s.body = first })
+		moved.set(func(s *bundleServer) { s.body = second })
+		data := t.TempDir()
+		n := startNode(t, data, "", sourceConfig(old.URL, &k))
+		n.poll(t)
+		restarted, etag := restart(t, data, moved.URL)
+		if etag != "" {
+			t.Errorf("kept copy of %s: ETag %s sent to %s", old.URL, etag, moved.URL)
+		}
+		if !restarted.allows(t, "/a") {
+			t.Error("the kept copy is not in force until the new address answers")
+		}
+		restarted.poll(t)
+		if sent := moved.ifNoneMtch[0]; sent != noCopyETag && sent != "" {
+			t.Errorf("first poll of the new address sent If-None-Match %q", sent)
+		}
+		if !restarted.allows(t, "/b") {
+			t.Errorf("the new address's bundle not in force: %+v", restarted.status(t))
+		}
+		// The same address, written with a trailing slash, is the same.
+		again, etag := restart(t, data, moved.URL+"/")
+		if etag == "" || !again.allows(t, "/b") {
+			t.Errorf("restart on the same address with a trailing slash: ETag %q, %+v", etag, again.status(t))
+		}
+	})
+}
+
+// A 304 that names the copy in force with another ETag (a proxy that
+// weakens ETags, a service that renamed them) makes that ETag the one
+// kept and sent.
+func TestNotModifiedWithANewETag(t *testing.T) {
+	k := newKey(t, "global")
+	body := build(t, good(&k, "r1", "/a"))
+	var mu sync.Mutex
+	var sent []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent = append(sent, r.Header.Get("If-None-Match"))
+		mu.Unlock()
+		switch r.Header.Get("If-None-Match") {
+		case `"a"`, `W/"a"`:
+			w.Header().Set("ETag", `W/"a"`)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("ETag", `"a"`)
+			_, _ = w.Write(body)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	data := t.TempDir()
+	n := startNode(t, data, "", sourceConfig(srv.URL, &k))
+	n.poll(t)
+	n.poll(t)
+	if st := n.status(t); st.ETag != `W/"a"` {
+		t.Errorf("ETag after the 304 = %s, want the one it named", st.ETag)
+	}
+	var meta kept
+	if b, err := os.ReadFile(filepath.Join(data, "bundles", "mesh", keptMeta)); err != nil || json.Unmarshal(b, &meta) != nil || meta.ETag != `W/"a"` || meta.Downloaded.IsZero() {
+		t.Errorf("bundle.json = %+v (%v)", meta, err)
+	}
+	restarted := startNode(t, data, "", sourceConfig(srv.URL, &k))
+	restarted.mgr.LoadKept(context.Background())
+	restarted.poll(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if last := sent[len(sent)-1]; last != `W/"a"` {
+		t.Errorf("restarted node asked with %q", last)
+	}
+}
+
 // A service that sends no ETag sends the whole bundle at every poll; the
 // same bytes again are no change: the policy set in force (and with it
 // the decision cache) stays, and no activation is logged. Other bytes are

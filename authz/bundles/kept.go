@@ -3,6 +3,8 @@ package bundles
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,17 +27,23 @@ const (
 	keptMeta   = "bundle.json"
 )
 
-// kept is what bundle.json says of the kept bundle.
+// kept is what bundle.json says of the kept bundle. Its ETag is sent at
+// start only if SHA256 is the tarball's and Source is where the bundle
+// is configured to come from now: an ETag stands for a body at an
+// address, and a 304 for the wrong one would keep a stale copy in force.
 type kept struct {
 	ETag       string    `json:"etag"`
 	Revision   string    `json:"revision"`
+	SHA256     string    `json:"sha256"` // of bundle.tar.gz, hex
+	Source     string    `json:"source"` // the address it was downloaded from
 	Downloaded time.Time `json:"downloaded"`
 }
 
 // keep writes the activated bundle's bytes and its bundle.json, each
 // atomically; the tarball first, so that a crash between the two leaves a
-// bundle.json whose ETag is an older bundle's, which costs one download.
-func (s *source) keep(raw []byte, k kept) error {
+// bundle.json of an older tarball, whose ETag is then not sent: one
+// download.
+func (s *source) keep(raw []byte, etag, revision string, downloaded time.Time) error {
 	if len(raw) == 0 {
 		return errors.New("no bundle bytes to keep")
 	}
@@ -48,11 +56,12 @@ func (s *source) keep(raw []byte, k kept) error {
 	if err := atomicfile.Write(filepath.Join(s.dir, keptBundle), raw, 0o600); err != nil {
 		return err
 	}
-	return s.keepMeta(k)
+	sum := sha256.Sum256(raw)
+	return s.keepMeta(kept{ETag: etag, Revision: revision, SHA256: hex.EncodeToString(sum[:]), Source: s.address(), Downloaded: downloaded})
 }
 
-// keepMeta writes bundle.json alone, for the kept bundle served again
-// under a new ETag.
+// keepMeta writes bundle.json alone, for the kept bundle answered under
+// a new ETag.
 func (s *source) keepMeta(k kept) error {
 	meta, err := json.MarshalIndent(k, "", "  ")
 	if err != nil {
@@ -87,10 +96,20 @@ func (s *source) loadKept(ctx context.Context) {
 		s.fail(now, ReasonCompile, fmt.Errorf("bundle %s kept in %s, revision %q, refused: %w", s.cfg.Name, path, b.Manifest.Revision, err))
 		return
 	}
-	if k.Revision != b.Manifest.Revision {
-		k.ETag = "" // bundle.json is another bundle's: download again
+	sum := sha256.Sum256(raw)
+	switch {
+	case k.ETag == "":
+	case k.SHA256 != hex.EncodeToString(sum[:]):
+		k.ETag = "" // bundle.json is another tarball's: download again
+	case k.Source != s.address():
+		s.log.Info("authz: the kept bundle came from another address; it is in force until this one answers, which is asked without its ETag",
+			"kept_from", k.Source, "now_from", s.address())
+		k.ETag = ""
 	}
 	s.activated(now, b.Manifest.Revision, k.ETag, raw, true)
+	s.mu.Lock()
+	s.keptAt = k.Downloaded
+	s.mu.Unlock()
 }
 
 // read reads a bundle tarball as the downloader does: verified, within
