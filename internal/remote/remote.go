@@ -6,9 +6,12 @@
 package remote
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 
 	"github.com/open-policy-agent/opa/v1/logging"
@@ -18,19 +21,12 @@ import (
 )
 
 // Client returns a REST client for s, named name in OPA's logs. The files
-// s names are checked now, so that a missing token or certificate is a
-// start-up error rather than the first request's.
+// s names are read now, so that a missing or unreadable token, roots that
+// are no certificates, or a client certificate that does not load are a
+// start-up error naming the key, rather than every request's.
 func Client(name string, s config.Service, log *slog.Logger) (rest.Client, error) {
-	for _, f := range []struct{ key, path string }{
-		{"ca_file", s.CAFile}, {"bearer_token_file", s.BearerTokenFile},
-		{"client_tls.cert_file", s.ClientTLS.CertFile}, {"client_tls.key_file", s.ClientTLS.KeyFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return rest.Client{}, fmt.Errorf("%s: %s: %w", name, f.key, err)
-		}
+	if err := checkFiles(s); err != nil {
+		return rest.Client{}, fmt.Errorf("%s: %w", name, err)
 	}
 	raw, err := json.Marshal(restConfig(name, s))
 	if err != nil {
@@ -49,12 +45,39 @@ func Client(name string, s config.Service, log *slog.Logger) (rest.Client, error
 	return c, nil
 }
 
+// checkFiles reads the files s names as OPA's client will.
+func checkFiles(s config.Service) error {
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return fmt.Errorf("ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("ca_file %s holds no PEM certificate", s.CAFile)
+		}
+	}
+	if s.BearerTokenFile != "" {
+		// Read again for every request; it must be readable from the start.
+		if _, err := os.ReadFile(s.BearerTokenFile); err != nil {
+			return fmt.Errorf("bearer_token_file: %w", err)
+		}
+	}
+	if c := s.ClientTLS; c.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+			return fmt.Errorf("client_tls (cert_file %s, key_file %s): %w", c.CertFile, c.KeyFile, err)
+		}
+	}
+	return nil
+}
+
 // restConfig is OPA's service configuration for s, in the JSON form
 // rest.New reads.
 func restConfig(name string, s config.Service) map[string]any {
 	c := map[string]any{"name": name, "url": s.URL}
 	if s.Timeout > 0 {
-		c["response_header_timeout_seconds"] = max(1, int64(s.Timeout.Seconds()))
+		// OPA counts whole seconds: a fraction is rounded up, never to 0
+		// (which would be no timeout at all).
+		c["response_header_timeout_seconds"] = int64(math.Ceil(s.Timeout.Seconds()))
 	}
 	if s.CAFile != "" {
 		c["tls"] = map[string]any{"ca_cert": s.CAFile}

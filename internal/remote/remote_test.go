@@ -66,10 +66,30 @@ func TestClientRefusesUntrustedServer(t *testing.T) {
 	}
 }
 
-func TestClientMissingFile(t *testing.T) {
-	_, err := remote.Client("decision_log.service", config.Service{URL: "https://collector.example", BearerTokenFile: "/nonexistent/token"}, nil)
-	if err == nil || !strings.Contains(err.Error(), "decision_log.service: bearer_token_file") {
-		t.Fatalf("err = %v, want one naming decision_log.service: bearer_token_file", err)
+// Every file the service names is read at start, as the client will
+// read it: a bad one is an error naming the service and the key.
+func TestClientBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	writeFile(t, garbage, "not a certificate\n")
+	for _, tc := range []struct {
+		name string
+		s    config.Service
+		want string
+	}{
+		{"missing token", config.Service{BearerTokenFile: "/nonexistent/token"}, "decision_log.service: bearer_token_file: open /nonexistent/token"},
+		{"token is a directory", config.Service{BearerTokenFile: dir}, "decision_log.service: bearer_token_file: read " + dir},
+		{"missing roots", config.Service{CAFile: "/nonexistent/ca.pem"}, "decision_log.service: ca_file: open /nonexistent/ca.pem"},
+		{"roots that are none", config.Service{CAFile: garbage}, "decision_log.service: ca_file " + garbage + " holds no PEM certificate"},
+		{"client certificate that is none", config.Service{ClientTLS: config.ClientTLS{CertFile: garbage, KeyFile: garbage}}, "decision_log.service: client_tls (cert_file " + garbage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.s.URL = "https://collector.example"
+			_, err := remote.Client("decision_log.service", tc.s, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
 	}
 }
 
