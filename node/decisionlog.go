@@ -71,6 +71,7 @@ func newShipper(s config.DecisionLogService, log *slog.Logger, reg prometheus.Re
 		MaxDelay:        s.MaxDelay,
 		UploadSizeLimit: s.UploadSizeLimitBytes,
 		BufferSizeLimit: s.BufferSizeLimitBytes,
+		UploadTimeout:   s.Timeout,
 		Log:             log,
 	})
 	if err := registerShipperMetrics(reg, ship); err != nil {

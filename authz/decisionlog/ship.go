@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -46,6 +47,11 @@ func (r restCollector) Upload(ctx context.Context, body []byte) (int, error) {
 	// Read a little of the answer so that the connection is reused.
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	if m := resp.Request.Method; m != http.MethodPost {
+		// A 301, 302 or 303 turns the POST into a body-less GET: its 2xx
+		// says nothing of the events.
+		return 0, fmt.Errorf("the collector redirected the upload to %s %s, which carries no events: give its final URL", m, resp.Request.URL.Redacted())
+	}
 	return resp.StatusCode, nil
 }
 
@@ -65,6 +71,9 @@ type ShipperOptions struct {
 	// BufferSizeLimit bounds the JSON of the events waiting; past it the
 	// oldest are dropped.
 	BufferSizeLimit int64
+	// UploadTimeout bounds one upload, from sending it to reading the
+	// answer.
+	UploadTimeout time.Duration
 	// FlushTimeout bounds the uploads at shutdown.
 	FlushTimeout time.Duration
 	Log          *slog.Logger
@@ -78,6 +87,7 @@ const (
 	DefaultUploadSizeLimit  = 32 << 10
 	DefaultBufferSizeLimit  = 1 << 20
 	DefaultShipFlushTimeout = 5 * time.Second
+	DefaultUploadTimeout    = 10 * time.Second
 )
 
 // Shipper ships the events of a Log (Options.Shipper) to a Collector: it
@@ -109,7 +119,6 @@ type Shipper struct {
 	ratio float64
 
 	gz    *gzip.Writer
-	body  bytes.Buffer
 	stats shipperStats
 }
 
@@ -158,12 +167,15 @@ func NewShipper(o ShipperOptions) *Shipper {
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = DefaultShipFlushTimeout
 	}
+	if o.UploadTimeout <= 0 {
+		o.UploadTimeout = DefaultUploadTimeout
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Shipper{o: o, pace: logpace.New[struct{}](time.Minute, 1, nil), wake: make(chan struct{}, 1), ratio: initialRatio}
 	s.events.labels = encodeLabels(o.Labels)
-	s.gz, _ = gzip.NewWriterLevel(&s.body, gzip.DefaultCompression)
+	s.gz, _ = gzip.NewWriterLevel(io.Discard, gzip.DefaultCompression)
 	return s
 }
 
@@ -229,20 +241,32 @@ func (s *Shipper) add(w *lineWriter, r *Record) {
 // dropOldest drops the oldest buffered event, counted as dropped now or,
 // when an upload holding it is under way, once that upload failed.
 func (s *Shipper) dropOldest() {
-	e := s.buf[s.head]
-	s.buf[s.head] = shipped{}
-	s.head++
-	s.bytes -= int64(len(e.data))
+	e := s.popOldest()
 	if e.seq >= s.inFlight.from && e.seq < s.inFlight.to {
 		s.inFlight.dropped++
 	} else {
 		s.stats.droppedFull.Add(1)
 	}
-	if s.head > 1024 && s.head*2 > len(s.buf) {
+}
+
+// popOldest takes the oldest buffered event out of the buffer, whose
+// slots before head are given back now and then: under steady traffic
+// the buffer is never empty, and the slots of every event ever shipped
+// would otherwise stay. The caller holds mu.
+func (s *Shipper) popOldest() shipped {
+	e := s.buf[s.head]
+	s.buf[s.head] = shipped{}
+	s.head++
+	s.bytes -= int64(len(e.data))
+	switch {
+	case s.head == len(s.buf):
+		s.buf, s.head = s.buf[:0], 0
+	case s.head > 1024 && s.head*2 > len(s.buf):
 		n := copy(s.buf, s.buf[s.head:])
 		clear(s.buf[n:])
 		s.buf, s.head = s.buf[:n], 0
 	}
+	return e
 }
 
 // full says whether an upload should go now, without waiting for the
@@ -289,29 +313,33 @@ func (s *Shipper) run(stop context.Context) {
 	defer timer.Stop()
 	failures := 0
 	for {
-		fullOnly := false
+		// Events older than until go now; a full batch always does. At
+		// each tick that is what was buffered then, and no more: events
+		// that come while it is uploaded wait for a full batch or the
+		// next tick, rather than going a few at a time, back to back.
+		var until uint64
 		select {
 		case <-stop.Done():
 			s.flush(ctx)
 			return
 		case <-s.wake:
-			fullOnly = true
 		case <-timer.C:
+			until = s.seq()
 		}
 		for {
-			done, err := s.upload(ctx, fullOnly)
+			sent, more, err := s.upload(ctx, until)
 			if err == nil {
-				if failures > 0 {
+				if sent && failures > 0 {
 					s.o.Log.Info("authz: the decision log collector takes uploads again", "failed_uploads", failures)
 					failures = 0
 				}
-				if done {
+				if !more {
 					break
 				}
 				continue
 			}
 			failures++
-			fullOnly = false
+			until = s.seq() // the retry sends what is buffered, full or not
 			s.failed(err, failures)
 			select {
 			case <-stop.Done():
@@ -341,13 +369,21 @@ func (s *Shipper) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// seq is the seq the next event added gets: every event buffered now
+// is older.
+func (s *Shipper) seq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
 // flush uploads what is buffered, one attempt per batch, until the
 // buffer is empty, an upload fails or ctx ends; the rest is counted as
 // dropped.
 func (s *Shipper) flush(ctx context.Context) {
 	for {
-		done, err := s.upload(ctx, false)
-		if done && err == nil {
+		_, more, err := s.upload(ctx, math.MaxUint64)
+		if err == nil && !more {
 			return
 		}
 		if err != nil {
@@ -375,42 +411,44 @@ func (e *uploadError) Error() string {
 	return "the collector answered " + strconv.Itoa(e.status) + " " + http.StatusText(e.status)
 }
 
-// upload sends the oldest buffered events, as many as one upload takes:
-// with fullOnly, only when they fill one. done says nothing (more) is
-// left to send now.
-func (s *Shipper) upload(ctx context.Context, fullOnly bool) (done bool, err error) {
+// due says whether an upload should go now: the oldest event buffered
+// is older than until, or a batch is full. The caller holds mu.
+func (s *Shipper) due(until uint64) bool {
+	return s.head < len(s.buf) && (s.buf[s.head].seq < until || s.full())
+}
+
+// upload sends the oldest buffered events, as many as one upload takes,
+// if they are due (see due). sent says the collector took an upload;
+// more that more is due now.
+func (s *Shipper) upload(ctx context.Context, until uint64) (sent, more bool, err error) {
 	s.mu.Lock()
-	if fullOnly && !s.full() {
+	if !s.due(until) {
 		s.mu.Unlock()
-		return true, nil
+		return false, false, nil
 	}
 	batch := s.take()
-	if len(batch) == 0 {
-		s.mu.Unlock()
-		return true, nil
-	}
 	// In flight from the moment it is taken: events the buffer drops
 	// while the batch is encoded are the batch's to count, or they would
 	// be counted dropped and then shipped as well.
 	s.inFlight.from, s.inFlight.to, s.inFlight.dropped = batch[0].seq, batch[len(batch)-1].seq+1, 0
 	s.mu.Unlock()
-	n, size := s.encode(batch)
+	body, n := s.encode(batch)
 	if n == 0 {
 		// One event that alone gzips past the limit: never shippable.
+		// No upload, neither a success nor a failure.
 		s.mu.Lock()
 		lost := s.inFlight.dropped
 		s.inFlight.from, s.inFlight.to, s.inFlight.dropped = 0, 0, 0
 		if lost == 0 && s.head < len(s.buf) && s.buf[s.head].seq == batch[0].seq {
-			s.bytes -= int64(len(s.buf[s.head].data))
-			s.buf[s.head] = shipped{}
-			s.head++
+			s.popOldest()
 			s.stats.droppedLarge.Add(1)
 		}
+		more = s.due(until)
 		s.mu.Unlock()
 		// Dropped from the buffer meanwhile (the too large one first:
 		// drops go oldest first): counted as the buffer's drops.
 		s.stats.droppedFull.Add(uint64(lost))
-		return false, nil
+		return false, more, nil
 	}
 	batch = batch[:n]
 	s.mu.Lock()
@@ -425,7 +463,9 @@ func (s *Shipper) upload(ctx context.Context, fullOnly bool) (done bool, err err
 	s.inFlight.to = to
 	s.mu.Unlock()
 
-	status, uerr := s.o.Collector.Upload(ctx, s.body.Bytes())
+	uctx, cancel := context.WithTimeout(ctx, s.o.UploadTimeout)
+	status, uerr := s.o.Collector.Upload(uctx, body)
+	cancel()
 	if uerr == nil && (status < 200 || status > 299) {
 		uerr = fmt.Errorf("status %d", status)
 	} else if uerr != nil {
@@ -436,16 +476,11 @@ func (s *Shipper) upload(ctx context.Context, fullOnly bool) (done bool, err err
 	lost := s.inFlight.dropped
 	s.inFlight.from, s.inFlight.to, s.inFlight.dropped = 0, 0, 0
 	if uerr == nil {
-		for s.head < len(s.buf) && s.buf[s.head].seq < batch[n-1].seq+1 {
-			s.bytes -= int64(len(s.buf[s.head].data))
-			s.buf[s.head] = shipped{}
-			s.head++
-		}
-		if s.head == len(s.buf) {
-			s.buf, s.head = s.buf[:0], 0
+		for s.head < len(s.buf) && s.buf[s.head].seq < to {
+			s.popOldest()
 		}
 	}
-	left := len(s.buf) - s.head
+	more = s.due(until)
 	s.mu.Unlock()
 
 	if uerr != nil {
@@ -454,13 +489,13 @@ func (s *Shipper) upload(ctx context.Context, fullOnly bool) (done bool, err err
 		e := &uploadError{status: status, err: uerr}
 		msg := e.Error()
 		s.stats.lastError.Store(&msg)
-		return false, e
+		return false, false, e
 	}
 	s.stats.shipped.Add(uint64(n))
-	s.stats.uploadedBytes.Add(uint64(size))
+	s.stats.uploadedBytes.Add(uint64(len(body)))
 	s.stats.lastSuccess.Store(time.Now().UnixNano())
 	s.stats.lastError.Store(nil)
-	return left == 0, nil
+	return true, more, nil
 }
 
 // take returns the oldest buffered events, about as many as one upload
@@ -476,14 +511,18 @@ func (s *Shipper) take() []shipped {
 	return append([]shipped(nil), s.buf[s.head:end]...)
 }
 
-// encode gzips the JSON array of the first events of batch into s.body,
-// as many as fit UploadSizeLimit, and returns how many and the body's
-// size; 0 when not even the first fits.
-func (s *Shipper) encode(batch []shipped) (n, size int) {
+// encode gzips the JSON array of the first events of batch, as many as
+// fit UploadSizeLimit, and returns the body and how many; 0 when not
+// even the first fits. The body is the upload's own: an HTTP transport
+// may still read a request's body after the answer came (a collector
+// that answers before it has read it all), so no later upload writes
+// into it.
+func (s *Shipper) encode(batch []shipped) (body []byte, n int) {
+	var buf bytes.Buffer
 	n = len(batch)
 	for n > 0 {
-		s.body.Reset()
-		s.gz.Reset(&s.body)
+		buf.Reset()
+		s.gz.Reset(&buf)
 		raw := 0
 		s.gz.Write([]byte{'['})
 		for i, e := range batch[:n] {
@@ -495,20 +534,20 @@ func (s *Shipper) encode(batch []shipped) (n, size int) {
 		}
 		s.gz.Write([]byte{']'})
 		s.gz.Close()
-		size = s.body.Len()
+		size := buf.Len()
 		if size <= s.o.UploadSizeLimit {
 			s.mu.Lock()
 			s.ratio = max(1, float64(raw)/float64(size))
 			s.mu.Unlock()
-			return n, size
+			return buf.Bytes(), n
 		}
 		if n == 1 {
-			return 0, size
+			return nil, 0
 		}
 		// Fewer, by how far over it was, and some more.
 		n = max(1, min(n-1, int(float64(n)*float64(s.o.UploadSizeLimit)/float64(size)*batchFill)))
 	}
-	return 0, 0
+	return nil, 0
 }
 
 func (s *Shipper) count(status int) {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -584,5 +585,140 @@ func TestShipDropsOldest(t *testing.T) {
 	}
 	if st.Shipped != uint64(len(got)) || st.Shipped+st.DroppedBufferFull != uint64(len(rs)) {
 		t.Errorf("stats = %+v: want the %d received shipped and the other %d dropped", st, len(got), len(rs)-len(got))
+	}
+}
+
+// At each tick the shipper uploads what was buffered then: under steady
+// traffic it does not chase the events that come during the upload with
+// one tiny upload after another.
+func TestShipTickUploadsWhatWasBuffered(t *testing.T) {
+	// A collector that takes 10ms to answer: time for more events to
+	// come during each upload.
+	c := newCollector(t, func(int) int { time.Sleep(10 * time.Millisecond); return http.StatusOK })
+	s := c.shipper(t, decisionlog.ShipperOptions{MinDelay: 500 * time.Millisecond, MaxDelay: 500 * time.Millisecond})
+	l := runLog(decisionlog.Options{Shipper: s, QueueSize: 10000}, nil)
+	rs := randomRecords(t, 2000, 100)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for _, r := range rs { // about 1000 a second for 2 s
+		<-tick.C
+		l.Add(r)
+	}
+	waitFor(t, "every event", func() bool { return len(c.got()) == len(rs) })
+	l.stop(t)
+	c.mu.Lock()
+	uploads := c.uploads
+	c.mu.Unlock()
+	t.Logf("%d events in about %s: %d uploads", len(rs), 2*time.Second, uploads)
+	// Four or five ticks, and the flush; none full.
+	if uploads > 10 {
+		t.Errorf("%d uploads for %d events over 2 s with a tick every 500ms: uploads chase the events that come", uploads, len(rs))
+	}
+}
+
+// A collector that sends its answer's headers and then stalls does not
+// stop shipping: each upload has a deadline (reading what the collector
+// answers included).
+func TestShipStalledAnswerIsAFailure(t *testing.T) {
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		requests++
+		first := requests == 1
+		mu.Unlock()
+		if first {
+			w.Header().Set("Content-Length", "100")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // a proxy that stalls mid-answer
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	client, err := remote.Client("decision_log", config.Service{URL: srv.URL, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := decisionlog.NewShipper(decisionlog.ShipperOptions{Collector: decisionlog.RESTCollector(client, "/logs"),
+		MinDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond, UploadTimeout: 300 * time.Millisecond})
+	l := runLog(decisionlog.Options{Shipper: s}, nil)
+	for _, r := range randomRecords(t, 20, 200) {
+		l.Add(r)
+	}
+	// The collector said 200 to the first upload before it stalled: its
+	// events count as shipped, and the stall costs UploadTimeout.
+	waitFor(t, "the 20 events of the stalled answer", func() bool { return s.Stats().Shipped == 20 })
+	for _, r := range randomRecords(t, 20, 200) {
+		l.Add(r)
+	}
+	waitFor(t, "20 more", func() bool { return s.Stats().Shipped == 40 })
+	l.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if requests < 2 {
+		t.Errorf("%d requests: want the stalled one and more", requests)
+	}
+}
+
+// A redirect that turns the upload into a GET (301, 302, 303) carries no
+// events: its 2xx is a failure, never events shipped.
+func TestShipRedirectToGETIsAFailure(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.URL.Path == "/logs" {
+			http.Redirect(w, r, "/v2/logs", http.StatusMovedPermanently)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	client, err := remote.Client("decision_log", config.Service{URL: srv.URL, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := decisionlog.NewShipper(decisionlog.ShipperOptions{Collector: decisionlog.RESTCollector(client, "/logs"), MinDelay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond})
+	l := runLog(decisionlog.Options{Shipper: s}, nil)
+	for _, r := range randomRecords(t, 5, 200) {
+		l.Add(r)
+	}
+	waitFor(t, "two failed uploads", func() bool { return s.Stats().FailuresError >= 2 })
+	st := s.Stats()
+	l.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if st.Shipped != 0 || !strings.Contains(st.LastError, "redirected the upload to GET") {
+		t.Errorf("requests %v: stats %+v, want failures saying the upload was redirected to a GET", seen, st)
+	}
+}
+
+// An event too large to ship, dropped while the collector is down, is
+// neither an upload nor a recovery: the failures go on being backed off
+// and nothing says the collector takes uploads again.
+func TestShipTooLargeIsNoRecovery(t *testing.T) {
+	c := newCollector(t, func(int) int { return http.StatusServiceUnavailable })
+	var logs syncbuf.Buffer
+	// The buffer holds the large event, not it and one more: the first
+	// small one is dropped for it, and it is the oldest to upload.
+	s := c.shipper(t, decisionlog.ShipperOptions{UploadSizeLimit: 1024, BufferSizeLimit: 8600, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	l := runLog(decisionlog.Options{Shipper: s, MaxFieldBytes: 16 << 10}, nil)
+	l.Add(randomRecords(t, 1, 100)[0])
+	waitFor(t, "a failed upload", func() bool { return s.Stats().Failures5xx >= 1 })
+	big := randomRecords(t, 1, 8000)[0]
+	big.ID = "big"
+	l.Add(big)
+	waitFor(t, "the large event dropped", func() bool { return s.Stats().DroppedTooLarge == 1 })
+	l.Add(randomRecords(t, 1, 100)[0])
+	before := s.Stats().Failures5xx
+	waitFor(t, "another failed upload", func() bool { return s.Stats().Failures5xx > before })
+	l.stop(t)
+	if lines := logs.Lines("takes uploads again"); len(lines) > 0 {
+		t.Errorf("recovery logged while the collector refused every upload: %s", lines[0])
 	}
 }
