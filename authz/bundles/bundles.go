@@ -96,6 +96,11 @@ type source struct {
 	logged string
 	// keptAt is when the copy in force was downloaded, for bundle.json.
 	keptAt time.Time
+	// lastAnswer is when the last poll ended; run's watchdog starts a
+	// new downloader when it is longer ago than any poll may take, plus
+	// stallSlack (for a large bundle on a slow link).
+	lastAnswer time.Time
+	stallSlack time.Duration
 }
 
 // New builds a manager for o.Bundles: their REST clients and
@@ -122,7 +127,7 @@ func New(o Options) (*Manager, error) {
 		s := &source{
 			cfg: b, dir: filepath.Join(o.DataDir, "bundles", b.Name), client: client, version: o.RegoVersion,
 			act: o.Activator, log: o.Log.With("bundle", b.Name), now: o.Now, metrics: m.metrics,
-			st: Status{Name: b.Name, URL: b.Service.URL, Resource: b.Resource},
+			st: Status{Name: b.Name, URL: b.Service.URL, Resource: b.Resource}, stallSlack: time.Minute,
 		}
 		if b.Signing != nil {
 			if s.verify, err = verificationConfig(*b.Signing); err != nil {
@@ -177,21 +182,69 @@ func (m *Manager) LoadKept(ctx context.Context) {
 
 // Run downloads every bundle until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
-	var ds []*download.Downloader
-	for _, s := range m.sources {
-		d, err := s.downloader(plugins.TriggerPeriodic)
-		if err != nil {
+	ds := make([]*download.Downloader, len(m.sources))
+	for i, s := range m.sources {
+		var err error
+		if ds[i], err = s.downloader(plugins.TriggerPeriodic); err != nil {
 			return err
 		}
-		s.d = d // before Start: the callback reads it on the downloader's goroutine
-		d.Start(ctx)
-		ds = append(ds, d)
 	}
-	<-ctx.Done()
-	for _, d := range ds {
-		d.Stop(context.Background())
+	var wg sync.WaitGroup
+	for i, s := range m.sources {
+		wg.Go(func() { s.run(ctx, ds[i]) })
 	}
+	wg.Wait()
 	return nil
+}
+
+// run runs d until ctx ends, and a new downloader in its place whenever
+// a poll has not ended for longer than one may take. OPA's downloader
+// bounds only the wait for a response's headers, and not even that while
+// it long-polls: a service (or a proxy) that holds the request, or
+// stalls in the body, would otherwise be waited for until a restart,
+// with nothing failing, counted or logged.
+func (s *source) run(ctx context.Context, d *download.Downloader) {
+	bound := max(s.cfg.Polling.LongPollingTimeout, s.cfg.Polling.MaxDelay) + s.cfg.Service.Timeout + s.stallSlack
+	s.answered(s.now())
+	s.d = d // before Start: the callback reads it on the downloader's goroutine
+	d.Start(ctx)
+	tick := time.NewTicker(min(bound/4, 10*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.d.Stop(context.Background())
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		since := s.now().Sub(s.lastAnswer)
+		s.mu.Unlock()
+		if since < bound {
+			continue
+		}
+		// Stop cancels the request under way: the old downloader has
+		// ended, and called back for the last time, when it returns.
+		s.d.Stop(context.Background())
+		now := s.now()
+		s.fail(now, ReasonDownload, fmt.Errorf("%s: no answer for %s (polling up to %s, long polling %s, timeout %s): asking again",
+			s.where(), since.Round(time.Second), s.cfg.Polling.MaxDelay, s.cfg.Polling.LongPollingTimeout, s.cfg.Service.Timeout))
+		next, err := s.downloader(plugins.TriggerPeriodic)
+		if err != nil { // the same config as the first: cannot fail now
+			s.log.Error("authz: bundle downloader not restarted", "err", err)
+			return
+		}
+		s.answered(now)
+		s.d = next
+		next.Start(ctx)
+	}
+}
+
+// answered records that a poll ended (or that one starts now).
+func (s *source) answered(now time.Time) {
+	s.mu.Lock()
+	s.lastAnswer = now
+	s.mu.Unlock()
 }
 
 // Status is the state of every bundle, in configuration order.
@@ -250,6 +303,12 @@ func (s *source) downloader(trigger plugins.TriggerMode) (*download.Downloader, 
 // update is the downloader's callback for each poll.
 func (s *source) update(ctx context.Context, u download.Update) error {
 	now := s.now()
+	s.answered(now)
+	if errors.Is(u.Error, context.Canceled) {
+		// Only Stop cancels the downloader's requests: a shutdown, or
+		// run's new downloader, which says why itself.
+		return nil
+	}
 	if u.Error != nil {
 		reason := classify(u.Error)
 		if reason == ReasonVerify {

@@ -100,3 +100,66 @@ func TestLongPolling(t *testing.T) {
 		t.Error("r2 not enforced")
 	}
 }
+
+// A service that holds a long poll and never answers (or a proxy that
+// does) is not waited for until a restart: OPA's downloader has no
+// timeout while it long-polls, and meshid starts a new one once a poll
+// has taken longer than any may. The stall is a download failure, with
+// its reason, and the service is asked again.
+func TestStalledLongPollIsAskedAgain(t *testing.T) {
+	k := newKey(t, "global")
+	body := build(t, good(&k, "r1", "/a"))
+	var mu sync.Mutex
+	requests, hang := 0, true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		stall := hang
+		mu.Unlock()
+		if stall {
+			<-r.Context().Done()
+			return
+		}
+		w.Header().Set("Content-Type", "application/gzip")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	src := sourceConfig(srv.URL, &k)
+	src.Polling.LongPollingTimeout = time.Second
+	n := startNode(t, t.TempDir(), "", src)
+	n.mgr.sources[0].stallSlack = time.Second // a poll may take 1s + 1s + 1s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.mgr.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: %+v", what, n.status(t))
+			}
+		}
+	}
+	waitUntil("the stall counted as a download failure", func() bool {
+		f := n.status(t).LastFailure
+		return f != nil && f.Reason == ReasonDownload && strings.Contains(f.Error, "no answer for")
+	})
+	if err := n.mgr.Ready(); err == nil || !strings.Contains(err.Error(), "no answer for") {
+		t.Errorf("Ready = %v, want the stall as the reason", err)
+	}
+	mu.Lock()
+	hang = false
+	mu.Unlock()
+	waitUntil("r1 downloaded once the service answers", func() bool { return n.status(t).Active })
+	mu.Lock()
+	defer mu.Unlock()
+	if requests < 2 {
+		t.Errorf("%d requests: the service was not asked again", requests)
+	}
+}
