@@ -211,6 +211,20 @@ func startNode(t *testing.T, dataDir, policyDir string, sources ...config.Bundle
 	return &node{srv: srv, mgr: mgr, reg: reg}
 }
 
+// run runs the manager's downloaders, as the daemon does, until the
+// test ends.
+func (n *node) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.mgr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+}
+
 // poll asks the service once for each bundle, as one tick of the
 // downloader's loop does.
 func (n *node) poll(t *testing.T) {

@@ -1,7 +1,6 @@
 package bundles
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -64,21 +63,13 @@ func TestLongPolling(t *testing.T) {
 	lp := &longPollServer{changed: make(chan struct{})}
 	lp.publish(build(t, good(&k, "r1", "/a")))
 	srv := httptest.NewServer(lp)
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after run's cleanup: Close waits for the held request
 
 	src := sourceConfig(srv.URL, &k)
 	// Delays far longer than the test: only long polling can be quick.
 	src.Polling = config.BundlePolling{MinDelay: time.Minute, MaxDelay: time.Minute, LongPollingTimeout: 5 * time.Second}
 	n := startNode(t, t.TempDir(), "", src)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.mgr.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	n.run(t)
 
 	waitRevision := func(rev string) time.Duration {
 		t.Helper()
@@ -128,15 +119,7 @@ func TestStalledLongPollIsAskedAgain(t *testing.T) {
 	src.Polling.LongPollingTimeout = time.Second
 	n := startNode(t, t.TempDir(), "", src)
 	n.mgr.sources[0].stallSlack = time.Second // a poll may take 1s + 1s + 1s
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.mgr.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	n.run(t)
 
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()

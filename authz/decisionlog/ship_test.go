@@ -616,6 +616,19 @@ func TestShipTickUploadsWhatWasBuffered(t *testing.T) {
 	}
 }
 
+// restShipper ships to srv's /logs, a service with a 1s timeout, and
+// closes srv at the test's end.
+func restShipper(t *testing.T, srv *httptest.Server, o decisionlog.ShipperOptions) *decisionlog.Shipper {
+	t.Helper()
+	t.Cleanup(srv.Close)
+	client, err := remote.Client("decision_log", config.Service{URL: srv.URL, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Collector = decisionlog.RESTCollector(client, "/logs")
+	return decisionlog.NewShipper(o)
+}
+
 // A collector that sends its answer's headers and then stalls does not
 // stop shipping: each upload has a deadline (reading what the collector
 // answers included).
@@ -637,13 +650,7 @@ func TestShipStalledAnswerIsAFailure(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusOK)
 	}))
-	t.Cleanup(srv.Close)
-	client, err := remote.Client("decision_log", config.Service{URL: srv.URL, Timeout: time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := decisionlog.NewShipper(decisionlog.ShipperOptions{Collector: decisionlog.RESTCollector(client, "/logs"),
-		MinDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond, UploadTimeout: 300 * time.Millisecond})
+	s := restShipper(t, srv, decisionlog.ShipperOptions{MinDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond, UploadTimeout: 300 * time.Millisecond})
 	l := runLog(decisionlog.Options{Shipper: s}, nil)
 	for _, r := range randomRecords(t, 20, 200) {
 		l.Add(r)
@@ -678,12 +685,7 @@ func TestShipRedirectToGETIsAFailure(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusOK)
 	}))
-	t.Cleanup(srv.Close)
-	client, err := remote.Client("decision_log", config.Service{URL: srv.URL, Timeout: time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := decisionlog.NewShipper(decisionlog.ShipperOptions{Collector: decisionlog.RESTCollector(client, "/logs"), MinDelay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond})
+	s := restShipper(t, srv, decisionlog.ShipperOptions{MinDelay: 10 * time.Millisecond, MaxDelay: 20 * time.Millisecond})
 	l := runLog(decisionlog.Options{Shipper: s}, nil)
 	for _, r := range randomRecords(t, 5, 200) {
 		l.Add(r)
